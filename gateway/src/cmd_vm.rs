@@ -1,0 +1,264 @@
+//! `gateway vm …`: VMs from the command line, on the same data directory as the server.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use vmm_backend::nic::NicRequest;
+use vmm_backend::{
+    Accel, BackendConfig, BootSource, ConsoleConfig, PowerAction, QemuBackend, VmBackend,
+    VmDefinition, VmInfo,
+};
+
+#[derive(Debug, Subcommand)]
+pub enum VmCommand {
+    /// List VMs with their state.
+    List(JsonFlag),
+    /// Show one VM.
+    Show(NameArgs),
+    /// Define a new VM.
+    Define(Box<DefineArgs>),
+    /// Remove a stopped VM's definition.
+    Undefine(NameArgs),
+    /// Start a VM.
+    Start(NameArgs),
+    /// ACPI shutdown; forced off after the grace period.
+    Shutdown(ShutdownArgs),
+    /// Power off at once.
+    Poweroff(NameArgs),
+    /// Hard reset.
+    Reset(NameArgs),
+    /// Pause the VM's CPUs.
+    Suspend(NameArgs),
+    /// Continue a suspended VM.
+    Resume(NameArgs),
+    /// The guest's IP addresses (needs the QEMU guest agent in the guest).
+    Ip(NameArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct JsonFlag {
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct NameArgs {
+    name: String,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ShutdownArgs {
+    name: String,
+    /// Seconds to wait for the guest before forcing it off.
+    #[arg(long, default_value_t = 60)]
+    grace: u64,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DefineArgs {
+    /// VM name (letters, digits, '.', '_', '-'; at most 63).
+    #[arg(long, required_unless_present = "from_file")]
+    name: Option<String>,
+    /// A JSON VM definition instead of the flags.
+    #[arg(long, conflicts_with = "name")]
+    from_file: Option<PathBuf>,
+    #[arg(long, default_value_t = 1)]
+    vcpus: u32,
+    /// Memory in MiB.
+    #[arg(long, default_value_t = 256)]
+    memory: u64,
+    /// Boot this kernel directly.
+    #[arg(long, conflicts_with_all = ["disk", "firmware"])]
+    kernel: Option<PathBuf>,
+    #[arg(long, requires = "kernel")]
+    initrd: Option<PathBuf>,
+    #[arg(long, requires = "kernel", default_value = "")]
+    cmdline: String,
+    /// Boot this disk image.
+    #[arg(long, conflicts_with = "firmware")]
+    disk: Option<PathBuf>,
+    /// Create the disk image (qcow2) with this size in MiB.
+    #[arg(long, requires = "disk")]
+    disk_size: Option<u64>,
+    /// Firmware only (no OS).
+    #[arg(long)]
+    firmware: bool,
+    /// vnc, spice or both.
+    #[arg(long, default_value = "both")]
+    console: String,
+    /// A NIC: MODEL[,mac=MAC][,pf=IFACE]; MODEL is e1000, rtl8139, virtio or sriov.
+    #[arg(long = "nic")]
+    nics: Vec<String>,
+    /// auto, kvm or tcg.
+    #[arg(long, default_value = "auto")]
+    accel: String,
+    #[arg(long)]
+    autostart: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+impl DefineArgs {
+    fn definition(&self) -> anyhow::Result<VmDefinition> {
+        if let Some(f) = &self.from_file {
+            let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+            return serde_json::from_slice(&bytes)
+                .with_context(|| format!("{} is not a valid VM definition", f.display()));
+        }
+        let boot = match (&self.kernel, &self.disk, self.firmware) {
+            (Some(k), _, _) => BootSource::Kernel {
+                kernel: k.clone(),
+                initrd: self.initrd.clone(),
+                cmdline: self.cmdline.clone(),
+            },
+            (None, Some(d), _) => BootSource::Disk {
+                path: d.clone(),
+                create_size_mib: self.disk_size,
+            },
+            (None, None, _) => BootSource::Firmware,
+        };
+        let nics = self
+            .nics
+            .iter()
+            .map(|n| n.parse::<NicRequest>())
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(VmDefinition {
+            name: self.name.clone().unwrap_or_default(),
+            uuid: None,
+            vcpus: self.vcpus,
+            memory_mib: self.memory,
+            boot,
+            console: self.console.parse::<ConsoleConfig>()?,
+            nics,
+            accel: self.accel.parse::<Accel>()?,
+            autostart: self.autostart,
+        })
+    }
+}
+
+fn print_info(info: &VmInfo, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(info)?);
+        return Ok(());
+    }
+    let s = &info.spec;
+    println!("name:        {}", s.name);
+    println!("uuid:        {}", s.uuid);
+    println!("state:       {}", info.state);
+    if let Some(r) = &info.exit_reason {
+        println!("last stop:   {r}");
+    }
+    println!("vcpus:       {}", s.vcpus);
+    println!("memory:      {} MiB", s.memory_mib);
+    println!("accelerator: {}", s.accel);
+    let boot = match &s.boot {
+        BootSource::Kernel { kernel, .. } => format!("kernel {}", kernel.display()),
+        BootSource::Disk { path, .. } => format!("disk {}", path.display()),
+        BootSource::Firmware => "firmware only".to_owned(),
+    };
+    println!("boot:        {boot}");
+    for n in &s.nics {
+        println!("nic:         {} {} {}", n.id, n.model, n.mac);
+    }
+    for c in &info.consoles {
+        println!("console:     {} {}", c.kind, c.socket.display());
+    }
+    if !info.suspendable {
+        println!("note:        has an SR-IOV NIC: no suspend, no live migration, no HA");
+    }
+    Ok(())
+}
+
+pub async fn run(cmd: VmCommand, data_dir: &Path) -> anyhow::Result<()> {
+    let mut cfg = BackendConfig::new(data_dir);
+    if let Some(q) = std::env::var_os("VMGW_QEMU") {
+        cfg.qemu_binary = q.into();
+    }
+    let backend = QemuBackend::open(cfg)?;
+    let power = |name: String, action: PowerAction, json: bool| {
+        let backend = backend.clone();
+        async move {
+            let info = backend.power(&name, action).await?;
+            if json {
+                println!("{}", serde_json::to_string(&info)?);
+            } else {
+                println!("{name}: {}", info.state);
+            }
+            anyhow::Ok(())
+        }
+    };
+    match cmd {
+        VmCommand::List(f) => {
+            let vms = backend.list().await?;
+            if f.json {
+                println!("{}", serde_json::to_string(&vms)?);
+            } else {
+                println!("{:<24} {:<8} {:>5} {:>8}  CONSOLES", "NAME", "STATE", "VCPUS", "MEMORY");
+                for v in vms {
+                    let consoles: Vec<String> = v.consoles.iter().map(|c| c.kind.to_string()).collect();
+                    println!(
+                        "{:<24} {:<8} {:>5} {:>5}MiB  {}",
+                        v.spec.name,
+                        v.state.to_string(),
+                        v.spec.vcpus,
+                        v.spec.memory_mib,
+                        consoles.join(",")
+                    );
+                }
+            }
+        }
+        VmCommand::Show(a) => print_info(&backend.get(&a.name).await?, a.json)?,
+        VmCommand::Define(a) => {
+            let spec = backend.define(a.definition()?).await?;
+            if a.json {
+                println!("{}", serde_json::to_string(&spec)?);
+            } else {
+                println!("defined {} ({})", spec.name, spec.uuid);
+            }
+        }
+        VmCommand::Undefine(a) => {
+            backend.undefine(&a.name).await?;
+            if !a.json {
+                println!("undefined {}", a.name);
+            }
+        }
+        VmCommand::Start(a) => power(a.name, PowerAction::Start, a.json).await?,
+        VmCommand::Poweroff(a) => power(a.name, PowerAction::Poweroff, a.json).await?,
+        VmCommand::Reset(a) => power(a.name, PowerAction::Reset, a.json).await?,
+        VmCommand::Suspend(a) => power(a.name, PowerAction::Suspend, a.json).await?,
+        VmCommand::Resume(a) => power(a.name, PowerAction::Resume, a.json).await?,
+        VmCommand::Shutdown(a) => {
+            let info = backend
+                .shutdown_with_grace(&a.name, Duration::from_secs(a.grace))
+                .await?;
+            if a.json {
+                println!("{}", serde_json::to_string(&info)?);
+            } else {
+                println!(
+                    "{}: {} ({})",
+                    a.name,
+                    info.state,
+                    info.exit_reason.as_deref().unwrap_or("")
+                );
+            }
+        }
+        VmCommand::Ip(a) => {
+            let addrs = backend.guest_addresses(&a.name).await?;
+            if a.json {
+                println!("{}", serde_json::to_string(&addrs)?);
+            } else {
+                for ad in addrs {
+                    println!("{:<10} {}/{}", ad.interface, ad.address, ad.prefix);
+                }
+            }
+        }
+    }
+    Ok(())
+}

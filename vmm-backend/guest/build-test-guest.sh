@@ -1,0 +1,290 @@
+#!/usr/bin/env bash
+# Builds the tiny Linux test guest used by the QEMU integration tests:
+#   OUTDIR/vmlinuz     Debian 12 kernel (linux-image-6.1*-amd64)
+#   OUTDIR/initrd.img  gzip'ed newc cpio: busybox, qemu-ga + libs, a few modules
+#
+# Usage: build-test-guest.sh [OUTDIR]     (default: <repo>/target/test-guest)
+#
+# Everything comes from Debian packages fetched with `apt-get download` and
+# unpacked with `dpkg-deb -x`; nothing is installed on the host except the
+# build tools cpio and kmod if they are missing (needs root then).
+# The result is cached: if OUTDIR/stamp matches the hash of this script and
+# of rootfs/, nothing is done. VMGW_GUEST_FORCE=1 forces a rebuild.
+# See README.md for the guest's behaviour (kernel cmdline knobs, markers).
+set -euo pipefail
+
+SCRIPT_PATH=$(readlink -f "${BASH_SOURCE[0]}")
+SCRIPT_DIR=$(dirname "$SCRIPT_PATH")
+REPO_ROOT=$(cd "$SCRIPT_DIR/../.." && pwd)
+ROOTFS_SRC=$SCRIPT_DIR/rootfs
+OUTDIR=${1:-$REPO_ROOT/target/test-guest}
+
+# Kernel modules wanted in the guest (with their dependencies). Built-in ones
+# are skipped automatically. button + evdev: ACPI power button via acpid.
+KMODS=(virtio_pci virtio_net virtio_console virtio_blk e1000 8139too button evdev)
+
+export PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
+export LC_ALL=C
+
+log() { echo "build-test-guest: $*" >&2; }
+die() {
+    log "error: $*"
+    exit 1
+}
+
+inputs_hash() {
+    (
+        cd "$SCRIPT_DIR"
+        sha256sum build-test-guest.sh
+        find rootfs \( -type f -o -type l \) -print0 | sort -z | xargs -0 -r sha256sum
+        find rootfs -type l -printf '%p -> %l\n' | sort
+    ) | sha256sum | cut -d' ' -f1
+}
+
+mkdir -p "$OUTDIR"
+OUTDIR=$(cd "$OUTDIR" && pwd)
+HASH=$(inputs_hash)
+
+is_fresh() {
+    [[ ${VMGW_GUEST_FORCE:-0} != 1 && -s $OUTDIR/vmlinuz && -s $OUTDIR/initrd.img &&
+        -f $OUTDIR/stamp && "$(cat "$OUTDIR/stamp")" == "$HASH" ]]
+}
+
+is_fresh && exit 0
+
+# Serialise concurrent builds (e.g. parallel tests); re-check after the lock.
+exec 9>"$OUTDIR/.lock"
+flock 9
+is_fresh && exit 0
+
+# ---------------------------------------------------------------- host tools
+APT_UPDATED=0
+apt_update() {
+    ((APT_UPDATED)) && return 0
+    [[ $(id -u) == 0 ]] || die "apt package lists missing/outdated; run 'apt-get update' as root"
+    log "running apt-get update"
+    apt-get -q update >&2
+    APT_UPDATED=1
+}
+
+ensure_tools() {
+    local -a missing=()
+    command -v cpio >/dev/null || missing+=(cpio)
+    { command -v depmod && command -v modprobe; } >/dev/null || missing+=(kmod)
+    for t in apt-get apt-cache dpkg-deb gzip flock sha256sum find xargs; do
+        command -v "$t" >/dev/null || die "required tool '$t' not found"
+    done
+    ((${#missing[@]})) || return 0
+    [[ $(id -u) == 0 ]] || die "missing host tools: ${missing[*]} (apt-get install ${missing[*]})"
+    log "installing host tools: ${missing[*]}"
+    if ! DEBIAN_FRONTEND=noninteractive apt-get -q install -y --no-install-recommends "${missing[@]}" >&2; then
+        apt_update
+        DEBIAN_FRONTEND=noninteractive apt-get -q install -y --no-install-recommends "${missing[@]}" >&2
+    fi
+}
+
+# apt_download DIR PKG...: fetch .debs into DIR (apt-get update once on failure).
+apt_download() {
+    local dir=$1
+    shift
+    if ! (cd "$dir" && apt-get -q -o APT::Sandbox::User=root download "$@" >&2); then
+        apt_update
+        (cd "$dir" && apt-get -q -o APT::Sandbox::User=root download "$@" >&2)
+    fi
+}
+
+# pkg_depends PKG...: names of the PKGs' (Pre-)Depends, alternatives included.
+pkg_depends() {
+    apt-cache depends --no-recommends --no-suggests --no-conflicts --no-breaks \
+        --no-replaces --no-enhances "$@" |
+        sed -n 's/^ *|\{0,1\}\(Pre\)\{0,1\}Depends: \([^< ][^ ]*\)$/\2/p' | sort -u
+}
+
+resolve_kernel_pkg() {
+    local pkg
+    pkg=$(pkg_depends linux-image-amd64 2>/dev/null | grep '^linux-image-[0-9].*-amd64$' | sort -V | tail -n1 || true)
+    if [[ -z $pkg ]]; then
+        apt_update
+        pkg=$(pkg_depends linux-image-amd64 | grep '^linux-image-[0-9].*-amd64$' | sort -V | tail -n1 || true)
+    fi
+    [[ -n $pkg ]] || die "cannot resolve the kernel package behind linux-image-amd64"
+    [[ $pkg == linux-image-6.1* ]] || log "warning: expected linux-image-6.1*, got $pkg"
+    echo "$pkg"
+}
+
+# Library packages qemu-guest-agent needs (transitively, lib* / zlib1g only;
+# breadth-first, one apt-cache call per level as each call loads the cache).
+resolve_qga_lib_pkgs() {
+    local -A seen=()
+    local -a level=(qemu-guest-agent) next out=()
+    local d
+    while ((${#level[@]})); do
+        next=()
+        for d in $(pkg_depends "${level[@]}"); do
+            case $d in
+            lib* | zlib1g)
+                if [[ -z ${seen[$d]:-} ]]; then
+                    seen[$d]=1
+                    next+=("$d")
+                    out+=("$d")
+                fi
+                ;;
+            esac
+        done
+        level=("${next[@]}")
+    done
+    echo "${out[@]}"
+}
+
+ensure_tools
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/vmgw-test-guest.XXXXXX")
+STAGE=$(mktemp -d "$OUTDIR/.build.XXXXXX")
+cleanup() { rm -rf "$WORK" "$STAGE"; }
+trap cleanup EXIT
+
+log "building test guest into $OUTDIR"
+
+# ------------------------------------------------------------------ download
+KPKG=$(resolve_kernel_pkg)
+LIBPKGS=$(resolve_qga_lib_pkgs)
+[[ -n $LIBPKGS ]] || die "cannot resolve qemu-guest-agent dependencies"
+mkdir -p "$WORK/debs"
+# shellcheck disable=SC2086
+apt_download "$WORK/debs" "$KPKG" busybox-static qemu-guest-agent $LIBPKGS
+
+deb_of() {
+    local f
+    f=$(find "$WORK/debs" -maxdepth 1 -name "$1_*.deb" | head -n1)
+    [[ -n $f ]] || die "downloaded package $1 not found"
+    echo "$f"
+}
+
+# ----------------------------------------------------------------- initramfs
+ROOT=$WORK/initramfs
+mkdir -p "$ROOT"/{bin,sbin,usr/bin,usr/sbin,lib/x86_64-linux-gnu,lib64,etc,proc,sys,dev,run,tmp,root,mnt,var/lib,var/log}
+chmod 1777 "$ROOT/tmp"
+chmod 0700 "$ROOT/root"
+ln -s ../run "$ROOT/var/run"
+
+# busybox + applet symlinks
+mkdir -p "$WORK/busybox"
+dpkg-deb -x "$(deb_of busybox-static)" "$WORK/busybox"
+install -m 0755 "$WORK/busybox/bin/busybox" "$ROOT/bin/busybox"
+while read -r applet; do
+    [[ -e $ROOT/$applet || -L $ROOT/$applet ]] && continue
+    mkdir -p "$ROOT/$(dirname "$applet")"
+    ln -s /bin/busybox "$ROOT/$applet"
+done < <("$ROOT/bin/busybox" --list-full)
+[[ -L $ROOT/bin/sh && -L $ROOT/sbin/init && -L $ROOT/sbin/acpid ]] || die "busybox lacks sh/init/acpid"
+
+# kernel + modules
+KROOT=$WORK/kernel
+mkdir -p "$KROOT"
+dpkg-deb -x "$(deb_of "$KPKG")" "$KROOT"
+VMLINUZ=$(find "$KROOT/boot" -maxdepth 1 -name 'vmlinuz-*' | head -n1)
+[[ -n $VMLINUZ ]] || die "no vmlinuz in $KPKG"
+KVER=${VMLINUZ##*/vmlinuz-}
+if [[ ! -d $KROOT/lib/modules/$KVER && -d $KROOT/usr/lib/modules/$KVER ]]; then
+    mkdir -p "$KROOT/lib"
+    ln -s ../usr/lib/modules "$KROOT/lib/modules"
+fi
+[[ -d $KROOT/lib/modules/$KVER ]] || die "no modules for $KVER in $KPKG"
+depmod -b "$KROOT" "$KVER"
+
+MODDIR=lib/modules/$KVER
+mkdir -p "$ROOT/$MODDIR"
+declare -A have_mod=()
+LOADABLE=()
+MODFILES=()
+for m in "${KMODS[@]}"; do
+    deps=$(modprobe -d "$KROOT" -S "$KVER" --show-depends "$m") || die "kernel module $m not found"
+    if ! grep -q '^insmod ' <<<"$deps"; then
+        log "module $m is built in"
+        continue
+    fi
+    LOADABLE+=("$m")
+    while read -r _ path _; do
+        rel=${path#"$KROOT"/}
+        rel=${rel#usr/} # usr/lib/modules -> lib/modules
+        [[ -n ${have_mod[$rel]:-} ]] && continue
+        have_mod[$rel]=1
+        MODFILES+=("${rel%.ko*}.ko")
+        mkdir -p "$ROOT/$(dirname "$rel")"
+        # busybox modprobe/insmod can't rely on decompression: store plain .ko
+        case $path in
+        *.ko) cp "$path" "$ROOT/$rel" ;;
+        *.ko.xz) xz -dc "$path" >"$ROOT/${rel%.xz}" ;;
+        *.ko.zst) zstd -qdc "$path" >"$ROOT/${rel%.zst}" ;;
+        *.ko.gz) gzip -dc "$path" >"$ROOT/${rel%.gz}" ;;
+        *) die "unexpected module file $path" ;;
+        esac
+    done < <(grep '^insmod ' <<<"$deps")
+done
+for f in modules.builtin modules.builtin.modinfo; do
+    [[ -f $KROOT/$MODDIR/$f ]] && cp "$KROOT/$MODDIR/$f" "$ROOT/$MODDIR/"
+done
+printf '%s\n' "${MODFILES[@]#"$MODDIR"/}" >"$ROOT/$MODDIR/modules.order"
+depmod -b "$ROOT" "$KVER"
+# keep only what busybox modprobe reads
+find "$ROOT/$MODDIR" -maxdepth 1 \( -name 'modules.*.bin' -o -name modules.builtin.modinfo \) -delete
+mkdir -p "$ROOT/etc/vmgw"
+printf '%s\n' "${LOADABLE[@]}" >"$ROOT/etc/vmgw/modules"
+
+# qemu-ga + exactly the shared libraries it links against
+LIBROOT=$WORK/libs
+mkdir -p "$LIBROOT"
+for p in qemu-guest-agent $LIBPKGS; do
+    dpkg-deb -x "$(deb_of "$p")" "$LIBROOT"
+done
+QGA=$LIBROOT/usr/sbin/qemu-ga
+LDSO=$LIBROOT/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2
+[[ -x $QGA && -x $LDSO ]] || die "qemu-ga or the dynamic loader missing from the packages"
+LIBPATH=$LIBROOT/lib/x86_64-linux-gnu:$LIBROOT/usr/lib/x86_64-linux-gnu
+ldlist=$("$LDSO" --inhibit-cache --library-path "$LIBPATH" --list "$QGA") ||
+    die "cannot resolve qemu-ga libraries: $ldlist"
+if grep -q 'not found' <<<"$ldlist"; then
+    die "qemu-ga libraries missing: $(grep 'not found' <<<"$ldlist" | tr -s ' \t\n' ' ')"
+fi
+install -m 0755 "$QGA" "$ROOT/usr/sbin/qemu-ga"
+install -m 0755 "$LDSO" "$ROOT/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
+ln -s /lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 "$ROOT/lib64/ld-linux-x86-64.so.2"
+while read -r lib; do
+    [[ $lib == */ld-linux-x86-64.so.2 ]] && continue
+    install -m 0755 "$(readlink -f "$lib")" "$ROOT/lib/x86_64-linux-gnu/${lib##*/}"
+done < <(sed -n 's/^.* => \(\/[^ ]*\) (0x[0-9a-f]*)$/\1/p' <<<"$ldlist")
+
+# our files (/init, /etc/...); scripts executable whatever the checkout says
+cp -R --preserve=mode,links "$ROOTFS_SRC"/. "$ROOT"/
+while IFS= read -r -d '' f; do
+    [[ $(head -c2 "$f") == '#!' ]] && chmod 0755 "$f"
+done < <(find "$ROOT/init" "$ROOT/etc" -type f -print0)
+[[ -x $ROOT/init ]] || die "rootfs/init missing"
+
+# pack (newc, root-owned, sorted for reproducibility)
+(cd "$ROOT" && find . -mindepth 1 -print0 | sort -z |
+    cpio --null --quiet -o -H newc -R 0:0 --reproducible) | gzip -9 -n >"$STAGE/initrd.img"
+cp "$VMLINUZ" "$STAGE/vmlinuz"
+
+{
+    echo "inputs=$HASH"
+    echo "kernel_pkg=$KPKG"
+    echo "kernel_version=$KVER"
+    echo "modules=${LOADABLE[*]}"
+    echo "packages:"
+    for f in "$WORK"/debs/*.deb; do
+        echo "  $(dpkg-deb -f "$f" Package) $(dpkg-deb -f "$f" Version)"
+    done
+} >"$STAGE/build-info.txt"
+
+# ------------------------------------------------------------ move into place
+# Each rename is atomic; the stamp goes last so a half-replaced set is never
+# considered fresh.
+rm -f "$OUTDIR/stamp"
+mv -f "$STAGE/vmlinuz" "$OUTDIR/vmlinuz"
+mv -f "$STAGE/initrd.img" "$OUTDIR/initrd.img"
+mv -f "$STAGE/build-info.txt" "$OUTDIR/build-info.txt"
+echo "$HASH" >"$STAGE/stamp"
+mv -f "$STAGE/stamp" "$OUTDIR/stamp"
+
+log "done: kernel $KVER, initrd $(du -k "$OUTDIR/initrd.img" | cut -f1) KiB"

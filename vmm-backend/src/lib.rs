@@ -1,0 +1,15 @@
+//! The host side of the VM console gateway: QEMU virtual machines, their NICs, and (later)
+//! virtual switches and bonds. No HTTP, no TLS, no notion of links or users.
+//!
+//! The gateway talks to it only through [`VmBackend`].
+
+pub mod backend;
+pub mod console;
+pub mod nic;
+pub mod qemu;
+pub mod vm;
+
+pub use backend::{BackendConfig, BackendError, PowerAction, QemuBackend, VmBackend, VmEvent, VmInfo, VmState};
+pub use console::{ConsoleEndpoint, ConsoleKind};
+pub use qemu::GuestAddress;
+pub use vm::{Accel, BootSource, ConsoleConfig, VmDefinition, VmSpec};
