@@ -200,9 +200,13 @@ pub async fn run(cmd: VmCommand, data_dir: &Path) -> anyhow::Result<()> {
             if f.json {
                 println!("{}", serde_json::to_string(&vms)?);
             } else {
-                println!("{:<24} {:<8} {:>5} {:>8}  CONSOLES", "NAME", "STATE", "VCPUS", "MEMORY");
+                println!(
+                    "{:<24} {:<8} {:>5} {:>8}  CONSOLES",
+                    "NAME", "STATE", "VCPUS", "MEMORY"
+                );
                 for v in vms {
-                    let consoles: Vec<String> = v.consoles.iter().map(|c| c.kind.to_string()).collect();
+                    let consoles: Vec<String> =
+                        v.consoles.iter().map(|c| c.kind.to_string()).collect();
                     println!(
                         "{:<24} {:<8} {:>5} {:>5}MiB  {}",
                         v.spec.name,

@@ -8,7 +8,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "gateway", version, about = "Share-link gateway and console proxy for virtual machines")]
+#[command(
+    name = "gateway",
+    version,
+    about = "Share-link gateway and console proxy for virtual machines"
+)]
 struct Cli {
     /// Data directory (VM specs, run directories, the link store).
     #[arg(long, global = true, env = "VMGW_DATA_DIR")]

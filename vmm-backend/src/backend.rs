@@ -13,7 +13,7 @@ use tokio::sync::broadcast;
 
 use crate::console::{ConsoleEndpoint, ConsoleKind};
 use crate::nic::{NicError, NicModel, Sysfs};
-use crate::qemu::{self, GuestAddress, Qmp, QemuError, RunDir, VfAssignment};
+use crate::qemu::{self, GuestAddress, QemuError, Qmp, RunDir, VfAssignment};
 use crate::vm::{BootSource, SpecError, SpecStore, VmDefinition, VmSpec};
 
 /// Errors of the backend API. Messages are for operators and API clients: they say what
@@ -150,7 +150,8 @@ pub trait VmBackend: Send + Sync + std::fmt::Debug {
     async fn undefine(&self, name: &str) -> Result<(), BackendError>;
     async fn power(&self, name: &str, action: PowerAction) -> Result<VmInfo, BackendError>;
     /// The socket of a running VM's console.
-    async fn console(&self, name: &str, kind: ConsoleKind) -> Result<ConsoleEndpoint, BackendError>;
+    async fn console(&self, name: &str, kind: ConsoleKind)
+        -> Result<ConsoleEndpoint, BackendError>;
     async fn guest_addresses(&self, name: &str) -> Result<Vec<GuestAddress>, BackendError>;
     /// Events of all VMs (state changes seen on QMP).
     fn subscribe(&self) -> broadcast::Receiver<VmEvent>;
@@ -297,7 +298,12 @@ impl QemuBackend {
     }
 
     async fn lock_vm(&self, name: &str) -> Result<FileLock, BackendError> {
-        lock_file(&self.run_dir(name).lock(), self.inner.cfg.lock_timeout, name).await
+        lock_file(
+            &self.run_dir(name).lock(),
+            self.inner.cfg.lock_timeout,
+            name,
+        )
+        .await
     }
 
     async fn lock_specs(&self) -> Result<FileLock, BackendError> {
@@ -471,7 +477,11 @@ impl QemuBackend {
                 continue;
             }
             if let Ok(s) = std::fs::read_to_string(run.dir.join("vfs")) {
-                out.extend(s.lines().filter_map(|l| l.split_once(' ')).map(|(_, a)| a.to_owned()));
+                out.extend(
+                    s.lines()
+                        .filter_map(|l| l.split_once(' '))
+                        .map(|(_, a)| a.to_owned()),
+                );
             }
         }
         out
@@ -518,7 +528,14 @@ impl QemuBackend {
             crate::vm::write_atomic(&run.dir.join("vfs"), text.as_bytes())?;
         }
         let args = qemu::command_line(spec, &run, accel, &vfs);
-        if let Err(e) = qemu::spawn(&self.inner.cfg.qemu_binary, args, &run, self.inner.cfg.qemu_timeout).await {
+        if let Err(e) = qemu::spawn(
+            &self.inner.cfg.qemu_binary,
+            args,
+            &run,
+            self.inner.cfg.qemu_timeout,
+        )
+        .await
+        {
             run.clear_runtime();
             let _ = std::fs::remove_file(run.dir.join("vfs"));
             return Err(e.into());
@@ -555,16 +572,24 @@ impl QemuBackend {
     }
 
     /// ACPI power button, then force after `grace`.
-    pub async fn shutdown_with_grace(&self, name: &str, grace: Duration) -> Result<VmInfo, BackendError> {
+    pub async fn shutdown_with_grace(
+        &self,
+        name: &str,
+        grace: Duration,
+    ) -> Result<VmInfo, BackendError> {
         let spec = self.inner.specs.get(name)?;
         let _lock = self.lock_vm(name).await?;
         let run = self.run_dir(name);
-        let pid = qemu::live_pid(&run, &spec.uuid).ok_or_else(|| BackendError::NotRunning(name.to_owned()))?;
+        let pid = qemu::live_pid(&run, &spec.uuid)
+            .ok_or_else(|| BackendError::NotRunning(name.to_owned()))?;
         let mut q = self.qmp(&run).await?;
         q.execute(qapi::qmp::system_powerdown {}).await?;
         drop(q);
         if qemu::wait_gone(pid, &spec.uuid, grace).await {
-            self.stopped(&run, "shut down by the guest after an ACPI power-button request");
+            self.stopped(
+                &run,
+                "shut down by the guest after an ACPI power-button request",
+            );
         } else {
             tracing::info!(vm = %name, ?grace, "guest ignored ACPI shutdown; forcing off");
             self.force_off(
@@ -672,10 +697,14 @@ impl VmBackend for QemuBackend {
             (PowerAction::Start, _) => self.start(&spec).await?,
             (_, None) => return Err(BackendError::NotRunning(name.to_owned())),
             (PowerAction::Poweroff, Some(pid)) => {
-                self.force_off(&spec, pid, "powered off by the administrator").await?
+                self.force_off(&spec, pid, "powered off by the administrator")
+                    .await?
             }
             (PowerAction::Reset, Some(_)) => {
-                self.qmp(&run).await?.execute(qapi::qmp::system_reset {}).await?;
+                self.qmp(&run)
+                    .await?
+                    .execute(qapi::qmp::system_reset {})
+                    .await?;
             }
             (PowerAction::Suspend, Some(_)) => {
                 let mut q = self.qmp(&run).await?;
@@ -701,7 +730,11 @@ impl VmBackend for QemuBackend {
         self.info(spec).await
     }
 
-    async fn console(&self, name: &str, kind: ConsoleKind) -> Result<ConsoleEndpoint, BackendError> {
+    async fn console(
+        &self,
+        name: &str,
+        kind: ConsoleKind,
+    ) -> Result<ConsoleEndpoint, BackendError> {
         let spec = self.inner.specs.get(name)?;
         let has = match kind {
             ConsoleKind::Vnc => spec.console.has_vnc(),

@@ -9,7 +9,9 @@ pub mod nic;
 pub mod qemu;
 pub mod vm;
 
-pub use backend::{BackendConfig, BackendError, PowerAction, QemuBackend, VmBackend, VmEvent, VmInfo, VmState};
+pub use backend::{
+    BackendConfig, BackendError, PowerAction, QemuBackend, VmBackend, VmEvent, VmInfo, VmState,
+};
 pub use console::{ConsoleEndpoint, ConsoleKind};
 pub use qemu::GuestAddress;
 pub use vm::{Accel, BootSource, ConsoleConfig, VmDefinition, VmSpec};

@@ -405,11 +405,7 @@ impl Sysfs {
     }
 
     /// The first VF of `pf` whose PCI address is not in `in_use`.
-    pub fn free_vf(
-        &self,
-        pf: &str,
-        in_use: &[String],
-    ) -> Result<VirtualFunction, NicError> {
+    pub fn free_vf(&self, pf: &str, in_use: &[String]) -> Result<VirtualFunction, NicError> {
         let pf_info = self.physical_function(pf)?;
         if pf_info.num_vfs == 0 {
             return Err(NicError::SriovDisabled(pf.to_owned()));
@@ -426,37 +422,43 @@ impl Sysfs {
     }
 }
 
+/// Writes a sysfs tree shaped like the kernel's under `root`: one SR-IOV physical
+/// function `pf` with `total` VFs (enabled or not, bound to vfio-pci) and a plain NIC
+/// `eth9`. For tests on machines without SR-IOV hardware.
+#[doc(hidden)]
+pub fn write_fake_sysfs(root: &Path, pf: &str, total: usize, enabled: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::symlink;
+    let pf_dev = root.join("devices/pci0000:00/0000:00:03.0/0000:03:00.0");
+    std::fs::create_dir_all(&pf_dev)?;
+    std::fs::write(pf_dev.join("sriov_totalvfs"), format!("{total}\n"))?;
+    let num = if enabled { total } else { 0 };
+    std::fs::write(pf_dev.join("sriov_numvfs"), format!("{num}\n"))?;
+    std::fs::create_dir_all(root.join("class/net").join(pf))?;
+    symlink(&pf_dev, root.join("class/net").join(pf).join("device"))?;
+    let vfio = root.join("bus/pci/drivers/vfio-pci");
+    std::fs::create_dir_all(&vfio)?;
+    if enabled {
+        for i in 0..total {
+            let vf = root.join(format!("devices/pci0000:00/0000:00:03.0/0000:03:10.{i}"));
+            std::fs::create_dir_all(&vf)?;
+            symlink(&vfio, vf.join("driver"))?;
+            symlink(&vf, pf_dev.join(format!("virtfn{i}")))?;
+        }
+    }
+    let plain = root.join("devices/pci0000:00/0000:00:04.0");
+    std::fs::create_dir_all(&plain)?;
+    std::fs::create_dir_all(root.join("class/net/eth9"))?;
+    symlink(&plain, root.join("class/net/eth9/device"))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Builds a sysfs tree like the kernel's for one PF with `n` VFs.
     fn fake_sysfs(n: usize, enabled: bool) -> tempfile::TempDir {
         let dir = tempfile::tempdir().expect("tempdir");
-        let root = dir.path();
-        let pf_dev = root.join("devices/pci0000:00/0000:00:03.0/0000:03:00.0");
-        std::fs::create_dir_all(&pf_dev).expect("mkdir");
-        std::fs::write(pf_dev.join("sriov_totalvfs"), format!("{n}\n")).expect("write");
-        let num = if enabled { n } else { 0 };
-        std::fs::write(pf_dev.join("sriov_numvfs"), format!("{num}\n")).expect("write");
-        std::fs::create_dir_all(root.join("class/net/enp3s0f0")).expect("mkdir");
-        std::os::unix::fs::symlink(&pf_dev, root.join("class/net/enp3s0f0/device"))
-            .expect("symlink");
-        std::fs::create_dir_all(root.join("bus/pci/drivers/vfio-pci")).expect("mkdir");
-        if enabled {
-            for i in 0..n {
-                let vf = root.join(format!("devices/pci0000:00/0000:00:03.0/0000:03:10.{i}"));
-                std::fs::create_dir_all(&vf).expect("mkdir");
-                std::os::unix::fs::symlink(root.join("bus/pci/drivers/vfio-pci"), vf.join("driver"))
-                    .expect("symlink");
-                std::os::unix::fs::symlink(&vf, pf_dev.join(format!("virtfn{i}"))).expect("symlink");
-            }
-        }
-        // a plain NIC without SR-IOV
-        let plain = root.join("devices/pci0000:00/0000:00:04.0");
-        std::fs::create_dir_all(&plain).expect("mkdir");
-        std::fs::create_dir_all(root.join("class/net/eth9")).expect("mkdir");
-        std::os::unix::fs::symlink(&plain, root.join("class/net/eth9/device")).expect("symlink");
+        write_fake_sysfs(dir.path(), "enp3s0f0", n, enabled).expect("fake sysfs");
         dir
     }
 
@@ -480,7 +482,9 @@ mod tests {
         let sys = Sysfs::new(dir.path());
         let a = sys.free_vf("enp3s0f0", &[]).expect("vf");
         assert_eq!(a.pci_address, "0000:03:10.0");
-        let b = sys.free_vf("enp3s0f0", std::slice::from_ref(&a.pci_address)).expect("vf");
+        let b = sys
+            .free_vf("enp3s0f0", std::slice::from_ref(&a.pci_address))
+            .expect("vf");
         assert_eq!(b.pci_address, "0000:03:10.1");
         let err = sys
             .free_vf("enp3s0f0", &[a.pci_address, b.pci_address])

@@ -93,8 +93,13 @@ impl RunDir {
     pub fn serial_log(&self) -> PathBuf {
         self.dir.join("serial.log")
     }
+    /// QEMU's log once it runs (`-D`): its last words, such as the signal that ended it.
     pub fn qemu_log(&self) -> PathBuf {
         self.dir.join("qemu.log")
+    }
+    /// QEMU's standard error while it starts: why it refused to.
+    pub fn start_log(&self) -> PathBuf {
+        self.dir.join("qemu-start.log")
     }
     pub fn exit_reason(&self) -> PathBuf {
         self.dir.join("exit-reason")
@@ -209,10 +214,17 @@ pub fn command_line(
             "-display".into(),
             "none".into(),
             "-vga".into(),
-            if spec.console.has_spice() { "qxl" } else { "std" }.into(),
+            if spec.console.has_spice() {
+                "qxl"
+            } else {
+                "std"
+            }
+            .into(),
             "-daemonize".into(),
             "-pidfile".into(),
             p(run.pidfile()),
+            "-D".into(),
+            p(run.qemu_log()),
             "-chardev".into(),
             format!("socket,id=qmp,path={},server=on,wait=off", p(run.qmp())),
             "-mon".into(),
@@ -369,10 +381,10 @@ pub async fn spawn(
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(run.qemu_log())
+        .open(run.start_log())
         .map_err(|source| QemuError::Io {
             op: "opening",
-            path: run.qemu_log(),
+            path: run.start_log(),
             source,
         })?;
     let mut cmd = tokio::process::Command::new(binary);
@@ -410,7 +422,7 @@ pub async fn spawn(
         }
     };
     if !status.success() {
-        let log = std::fs::read_to_string(run.qemu_log()).unwrap_or_default();
+        let log = std::fs::read_to_string(run.start_log()).unwrap_or_default();
         let msg = log
             .lines()
             .rev()
@@ -429,16 +441,13 @@ pub async fn spawn(
 /// QEMU's last words in its log, e.g. "terminating on signal 15 from pid 123".
 pub fn last_log_line(run: &RunDir) -> Option<String> {
     let log = std::fs::read_to_string(run.qemu_log()).ok()?;
-    log.lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .map(|l| {
-            l.split_once(": ")
-                .map(|(_, m)| m)
-                .unwrap_or(l)
-                .trim()
-                .to_owned()
-        })
+    log.lines().rev().find(|l| !l.trim().is_empty()).map(|l| {
+        l.split_once(": ")
+            .map(|(_, m)| m)
+            .unwrap_or(l)
+            .trim()
+            .to_owned()
+    })
 }
 
 type QmpRead = QmpStreamTokio<ReadHalf<UnixStream>>;
@@ -462,12 +471,13 @@ impl std::fmt::Debug for Qmp {
 impl Qmp {
     pub async fn connect(path: &Path, timeout: Duration) -> Result<Qmp, QemuError> {
         let fut = async {
-            let neg = QmpStreamTokio::open_uds(path)
-                .await
-                .map_err(|source| QemuError::QmpConnect {
-                    path: path.to_owned(),
-                    source,
-                })?;
+            let neg =
+                QmpStreamTokio::open_uds(path)
+                    .await
+                    .map_err(|source| QemuError::QmpConnect {
+                        path: path.to_owned(),
+                        source,
+                    })?;
             neg.negotiate()
                 .await
                 .map_err(|source| QemuError::QmpConnect {
@@ -498,7 +508,11 @@ impl Qmp {
 }
 
 /// Listens to a VM's event monitor until QEMU goes away; calls `on_event` per event.
-pub async fn watch_events<F>(path: &Path, timeout: Duration, mut on_event: F) -> Result<(), QemuError>
+pub async fn watch_events<F>(
+    path: &Path,
+    timeout: Duration,
+    mut on_event: F,
+) -> Result<(), QemuError>
 where
     F: FnMut(qapi::qmp::Event),
 {

@@ -428,7 +428,9 @@ fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
             Err(e) => return Err(e),
         }
     }
-    Err(std::io::Error::other("could not pick a temporary file name"))
+    Err(std::io::Error::other(
+        "could not pick a temporary file name",
+    ))
 }
 
 /// The persisted specs: one JSON file per VM under `DIR/vms/`.
@@ -552,7 +554,18 @@ mod tests {
         for ok in ["a", "vm-1", "Web_01.prod", &"x".repeat(63)] {
             validate_name(ok).expect(ok);
         }
-        for bad in ["", ".", "..", "...", "a/b", "-a", ".hidden", "a b", "é", &"x".repeat(64)] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "...",
+            "a/b",
+            "-a",
+            ".hidden",
+            "a b",
+            "é",
+            &"x".repeat(64),
+        ] {
             assert!(validate_name(bad).is_err(), "{bad:?} accepted");
         }
     }
@@ -561,17 +574,26 @@ mod tests {
     fn shape_errors() {
         let mut d = def("m");
         d.memory_mib = 0;
-        assert!(matches!(d.validate_shape(), Err(SpecError::InvalidMemory(0))));
+        assert!(matches!(
+            d.validate_shape(),
+            Err(SpecError::InvalidMemory(0))
+        ));
         let mut d = def("m");
         d.vcpus = 0;
-        assert!(matches!(d.validate_shape(), Err(SpecError::InvalidVcpus(0))));
+        assert!(matches!(
+            d.validate_shape(),
+            Err(SpecError::InvalidVcpus(0))
+        ));
         let mut d = def("m");
         d.boot = BootSource::Kernel {
             kernel: "/nonexistent/vmlinuz".into(),
             initrd: None,
             cmdline: String::new(),
         };
-        assert!(matches!(d.validate_shape(), Err(SpecError::MissingKernel(_))));
+        assert!(matches!(
+            d.validate_shape(),
+            Err(SpecError::MissingKernel(_))
+        ));
         let mut d = def("m");
         let mac: MacAddr = "52:54:00:00:00:01".parse().expect("mac");
         d.nics = vec![
@@ -593,12 +615,17 @@ mod tests {
     #[test]
     fn duplicates_across_vms() {
         let a = def("a").into_spec(&[]).expect("a");
-        let err = def("a").into_spec(std::slice::from_ref(&a)).expect_err("dup");
+        let err = def("a")
+            .into_spec(std::slice::from_ref(&a))
+            .expect_err("dup");
         assert!(matches!(err, SpecError::AlreadyExists(_)));
         let mut b = def("b");
         b.nics[0].mac = Some(a.nics[0].mac);
         let err = b.into_spec(std::slice::from_ref(&a)).expect_err("dup mac");
-        assert!(matches!(err, SpecError::DuplicateMac { ref vm, .. } if vm == "a"), "{err}");
+        assert!(
+            matches!(err, SpecError::DuplicateMac { ref vm, .. } if vm == "a"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -622,7 +649,10 @@ mod tests {
         assert_eq!(store.list().expect("list"), vec![s.clone()]);
         assert!(!dir.path().join("vms/.tmp-deadbeef").exists());
         assert!(matches!(store.get("nope"), Err(SpecError::NotFound(_))));
-        assert!(matches!(store.get("../etc/passwd"), Err(SpecError::NotFound(_))));
+        assert!(matches!(
+            store.get("../etc/passwd"),
+            Err(SpecError::NotFound(_))
+        ));
         store.remove("a").expect("rm");
         assert!(store.list().expect("list").is_empty());
     }

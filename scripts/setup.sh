@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the project needs. Idempotent: quick when all is present.
+# Run as root (or with sudo available) on Debian 12.
+set -euo pipefail
+
+PACKAGES=(
+  qemu-system-x86   # the VMs
+  qemu-utils        # qemu-img, for disk images
+  cpio kmod         # building the test guest's initramfs
+  ca-certificates
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  # one dpkg-query per package: "install ok installed" when present
+  if [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" != "install ok installed" ]; then
+    missing+=("$p")
+  fi
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "setup: installing ${missing[*]}" >&2
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+for tool in qemu-system-x86_64 qemu-img cpio depmod; do
+  command -v "$tool" >/dev/null || PATH="$PATH:/sbin:/usr/sbin" command -v "$tool" >/dev/null || {
+    echo "setup: $tool is still missing after installing packages" >&2
+    exit 1
+  }
+done
