@@ -1,6 +1,8 @@
 //! Bad definitions and failed starts: each gets a precise error, and nothing half-made is
 //! left on disk or running.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::PathBuf;

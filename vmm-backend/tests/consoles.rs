@@ -1,6 +1,8 @@
 //! Each VM's VNC and SPICE servers listen on private unix sockets and speak their
 //! protocols there.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::os::unix::fs::PermissionsExt;

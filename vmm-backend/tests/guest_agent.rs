@@ -1,5 +1,7 @@
 //! Guest IPs come from the QEMU guest agent, and only from it.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::{Duration, Instant};

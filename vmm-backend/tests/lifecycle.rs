@@ -1,6 +1,8 @@
 //! Power cycle on real QEMU: start, suspend, resume, reset, ACPI shutdown honoured and
 //! ignored, and clear errors for actions that do not fit the VM's state.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;

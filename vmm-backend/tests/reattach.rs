@@ -1,5 +1,7 @@
 //! VMs outlive the backend instance that started them; a new instance re-attaches.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;

@@ -1,6 +1,8 @@
 //! SR-IOV on a fake sysfs tree (this machine has no SR-IOV hardware): VF discovery, the
 //! no-suspend / no-migration / no-HA rules, and VFs handed out once.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::Harness;
