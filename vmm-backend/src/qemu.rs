@@ -422,7 +422,12 @@ pub async fn spawn(
         }
     };
     if !status.success() {
-        let log = std::fs::read_to_string(run.start_log()).unwrap_or_default();
+        // Before daemonizing QEMU reports on stderr, or in its -D log when it has one.
+        let log = [run.start_log(), run.qemu_log()]
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n");
         let msg = log
             .lines()
             .rev()

@@ -206,6 +206,10 @@ async fn failed_starts_leave_nothing_running() {
         "{err}"
     );
     assert!(!err.to_string().contains("qemu-system-x86_64:"), "{err}");
+    assert!(
+        !err.to_string().contains("without a message"),
+        "QEMU's reason is passed on: {err}"
+    );
     assert_eq!(b.get("corrupt").await.unwrap().state, VmState::Stopped);
     assert!(!h.run_dir("corrupt").join("qemu.pid").exists());
 
