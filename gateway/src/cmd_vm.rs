@@ -1,15 +1,12 @@
 //! `gateway vm …`: VMs from the command line, on the same data directory as the server.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use vmm_backend::nic::NicRequest;
-use vmm_backend::{
-    Accel, BackendConfig, BootSource, ConsoleConfig, PowerAction, QemuBackend, VmBackend,
-    VmDefinition, VmInfo,
-};
+use vmm_backend::{Accel, BootSource, ConsoleConfig, PowerAction, VmBackend, VmDefinition, VmInfo};
 
 #[derive(Debug, Subcommand)]
 pub enum VmCommand {
@@ -176,12 +173,8 @@ fn print_info(info: &VmInfo, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn run(cmd: VmCommand, data_dir: &Path) -> anyhow::Result<()> {
-    let mut cfg = BackendConfig::new(data_dir);
-    if let Some(q) = std::env::var_os("VMGW_QEMU") {
-        cfg.qemu_binary = q.into();
-    }
-    let backend = QemuBackend::open(cfg)?;
+pub async fn run(cmd: VmCommand, cfg: &gateway::config::Config) -> anyhow::Result<()> {
+    let backend = gateway::launch::open_backend(cfg, false)?;
     let power = |name: String, action: PowerAction, json: bool| {
         let backend = backend.clone();
         async move {

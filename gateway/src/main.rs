@@ -1,11 +1,14 @@
-//! The `gateway` command: the server, the demo, and the administrator's CLI.
+//! The `gateway` command: the server, the administrator's CLI, and the demo.
 
+mod cmd_link;
 mod cmd_vm;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
+use gateway::config::{Config, RawConfig};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -14,6 +17,9 @@ use clap::{Parser, Subcommand};
     about = "Share-link gateway and console proxy for virtual machines"
 )]
 struct Cli {
+    /// Configuration file (TOML). Its data_dir is used unless --data-dir is given.
+    #[arg(long, global = true, env = "VMGW_CONFIG")]
+    config: Option<PathBuf>,
     /// Data directory (VM specs, run directories, the link store).
     #[arg(long, global = true, env = "VMGW_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -23,9 +29,17 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the gateway (public TLS listener and admin listener).
+    Serve,
     /// Manage virtual machines on this host.
     #[command(subcommand)]
     Vm(cmd_vm::VmCommand),
+    /// Manage share links.
+    #[command(subcommand)]
+    Link(cmd_link::LinkCommand),
+    /// Manage admin API tokens.
+    #[command(subcommand, name = "admin-token")]
+    AdminToken(cmd_link::AdminTokenCommand),
 }
 
 fn default_data_dir() -> PathBuf {
@@ -38,19 +52,69 @@ fn default_data_dir() -> PathBuf {
     }
 }
 
-fn init_tracing() {
+fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("VMGW_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .init();
+        .try_init();
+}
+
+/// The validated configuration: the file if given, else defaults; `--data-dir` wins.
+pub fn load_config(file: Option<&Path>, data_dir: Option<PathBuf>) -> anyhow::Result<Config> {
+    let (raw, base) = match file {
+        Some(f) => {
+            let raw = RawConfig::load(f)?;
+            let base = f.parent().map(Path::to_path_buf).unwrap_or_default();
+            (raw, base)
+        }
+        None => (
+            RawConfig::default(),
+            std::env::current_dir().context("current directory")?,
+        ),
+    };
+    let mut cfg = raw.validate(&base)?;
+    match data_dir {
+        Some(d) => cfg.data_dir = d,
+        None if file.is_none() => cfg.data_dir = default_data_dir(),
+        None => {}
+    }
+    Ok(cfg)
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let gw = gateway::launch::Gateway::bind(cfg, None).await?;
+    tracing::info!(public = %gw.public_addr, admin = %gw.admin_addr, url = %gw.app.public_base, "serving");
+    eprintln!(
+        "public listener https://{}  admin listener {}",
+        gw.public_addr, gw.admin_addr
+    );
+    gw.serve(shutdown_signal()).await;
+    Ok(())
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
-    let data_dir = cli.data_dir.unwrap_or_else(default_data_dir);
+    init_tracing(if matches!(cli.command, Command::Serve) {
+        "info"
+    } else {
+        "warn"
+    });
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -59,8 +123,12 @@ fn main() -> ExitCode {
         }
     };
     let result: anyhow::Result<()> = rt.block_on(async move {
+        let cfg = load_config(cli.config.as_deref(), cli.data_dir)?;
         match cli.command {
-            Command::Vm(cmd) => cmd_vm::run(cmd, &data_dir).await,
+            Command::Serve => serve(cfg).await,
+            Command::Vm(cmd) => cmd_vm::run(cmd, &cfg).await,
+            Command::Link(cmd) => cmd_link::run_link(cmd, cfg).await,
+            Command::AdminToken(cmd) => cmd_link::run_admin_token(cmd, &cfg).await,
         }
     });
     match result {

@@ -1,0 +1,237 @@
+//! `gateway link …` and `gateway admin-token …`: links and admin tokens from the command
+//! line, through the same engine as the admin API, on the same store. A revocation made
+//! here reaches a running gateway within its revocation poll interval.
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use gateway::config::Config;
+use gateway::links::{ConsoleType, LinkRequest};
+
+#[derive(Debug, Subcommand)]
+pub enum LinkCommand {
+    /// Create a share link and print its URL.
+    Create(Box<CreateArgs>),
+    /// List links.
+    List(Json),
+    /// Show one link.
+    Show(IdArgs),
+    /// Revoke a link (a running gateway ends its sessions).
+    Revoke(IdArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminTokenCommand {
+    /// Create an admin API token (printed once; only its hash is stored).
+    Create(NameArgs),
+    /// List admin tokens.
+    List(Json),
+    /// Revoke an admin token by id or name.
+    Revoke(NameArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct Json {
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct IdArgs {
+    id: String,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct NameArgs {
+    name: String,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// VM (or registered target) name.
+    #[arg(long)]
+    vm: String,
+    /// vnc, spice or raw.
+    #[arg(long, default_value = "vnc")]
+    console: String,
+    /// Lifetime in seconds (or use --expires-at).
+    #[arg(long, conflicts_with = "expires_at")]
+    ttl: Option<u64>,
+    /// RFC 3339 expiry time.
+    #[arg(long)]
+    expires_at: Option<String>,
+    /// RFC 3339 start time (not valid before).
+    #[arg(long)]
+    not_before: Option<String>,
+    /// Password; read from the environment variable VMGW_LINK_PASSWORD when set, so it
+    /// need not appear in the process list.
+    #[arg(long, env = "VMGW_LINK_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    #[arg(long)]
+    max_uses: Option<u32>,
+    #[arg(long)]
+    max_viewers: Option<u32>,
+    #[arg(long)]
+    view_only: bool,
+    #[arg(long)]
+    allow_power: bool,
+    #[arg(long)]
+    note: Option<String>,
+    /// Base URL printed in the link (default: the config's public_url).
+    #[arg(long)]
+    public_url: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+fn rfc3339(s: &str) -> anyhow::Result<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .with_context(|| format!("{s:?} is not an RFC 3339 time"))
+}
+
+async fn engine(
+    cfg: Config,
+    public_url: Option<String>,
+) -> anyhow::Result<std::sync::Arc<gateway::app::App>> {
+    let store = gateway::launch::open_store(&cfg.data_dir)?;
+    let backend = std::sync::Arc::new(gateway::launch::open_backend(&cfg, false)?);
+    let base = public_url
+        .or_else(|| cfg.public_url.clone())
+        .unwrap_or_else(|| cfg.public_base(cfg.public_listen));
+    gateway::app::App::new(cfg, base.trim_end_matches('/').to_owned(), store, backend)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+pub async fn run_link(cmd: LinkCommand, cfg: Config) -> anyhow::Result<()> {
+    match cmd {
+        LinkCommand::Create(a) => {
+            let console: ConsoleType =
+                serde_json::from_value(serde_json::Value::String(a.console.clone()))
+                    .with_context(|| format!("unknown console {:?}", a.console))?;
+            let req = LinkRequest {
+                vm: a.vm.clone(),
+                console: Some(console),
+                expires_at: a.expires_at.as_deref().map(rfc3339).transpose()?,
+                ttl_seconds: a.ttl,
+                not_before: a.not_before.as_deref().map(rfc3339).transpose()?,
+                password: a.password.clone(),
+                max_uses: a.max_uses,
+                max_viewers: a.max_viewers,
+                view_only: a.view_only,
+                allow_power: a.allow_power,
+                note: a.note.clone(),
+            };
+            let app = engine(cfg, a.public_url.clone()).await?;
+            let created = app
+                .create_link(req, None)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            if a.json {
+                println!("{}", serde_json::to_string(&created)?);
+            } else {
+                println!(
+                    "link {} for {} (expires {})",
+                    created.link.id, created.link.vm, created.link.expires_at
+                );
+                println!("{}", created.url);
+            }
+        }
+        LinkCommand::List(j) => {
+            let store = gateway::launch::open_store(&cfg.data_dir)?;
+            let links = store.list_links().await?;
+            if j.json {
+                println!("{}", serde_json::to_string(&links)?);
+            } else {
+                println!(
+                    "{:<24} {:<16} {:<6} {:>5} {:<8} EXPIRES",
+                    "ID", "VM", "CONS", "USES", "STATE"
+                );
+                let now = time::OffsetDateTime::now_utc();
+                for l in links {
+                    let state = match l.check(now) {
+                        Ok(()) => "active",
+                        Err(r) => r.reason(),
+                    };
+                    let uses = match l.max_uses {
+                        Some(m) => format!("{}/{m}", l.uses),
+                        None => l.uses.to_string(),
+                    };
+                    println!(
+                        "{:<24} {:<16} {:<6} {:>5} {:<8} {}",
+                        l.id,
+                        l.vm,
+                        l.console.as_str(),
+                        uses,
+                        state,
+                        l.expires_at
+                    );
+                }
+            }
+        }
+        LinkCommand::Show(a) => {
+            let store = gateway::launch::open_store(&cfg.data_dir)?;
+            let link = store
+                .get_link(&a.id)
+                .await?
+                .with_context(|| format!("no link {:?}", a.id))?;
+            println!(
+                "{}",
+                if a.json {
+                    serde_json::to_string(&link)?
+                } else {
+                    serde_json::to_string_pretty(&link)?
+                }
+            );
+        }
+        LinkCommand::Revoke(a) => {
+            let app = engine(cfg, None).await?;
+            let link = app
+                .revoke_link(&a.id, None)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            if a.json {
+                println!("{}", serde_json::to_string(&link)?);
+            } else {
+                println!("revoked {}", link.id);
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn run_admin_token(cmd: AdminTokenCommand, cfg: &Config) -> anyhow::Result<()> {
+    let store = gateway::launch::open_store(&cfg.data_dir)?;
+    match cmd {
+        AdminTokenCommand::Create(a) => {
+            let (info, secret) = store.create_admin_token(&a.name).await?;
+            if a.json {
+                println!("{}", serde_json::json!({"token": secret, "info": info}));
+            } else {
+                eprintln!("admin token {:?} created; it is shown only now:", a.name);
+                println!("{secret}");
+            }
+        }
+        AdminTokenCommand::List(j) => {
+            let tokens = store.list_admin_tokens().await?;
+            if j.json {
+                println!("{}", serde_json::to_string(&tokens)?);
+            } else {
+                for t in tokens {
+                    println!("{}", serde_json::to_string(&t)?);
+                }
+            }
+        }
+        AdminTokenCommand::Revoke(a) => {
+            if store.revoke_admin_token(&a.name).await? {
+                println!("revoked {}", a.name);
+            } else {
+                anyhow::bail!("no admin token {:?}", a.name);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,291 @@
+//! The administrator's JSON API on the admin listener (bearer tokens), plus `/healthz`
+//! and `/metrics`.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use http::{header, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::json;
+use vmm_backend::PowerAction;
+
+use super::{json_ok, parse_json, read_body, route, ApiError, Body, Route};
+use crate::app::App;
+use crate::links::{ConsoleType, LinkRequest};
+use crate::server::ConnInfo;
+use crate::sessions::EndReason;
+use crate::store::{AuditKind, Target, TargetAddress};
+
+/// The admin listener's routes. The OpenAPI document lists exactly these (tested).
+pub const ROUTES: &[Route] = &[
+    Route {
+        method: "GET",
+        pattern: "/healthz",
+    },
+    Route {
+        method: "GET",
+        pattern: "/metrics",
+    },
+    Route {
+        method: "GET",
+        pattern: "/api/v1/openapi.json",
+    },
+    Route {
+        method: "POST",
+        pattern: "/api/v1/links",
+    },
+    Route {
+        method: "GET",
+        pattern: "/api/v1/links",
+    },
+    Route {
+        method: "GET",
+        pattern: "/api/v1/links/{id}",
+    },
+    Route {
+        method: "DELETE",
+        pattern: "/api/v1/links/{id}",
+    },
+    Route {
+        method: "GET",
+        pattern: "/api/v1/links/{id}/sessions",
+    },
+    Route {
+        method: "GET",
+        pattern: "/api/v1/sessions",
+    },
+    Route {
+        method: "DELETE",
+        pattern: "/api/v1/sessions/{id}",
+    },
+    Route {
+        method: "GET",
+        pattern: "/api/v1/vms",
+    },
+    Route {
+        method: "GET",
+        pattern: "/api/v1/vms/{name}",
+    },
+    Route {
+        method: "POST",
+        pattern: "/api/v1/vms/{name}/actions/{action}",
+    },
+    Route {
+        method: "POST",
+        pattern: "/api/v1/targets",
+    },
+    Route {
+        method: "GET",
+        pattern: "/api/v1/targets",
+    },
+    Route {
+        method: "DELETE",
+        pattern: "/api/v1/targets/{name}",
+    },
+    Route {
+        method: "GET",
+        pattern: "/api/v1/audit",
+    },
+];
+
+/// Routes that answer without a bearer token.
+const PUBLIC: &[usize] = &[0, 2];
+
+pub async fn handle(app: Arc<App>, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
+    let mut resp = match dispatch(&app, req, conn).await {
+        Ok(r) => r,
+        Err(e) => {
+            if e.status().is_server_error() {
+                tracing::warn!(status = %e.status(), "admin request failed");
+            } else {
+                tracing::debug!(status = %e.status(), "admin request refused");
+            }
+            e.into_response()
+        }
+    };
+    super::security_headers(resp.headers_mut(), conn.tls);
+    resp
+}
+
+async fn authorize(app: &App, req: &Request<Incoming>) -> Result<(), ApiError> {
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or(ApiError::Unauthorized("bearer_token_required"))?;
+    match app.store.check_admin_token(token).await? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::Unauthorized("invalid_token")),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetRequest {
+    name: String,
+    kind: ConsoleType,
+    /// `host:port` for TCP.
+    #[serde(default)]
+    address: Option<String>,
+    /// A unix socket path.
+    #[serde(default)]
+    socket: Option<std::path::PathBuf>,
+    #[serde(default)]
+    vnc_password: Option<String>,
+}
+
+async fn dispatch(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    conn: ConnInfo,
+) -> Result<Response<Body>, ApiError> {
+    super::check_framing(req.headers())?;
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().unwrap_or("").to_owned();
+    let (idx, params) = route(ROUTES, req.method(), &path)?;
+    if !PUBLIC.contains(&idx) {
+        authorize(app, &req).await?;
+    }
+    let client = Some(conn.peer.ip());
+    let max_body = app.cfg.limits.max_body_bytes;
+    match (idx, params.as_slice()) {
+        (0, []) => Ok(super::error::json_response(
+            StatusCode::OK,
+            &json!({"status": "ok"}),
+        )),
+        (1, []) => {
+            let text = app.metrics.render(
+                app.sessions.count(),
+                app.open_public_conns.load(Ordering::Relaxed),
+            );
+            let mut r = Response::new(http_body_util::Full::new(bytes::Bytes::from(text)));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            Ok(r)
+        }
+        (2, []) => Ok(super::error::json_response(
+            StatusCode::OK,
+            &super::openapi::document(),
+        )),
+        (3, []) => {
+            let body = read_body(req, max_body).await?;
+            let lr: LinkRequest = parse_json(&body)?;
+            let created = app.create_link(lr, client).await?;
+            json_ok(StatusCode::CREATED, &created)
+        }
+        (4, []) => {
+            let links = app.store.list_links().await?;
+            let out: Vec<_> = links
+                .into_iter()
+                .map(|l| {
+                    let live = app.sessions.count_for(&l.id);
+                    let mut v = serde_json::to_value(&l).unwrap_or_default();
+                    v["live_sessions"] = json!(live);
+                    v
+                })
+                .collect();
+            json_ok(StatusCode::OK, &out)
+        }
+        (5, [id]) => {
+            let link = app.store.get_link(id).await?.ok_or(ApiError::NotFound)?;
+            let mut v =
+                serde_json::to_value(&link).map_err(|e| ApiError::Internal(e.to_string()))?;
+            v["sessions"] = serde_json::to_value(app.sessions.list(Some(id))).unwrap_or_default();
+            v["live_sessions"] = json!(app.sessions.count_for(id));
+            json_ok(StatusCode::OK, &v)
+        }
+        (6, [id]) => {
+            let link = app.revoke_link(id, client).await?;
+            json_ok(StatusCode::OK, &link)
+        }
+        (7, [id]) => {
+            app.store.get_link(id).await?.ok_or(ApiError::NotFound)?;
+            json_ok(StatusCode::OK, &app.sessions.list(Some(id)))
+        }
+        (8, []) => json_ok(StatusCode::OK, &app.sessions.list(None)),
+        (9, [id]) => {
+            let s = app.sessions.get(id).ok_or(ApiError::NotFound)?;
+            app.sessions.end(id, EndReason::Killed);
+            app.audit(
+                AuditKind::SessionKilled,
+                Some(&s.link_id),
+                Some(id),
+                client,
+                None,
+            )
+            .await;
+            Ok(super::empty(StatusCode::NO_CONTENT))
+        }
+        (10, []) => json_ok(StatusCode::OK, &app.backend.list().await?),
+        (11, [name]) => json_ok(StatusCode::OK, &app.backend.get(name).await?),
+        (12, [name, action]) => {
+            let action: PowerAction = action.parse().map_err(ApiError::BadRequest)?;
+            let info = app.backend.power(name, action).await?;
+            json_ok(StatusCode::OK, &info)
+        }
+        (13, []) => {
+            let body = read_body(req, max_body).await?;
+            let t: TargetRequest = parse_json(&body)?;
+            crate::links::validate_name("name", &t.name)?;
+            let address = match (t.address, t.socket) {
+                (Some(a), None) => {
+                    if a.parse::<std::net::SocketAddr>().is_err()
+                        && !a
+                            .rsplit_once(':')
+                            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+                    {
+                        return Err(ApiError::BadRequest("address must be host:port".into()));
+                    }
+                    TargetAddress::Tcp(a)
+                }
+                (None, Some(p)) if p.is_absolute() => TargetAddress::Unix(p),
+                _ => {
+                    return Err(ApiError::BadRequest(
+                        "give exactly one of address (host:port) or socket (an absolute path)"
+                            .into(),
+                    ))
+                }
+            };
+            if app.backend.get(&t.name).await.is_ok() {
+                return Err(ApiError::Conflict(format!("a VM is named {:?}", t.name)));
+            }
+            let target = Target {
+                name: t.name,
+                kind: t.kind,
+                address,
+                vnc_password: t.vnc_password,
+                created_at: time::OffsetDateTime::now_utc(),
+            };
+            app.store.put_target(&target).await.map_err(|e| match e {
+                crate::store::StoreError::Duplicate(_) => {
+                    ApiError::Conflict("a target with this name exists".into())
+                }
+                other => other.into(),
+            })?;
+            json_ok(StatusCode::CREATED, &target)
+        }
+        (14, []) => json_ok(StatusCode::OK, &app.store.list_targets().await?),
+        (15, [name]) => {
+            if app.store.delete_target(name).await? {
+                Ok(super::empty(StatusCode::NO_CONTENT))
+            } else {
+                Err(ApiError::NotFound)
+            }
+        }
+        (16, []) => {
+            let link = query
+                .split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(k, _)| *k == "link")
+                .map(|(_, v)| v.to_owned());
+            let events = app.store.list_audit(link.as_deref(), 1000).await?;
+            json_ok(StatusCode::OK, &events)
+        }
+        _ => Err(ApiError::NotFound),
+    }
+}

@@ -1,0 +1,160 @@
+//! The one place where errors become HTTP statuses. Visitors see short, fixed messages;
+//! internals (paths, QEMU's words, store errors) go to the log at debug/warn only.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Response, StatusCode};
+use http_body_util::Full;
+use serde_json::json;
+
+use crate::links::Refusal;
+
+/// An HTTP-level error.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("unauthorized")]
+    Unauthorized(&'static str),
+    #[error("refused: {0:?}")]
+    Refused(Refusal),
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("payload too large")]
+    TooLarge,
+    #[error("rate limited")]
+    TooManyRequests {
+        retry_after: Duration,
+        reason: &'static str,
+    },
+    #[error("busy")]
+    Unavailable {
+        retry_after: Duration,
+        reason: &'static str,
+    },
+    #[error("console unavailable")]
+    BadGateway(&'static str),
+    #[error("internal error")]
+    Internal(String),
+}
+
+pub type Body = Full<Bytes>;
+
+/// A JSON response.
+pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn retry_secs(d: Duration) -> u64 {
+    (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Refused(_) | ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        let status = self.status();
+        let (body, retry) = match &self {
+            ApiError::BadRequest(m) => (json!({"error": "bad_request", "message": m}), None),
+            ApiError::Unauthorized(what) => {
+                (json!({"error": "unauthorized", "reason": what}), None)
+            }
+            ApiError::Refused(r) => {
+                let mut v = json!({"error": "refused", "reason": r.reason()});
+                if let Refusal::NotYetValid { opens_at } = r {
+                    if let Ok(t) = opens_at.format(&time::format_description::well_known::Rfc3339) {
+                        v["opens_at"] = json!(t);
+                    }
+                }
+                (v, None)
+            }
+            ApiError::Forbidden(what) => (json!({"error": "forbidden", "reason": what}), None),
+            ApiError::NotFound => (json!({"error": "not_found"}), None),
+            ApiError::MethodNotAllowed => (json!({"error": "method_not_allowed"}), None),
+            ApiError::Conflict(m) => (json!({"error": "conflict", "message": m}), None),
+            ApiError::TooLarge => (json!({"error": "payload_too_large"}), None),
+            ApiError::TooManyRequests {
+                retry_after,
+                reason,
+            } => (
+                json!({"error": "too_many_requests", "reason": reason, "retry_after": retry_secs(*retry_after)}),
+                Some(*retry_after),
+            ),
+            ApiError::Unavailable {
+                retry_after,
+                reason,
+            } => (
+                json!({"error": "unavailable", "reason": reason, "retry_after": retry_secs(*retry_after)}),
+                Some(*retry_after),
+            ),
+            ApiError::BadGateway(what) => (
+                json!({"error": "console_unavailable", "reason": what}),
+                None,
+            ),
+            ApiError::Internal(detail) => {
+                tracing::warn!(error = %detail, "internal error");
+                (json!({"error": "internal"}), None)
+            }
+        };
+        let mut r = json_response(status, &body);
+        if let Some(d) = retry {
+            if let Ok(v) = header::HeaderValue::from_str(&retry_secs(d).to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        r
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ApiError::Internal(format!("store: {e}"))
+    }
+}
+
+impl From<vmm_backend::BackendError> for ApiError {
+    fn from(e: vmm_backend::BackendError) -> Self {
+        if e.is_not_found() {
+            ApiError::NotFound
+        } else if e.is_client_error() {
+            // Admin-facing: the backend's messages say what is wrong with the VM.
+            ApiError::Conflict(e.to_string())
+        } else {
+            ApiError::Internal(format!("backend: {e}"))
+        }
+    }
+}
+
+impl From<crate::links::LinkError> for ApiError {
+    fn from(e: crate::links::LinkError) -> Self {
+        ApiError::BadRequest(e.to_string())
+    }
+}

@@ -1,0 +1,266 @@
+//! HTTP: the route tables of both listeners, request helpers, and the security headers.
+//!
+//! `admin` is the administrator's JSON API (bearer tokens); `share` is the visitor's
+//! side (token exchange, console WebSocket). Both route tables are data, so the OpenAPI
+//! document can be checked against them.
+
+pub mod admin;
+pub mod error;
+pub mod openapi;
+pub mod share;
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+
+pub use error::{ApiError, Body};
+
+/// A route: method and path pattern (`{name}` matches one non-empty segment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub method: &'static str,
+    pub pattern: &'static str,
+}
+
+/// Matches `path` against `pattern`, returning the `{…}` segments in order.
+pub fn match_path<'a>(pattern: &str, path: &'a str) -> Option<Vec<&'a str>> {
+    let mut params = Vec::new();
+    let mut p = pattern.split('/');
+    let mut s = path.split('/');
+    loop {
+        match (p.next(), s.next()) {
+            (None, None) => return Some(params),
+            (Some(pp), Some(ss)) => {
+                if pp.starts_with('{') && pp.ends_with('}') {
+                    if ss.is_empty() {
+                        return None;
+                    }
+                    params.push(ss);
+                } else if pp != ss {
+                    return None;
+                }
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// Finds the route for a request: `Ok((index, params))`, or 404 / 405.
+pub fn route<'a>(
+    table: &[Route],
+    method: &Method,
+    path: &'a str,
+) -> Result<(usize, Vec<&'a str>), ApiError> {
+    let mut path_matched = false;
+    for (i, r) in table.iter().enumerate() {
+        if let Some(params) = match_path(r.pattern, path) {
+            path_matched = true;
+            if r.method == method.as_str() {
+                return Ok((i, params));
+            }
+        }
+    }
+    if path_matched {
+        Err(ApiError::MethodNotAllowed)
+    } else {
+        Err(ApiError::NotFound)
+    }
+}
+
+/// Reads a request body of at most `max` bytes (413 past it, before reading it all).
+pub async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, ApiError> {
+    if let Some(len) = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > u64::try_from(max).unwrap_or(u64::MAX) {
+            return Err(ApiError::TooLarge);
+        }
+    }
+    match Limited::new(req.into_body(), max).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::TooLarge),
+        Err(_) => Err(ApiError::BadRequest(
+            "could not read the request body".into(),
+        )),
+    }
+}
+
+/// Parses a JSON body into `T` (400 with serde's message on failure).
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid JSON: {e}")))
+}
+
+/// A JSON 200/201 response from a serializable value.
+pub fn json_ok<T: serde::Serialize>(status: StatusCode, v: &T) -> Result<Response<Body>, ApiError> {
+    let value = serde_json::to_value(v).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(error::json_response(status, &value))
+}
+
+pub fn empty(status: StatusCode) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = status;
+    r
+}
+
+/// Headers every response carries. Pages are never cached, never framed, never leak a
+/// Referer, and only talk back to this origin.
+pub fn security_headers(h: &mut HeaderMap, tls: bool) {
+    let set = |h: &mut HeaderMap, k: header::HeaderName, v: &'static str| {
+        h.insert(k, HeaderValue::from_static(v));
+    };
+    set(h, header::CACHE_CONTROL, "no-store");
+    set(h, header::REFERRER_POLICY, "no-referrer");
+    set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    set(h, header::X_FRAME_OPTIONS, "DENY");
+    set(
+        h,
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    );
+    set(
+        h,
+        header::HeaderName::from_static("cross-origin-opener-policy"),
+        "same-origin",
+    );
+    if tls {
+        set(
+            h,
+            header::STRICT_TRANSPORT_SECURITY,
+            "max-age=63072000; includeSubDomains",
+        );
+    }
+}
+
+/// Rejects request shapes used for smuggling: several Content-Length headers, a
+/// Content-Length that is not plain digits, any Transfer-Encoding other than a lone
+/// `chunked`, and both together. (hyper rejects most of these itself; this is the belt.)
+pub fn check_framing(h: &HeaderMap) -> Result<(), ApiError> {
+    let cls: Vec<&HeaderValue> = h.get_all(header::CONTENT_LENGTH).iter().collect();
+    let tes: Vec<&HeaderValue> = h.get_all(header::TRANSFER_ENCODING).iter().collect();
+    let bad = || ApiError::BadRequest("ambiguous message framing".into());
+    if cls.len() > 1 || (!cls.is_empty() && !tes.is_empty()) {
+        return Err(bad());
+    }
+    if let Some(cl) = cls.first() {
+        let b = cl.as_bytes();
+        if b.is_empty() || !b.iter().all(u8::is_ascii_digit) {
+            return Err(bad());
+        }
+    }
+    if tes.len() > 1
+        || tes
+            .first()
+            .is_some_and(|te| !te.as_bytes().eq_ignore_ascii_case(b"chunked"))
+    {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+/// The value of one cookie from the request's Cookie headers.
+pub fn cookie<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TABLE: &[Route] = &[
+        Route {
+            method: "GET",
+            pattern: "/api/v1/links",
+        },
+        Route {
+            method: "POST",
+            pattern: "/api/v1/links",
+        },
+        Route {
+            method: "GET",
+            pattern: "/api/v1/links/{id}",
+        },
+        Route {
+            method: "POST",
+            pattern: "/api/v1/vms/{name}/actions/{action}",
+        },
+    ];
+
+    #[test]
+    fn routing() {
+        assert_eq!(route(TABLE, &Method::GET, "/api/v1/links").expect("r").0, 0);
+        assert_eq!(
+            route(TABLE, &Method::POST, "/api/v1/links").expect("r").0,
+            1
+        );
+        let (i, p) = route(TABLE, &Method::GET, "/api/v1/links/abc").expect("r");
+        assert_eq!((i, p), (2, vec!["abc"]));
+        let (_, p) = route(TABLE, &Method::POST, "/api/v1/vms/web/actions/start").expect("r");
+        assert_eq!(p, vec!["web", "start"]);
+        assert!(matches!(
+            route(TABLE, &Method::DELETE, "/api/v1/links"),
+            Err(ApiError::MethodNotAllowed)
+        ));
+        assert!(matches!(
+            route(TABLE, &Method::GET, "/api/v1/links/"),
+            Err(ApiError::NotFound)
+        ));
+        assert!(matches!(
+            route(TABLE, &Method::GET, "/api/v1/links/a/b"),
+            Err(ApiError::NotFound)
+        ));
+        assert!(matches!(
+            route(TABLE, &Method::GET, "/api/v1//links"),
+            Err(ApiError::NotFound)
+        ));
+    }
+
+    #[test]
+    fn framing() {
+        let mut h = HeaderMap::new();
+        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("+5"));
+        assert!(check_framing(&h).is_err());
+        let mut h = HeaderMap::new();
+        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        assert!(check_framing(&h).is_err());
+        let mut h = HeaderMap::new();
+        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        h.append(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        assert!(check_framing(&h).is_err());
+        let mut h = HeaderMap::new();
+        h.append(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("gzip, chunked"),
+        );
+        assert!(check_framing(&h).is_err());
+        let mut h = HeaderMap::new();
+        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("12"));
+        assert!(check_framing(&h).is_ok());
+    }
+
+    #[test]
+    fn cookies() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; __Host-vmgw-x=secret"),
+        );
+        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        assert_eq!(cookie(&h, "__Host-vmgw-x"), Some("secret"));
+        assert_eq!(cookie(&h, "b"), Some("2"));
+        assert_eq!(cookie(&h, "c"), None);
+    }
+}

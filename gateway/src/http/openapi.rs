@@ -1,0 +1,174 @@
+//! The OpenAPI 3.1 document of both listeners' APIs, served at
+//! `/api/v1/openapi.json`. A test keeps it and the route tables identical.
+
+use serde_json::{json, Map, Value};
+
+/// (method, path, summary, request schema, success status, response schema)
+type Op = (
+    &'static str,
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    &'static str,
+    &'static str,
+);
+
+const OPS: &[Op] = &[
+    ("get", "/healthz", "Liveness check (no auth).", None, "200", "Health"),
+    ("get", "/metrics", "Prometheus text metrics (bearer auth).", None, "200", "Metrics"),
+    ("get", "/api/v1/openapi.json", "This document (no auth).", None, "200", "Any"),
+    ("post", "/api/v1/links", "Create a share link; returns it with its token and URL.", Some("LinkRequest"), "201", "CreatedLink"),
+    ("get", "/api/v1/links", "List links with uses and live sessions.", None, "200", "LinkList"),
+    ("get", "/api/v1/links/{id}", "Show a link with its live sessions.", None, "200", "Link"),
+    ("delete", "/api/v1/links/{id}", "Revoke a link; its live sessions end at once.", None, "200", "Link"),
+    ("get", "/api/v1/links/{id}/sessions", "Live sessions of a link.", None, "200", "SessionList"),
+    ("get", "/api/v1/sessions", "All live sessions.", None, "200", "SessionList"),
+    ("delete", "/api/v1/sessions/{id}", "End one live session.", None, "204", "None"),
+    ("get", "/api/v1/vms", "List VMs with their state.", None, "200", "VmList"),
+    ("get", "/api/v1/vms/{name}", "Show one VM.", None, "200", "Vm"),
+    ("post", "/api/v1/vms/{name}/actions/{action}", "Power action: start, shutdown, poweroff, reset, suspend or resume.", None, "200", "Vm"),
+    ("post", "/api/v1/targets", "Register an external console endpoint (VNC, SPICE or raw; TCP or unix socket).", Some("TargetRequest"), "201", "Target"),
+    ("get", "/api/v1/targets", "List external console endpoints.", None, "200", "TargetList"),
+    ("delete", "/api/v1/targets/{name}", "Remove an external console endpoint.", None, "204", "None"),
+    ("get", "/api/v1/audit", "Audit records, newest first (optional ?link=ID).", None, "200", "AuditList"),
+    ("post", "/s/session", "Visitor: exchange a link token (and password) for a session cookie (public listener).", Some("ExchangeRequest"), "200", "ExchangeResponse"),
+    ("get", "/s/ws/{link_id}", "Visitor: the console WebSocket (cookie from /s/session, allowed Origin; subprotocol `binary`).", None, "101", "None"),
+];
+
+fn schemas() -> Value {
+    let ts = json!({"type": "string", "format": "date-time"});
+    json!({
+        "Any": {},
+        "Health": {"type": "object", "properties": {"status": {"type": "string"}}},
+        "Metrics": {"type": "string"},
+        "Error": {"type": "object", "properties": {
+            "error": {"type": "string"}, "reason": {"type": "string"}, "message": {"type": "string"},
+            "retry_after": {"type": "integer"}, "opens_at": ts}},
+        "LinkRequest": {"type": "object", "required": ["vm"], "additionalProperties": false, "properties": {
+            "vm": {"type": "string", "description": "VM or target name"},
+            "console": {"type": "string", "enum": ["vnc", "spice", "raw"], "default": "vnc"},
+            "expires_at": ts, "ttl_seconds": {"type": "integer", "minimum": 1},
+            "not_before": ts, "password": {"type": "string", "maxLength": 128},
+            "max_uses": {"type": "integer", "minimum": 1}, "max_viewers": {"type": "integer", "minimum": 1},
+            "view_only": {"type": "boolean"}, "allow_power": {"type": "boolean"}, "note": {"type": "string"}}},
+        "Link": {"type": "object", "properties": {
+            "id": {"type": "string"}, "vm": {"type": "string"}, "console": {"type": "string"},
+            "expires_at": ts, "not_before": ts, "has_password": {"type": "boolean"},
+            "max_uses": {"type": ["integer", "null"]}, "max_viewers": {"type": ["integer", "null"]},
+            "view_only": {"type": "boolean"}, "allow_power": {"type": "boolean"}, "note": {"type": ["string", "null"]},
+            "uses": {"type": "integer"}, "created_at": ts, "revoked": {"type": "boolean"}, "revoked_at": ts,
+            "live_sessions": {"type": "integer"}, "sessions": {"$ref": "#/components/schemas/SessionList"}}},
+        "CreatedLink": {"allOf": [{"$ref": "#/components/schemas/Link"}, {"type": "object", "properties": {
+            "url": {"type": "string", "description": "https://PUBLIC/s/#TOKEN"}, "token": {"type": "string"}}}]},
+        "LinkList": {"type": "array", "items": {"$ref": "#/components/schemas/Link"}},
+        "Session": {"type": "object", "properties": {
+            "id": {"type": "string"}, "link_id": {"type": "string"}, "vm": {"type": "string"},
+            "client": {"type": "string"}, "started_at": ts,
+            "bytes_to_client": {"type": "integer"}, "bytes_to_console": {"type": "integer"}}},
+        "SessionList": {"type": "array", "items": {"$ref": "#/components/schemas/Session"}},
+        "Vm": {"type": "object", "properties": {
+            "spec": {"type": "object"}, "state": {"type": "string", "enum": ["stopped", "running", "paused", "other"]},
+            "qemu_status": {"type": ["string", "null"]}, "pid": {"type": ["integer", "null"]},
+            "exit_reason": {"type": ["string", "null"]}, "consoles": {"type": "array"},
+            "suspendable": {"type": "boolean"}, "live_migratable": {"type": "boolean"}, "ha_eligible": {"type": "boolean"}}},
+        "VmList": {"type": "array", "items": {"$ref": "#/components/schemas/Vm"}},
+        "TargetRequest": {"type": "object", "required": ["name", "kind"], "additionalProperties": false, "properties": {
+            "name": {"type": "string"}, "kind": {"type": "string", "enum": ["vnc", "spice", "raw"]},
+            "address": {"type": "string", "description": "host:port"}, "socket": {"type": "string", "description": "absolute unix socket path"},
+            "vnc_password": {"type": "string", "description": "answered by the gateway; never returned"}}},
+        "Target": {"type": "object", "properties": {
+            "name": {"type": "string"}, "kind": {"type": "string"}, "address": {"type": "object"}, "created_at": ts}},
+        "TargetList": {"type": "array", "items": {"$ref": "#/components/schemas/Target"}},
+        "AuditList": {"type": "array", "items": {"type": "object", "properties": {
+            "at": ts, "kind": {"type": "string"}, "link_id": {"type": ["string", "null"]},
+            "session_id": {"type": ["string", "null"]}, "client": {"type": ["string", "null"]}, "detail": {"type": ["string", "null"]}}}},
+        "ExchangeRequest": {"type": "object", "required": ["token"], "additionalProperties": false, "properties": {
+            "token": {"type": "string"}, "password": {"type": "string", "maxLength": 128}}},
+        "ExchangeResponse": {"type": "object", "properties": {
+            "link_id": {"type": "string"}, "vm": {"type": "string"}, "console": {"type": "string"},
+            "view_only": {"type": "boolean"}, "allow_power": {"type": "boolean"}, "expires_at": ts, "ws_path": {"type": "string"}}},
+        "None": {}
+    })
+}
+
+/// The document.
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for (method, path, summary, req, status, resp) in OPS {
+        let params: Vec<Value> = path
+            .split('/')
+            .filter(|s| s.starts_with('{'))
+            .map(|s| json!({"name": s.trim_matches(['{', '}']), "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        let mut op = json!({
+            "summary": summary,
+            "parameters": params,
+            "responses": {
+                *status: {"description": "success", "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{resp}")}}}},
+                "default": {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+            }
+        });
+        if let Some(r) = req {
+            op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{r}")}}}});
+        }
+        let public =
+            path.starts_with("/s/") || *path == "/healthz" || *path == "/api/v1/openapi.json";
+        if !public {
+            op["security"] = json!([{"bearer": []}]);
+        }
+        let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
+        entry[*method] = op;
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "vm-gateway API", "version": env!("CARGO_PKG_VERSION"),
+                 "description": "Admin API (admin listener, bearer tokens) and the visitor endpoints (public listener, /s/...)."},
+        "paths": paths,
+        "components": {
+            "schemas": schemas(),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_is_documented_and_every_documented_route_exists() {
+        let doc = document();
+        let paths = doc["paths"].as_object().expect("paths");
+        let mut routed = Vec::new();
+        for r in crate::http::admin::ROUTES
+            .iter()
+            .chain(crate::http::share::ROUTES)
+        {
+            let m = r.method.to_ascii_lowercase();
+            assert!(
+                paths.get(r.pattern).and_then(|p| p.get(&m)).is_some(),
+                "{} {} is not in the OpenAPI document",
+                r.method,
+                r.pattern
+            );
+            routed.push((m, r.pattern.to_owned()));
+        }
+        for (path, ops) in paths {
+            for method in ops.as_object().expect("ops").keys() {
+                assert!(
+                    routed.contains(&(method.clone(), path.clone())),
+                    "{method} {path} is documented but not routed"
+                );
+            }
+        }
+        // every $ref resolves
+        let text = doc.to_string();
+        for part in text.split("#/components/schemas/").skip(1) {
+            let name: String = part.chars().take_while(|c| c.is_alphanumeric()).collect();
+            assert!(
+                doc["components"]["schemas"].get(&name).is_some(),
+                "dangling $ref {name}"
+            );
+        }
+    }
+}

@@ -1,0 +1,375 @@
+//! The visitor's side on the public listener: the token exchange and the console
+//! WebSocket. Visitors get fixed, short answers; details go to the debug log.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use tokio::io::AsyncWriteExt;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::WebSocketStream;
+
+use super::{route, ApiError, Body, Route};
+use crate::app::{cookie_name, App, ConsoleAddress, ResolvedConsole};
+use crate::links::{ConsoleType, Link};
+use crate::metrics::Metrics;
+use crate::relay::{self, ConsoleIo, RelayOptions};
+use crate::server::ConnInfo;
+use crate::sessions::{EndReason, SessionGuard};
+use crate::store::AuditKind;
+
+/// The public listener's routes.
+pub const ROUTES: &[Route] = &[
+    Route {
+        method: "POST",
+        pattern: "/s/session",
+    },
+    Route {
+        method: "GET",
+        pattern: "/s/ws/{link_id}",
+    },
+];
+
+/// The exchange body is tiny; anything bigger is refused before parsing or hashing.
+pub const MAX_EXCHANGE_BODY: usize = 1024;
+
+/// How long console handshakes may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExchangeRequest {
+    token: String,
+    #[serde(default)]
+    password: Option<String>,
+}
+
+/// The visitor's address: the peer, or — only when the peer is a trusted proxy — the
+/// right-most address in X-Forwarded-For that is not itself a trusted proxy.
+pub fn client_ip(app: &App, peer: IpAddr, headers: &http::HeaderMap) -> IpAddr {
+    let trusted = |ip: IpAddr| app.cfg.trusted_proxies.iter().any(|c| c.contains(ip));
+    if !trusted(peer) {
+        return peer;
+    }
+    let mut client = peer;
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect();
+    for hop in hops.iter().rev() {
+        let Ok(ip) = hop.trim().parse::<IpAddr>() else {
+            // Garbage from an untrusted hop: stop at the last address we trust.
+            break;
+        };
+        client = ip;
+        if !trusted(ip) {
+            break;
+        }
+    }
+    client
+}
+
+pub async fn handle(app: Arc<App>, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
+    let mut resp = match dispatch(&app, req, conn).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(status = %e.status(), "visitor request refused");
+            e.into_response()
+        }
+    };
+    super::security_headers(resp.headers_mut(), conn.tls);
+    resp
+}
+
+async fn dispatch(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    conn: ConnInfo,
+) -> Result<Response<Body>, ApiError> {
+    super::check_framing(req.headers())?;
+    let path = req.uri().path().to_owned();
+    let (idx, params) = route(ROUTES, req.method(), &path)?;
+    let client = client_ip(app, conn.peer.ip(), req.headers());
+    match (idx, params.as_slice()) {
+        (0, []) => exchange(app, req, client).await,
+        (1, [link_id]) => websocket(app, req, link_id, client).await,
+        _ => Err(ApiError::NotFound),
+    }
+}
+
+async fn exchange(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    client: IpAddr,
+) -> Result<Response<Body>, ApiError> {
+    let body = super::read_body(req, MAX_EXCHANGE_BODY).await?;
+    let r: ExchangeRequest = serde_json::from_slice(&body)
+        .map_err(|_| ApiError::BadRequest("expected {\"token\": ..., \"password\": ...}".into()))?;
+    let ex = app
+        .exchange(&r.token, r.password.as_deref(), client)
+        .await?;
+    let body = serde_json::json!({
+        "link_id": ex.link.id,
+        "vm": ex.link.vm,
+        "console": ex.link.console,
+        "view_only": ex.link.view_only,
+        "allow_power": ex.link.allow_power,
+        "expires_at": ex.link.expires_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        "ws_path": format!("/s/ws/{}", ex.link.id),
+    });
+    let mut resp = super::error::json_response(StatusCode::OK, &body);
+    let cookie = format!(
+        "{}={}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={}",
+        ex.cookie_name, ex.cookie_value, ex.max_age
+    );
+    let v = HeaderValue::from_str(&cookie).map_err(|e| ApiError::Internal(e.to_string()))?;
+    resp.headers_mut().insert(header::SET_COOKIE, v);
+    Ok(resp)
+}
+
+fn header_has_token(h: &http::HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    h.get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+async fn connect(addr: &ConsoleAddress) -> std::io::Result<Box<dyn ConsoleIo>> {
+    let fut = async {
+        Ok::<Box<dyn ConsoleIo>, std::io::Error>(match addr {
+            ConsoleAddress::Unix(p) => Box::new(tokio::net::UnixStream::connect(p).await?),
+            ConsoleAddress::Tcp(a) => {
+                let s = tokio::net::TcpStream::connect(a.as_str()).await?;
+                let _ = s.set_nodelay(true);
+                Box::new(s)
+            }
+        })
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, fut)
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
+}
+
+async fn websocket(
+    app: &Arc<App>,
+    mut req: Request<Incoming>,
+    link_id: &str,
+    client: IpAddr,
+) -> Result<Response<Body>, ApiError> {
+    let h = req.headers();
+    if req.method() != Method::GET
+        || !header_has_token(h, header::UPGRADE, "websocket")
+        || !header_has_token(h, header::CONNECTION, "upgrade")
+        || h.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13")
+    {
+        return Err(ApiError::BadRequest("expected a WebSocket upgrade".into()));
+    }
+    let key = h
+        .get(header::SEC_WEBSOCKET_KEY)
+        .map(|k| derive_accept_key(k.as_bytes()))
+        .ok_or_else(|| ApiError::BadRequest("missing Sec-WebSocket-Key".into()))?;
+    // Cross-site WebSocket hijacking: only our own pages may open consoles.
+    let origin = h
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .map(str::to_ascii_lowercase);
+    if !origin.is_some_and(|o| app.allowed_origins.contains(&o)) {
+        return Err(ApiError::Forbidden("origin"));
+    }
+    let wants_binary = header_has_token(h, header::SEC_WEBSOCKET_PROTOCOL, "binary");
+    let cookie = super::cookie(h, &cookie_name(link_id)).map(str::to_owned);
+    let link = app.check_grant(link_id, cookie.as_deref()).await?;
+    let console = app.resolve_console(&link).await?;
+
+    // VNC and raw consoles: one WebSocket is one viewer; take the slot and connect now,
+    // so that refusals are plain HTTP answers. SPICE channels are told apart later.
+    let early = if link.console == ConsoleType::Spice {
+        None
+    } else {
+        let guard = app
+            .sessions
+            .open(&link.id, &link.vm, client, link.max_viewers, true)
+            .map_err(|e| match e {
+                crate::sessions::SessionError::ViewersFull(_) => {
+                    ApiError::Refused(crate::links::Refusal::ViewersFull)
+                }
+                crate::sessions::SessionError::ShuttingDown => ApiError::Unavailable {
+                    retry_after: Duration::from_secs(5),
+                    reason: "shutting_down",
+                },
+            })?;
+        let io = connect(&console.address).await.map_err(|e| {
+            tracing::debug!(error = %e, "console connect failed");
+            ApiError::BadGateway("console_unavailable")
+        })?;
+        Some((guard, io))
+    };
+
+    let upgrade = hyper::upgrade::on(&mut req);
+    let app2 = app.clone();
+    app.tasks.spawn(async move {
+        let upgraded = match upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(error = %e, "upgrade failed");
+                return;
+            }
+        };
+        let ws = WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            Some(relay::ws_config(&app2.cfg.limits)),
+        )
+        .await;
+        run_session(app2, ws, link, console, early, client).await;
+    });
+
+    let mut resp = super::empty(StatusCode::SWITCHING_PROTOCOLS);
+    let hm = resp.headers_mut();
+    hm.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    hm.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    hm.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&key).map_err(|e| ApiError::Internal(e.to_string()))?,
+    );
+    if wants_binary {
+        hm.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("binary"),
+        );
+    }
+    Ok(resp)
+}
+
+type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+async fn run_session(
+    app: Arc<App>,
+    mut ws: Ws,
+    link: Link,
+    console: ResolvedConsole,
+    early: Option<(SessionGuard, Box<dyn ConsoleIo>)>,
+    client: IpAddr,
+) {
+    let opts = RelayOptions {
+        view_only: link.view_only,
+        expires_at: link.expires_at,
+    };
+    let limits = &app.cfg.limits;
+    let (guard, io, ws, initial, filter) = match (link.console, early) {
+        (ConsoleType::Spice, _) => {
+            let (hdr, first) = match relay::spice_link(&mut ws, HANDSHAKE_TIMEOUT).await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::debug!(error = %e, "bad SPICE link message");
+                    relay::close_with(&mut ws, 1008, "protocol_error").await;
+                    return;
+                }
+            };
+            if link.view_only && !hdr.channel_type.permitted_view_only() {
+                relay::close_with(&mut ws, 4011, "view_only").await;
+                return;
+            }
+            let viewer = hdr.channel_type == relay::spice::ChannelType::Main;
+            let guard =
+                match app
+                    .sessions
+                    .open(&link.id, &link.vm, client, link.max_viewers, viewer)
+                {
+                    Ok(g) => g,
+                    Err(_) => {
+                        relay::close_with(&mut ws, 4009, "viewers_full").await;
+                        return;
+                    }
+                };
+            let mut io = match connect(&console.address).await {
+                Ok(io) => io,
+                Err(e) => {
+                    tracing::debug!(error = %e, "console connect failed");
+                    relay::close_with(&mut ws, 4010, "console_unavailable").await;
+                    return;
+                }
+            };
+            if io.write_all(&first).await.is_err() {
+                relay::close_with(&mut ws, 4010, "console_unavailable").await;
+                return;
+            }
+            (guard, io, ws, Bytes::new(), None)
+        }
+        (ConsoleType::Vnc, Some((guard, mut io))) => {
+            let pw = console.vnc_password.as_deref().map(str::as_bytes);
+            match relay::vnc_handshake(ws, &mut io, pw, HANDSHAKE_TIMEOUT).await {
+                Ok((ws, rest)) => {
+                    let filter =
+                        relay::rfb::ClientFilter::new(link.view_only, limits.max_cut_text_bytes);
+                    (guard, io, ws, rest, Some(filter))
+                }
+                Err(e) => {
+                    tracing::debug!(session = %guard.session.id, error = %e, "VNC handshake failed");
+                    return;
+                }
+            }
+        }
+        (_, Some((guard, io))) => (guard, io, ws, Bytes::new(), None),
+        (_, None) => return,
+    };
+    let session = guard.session.clone();
+    Metrics::inc(&app.metrics.sessions_started);
+    app.audit(
+        AuditKind::SessionStarted,
+        Some(&link.id),
+        Some(&session.id),
+        Some(client),
+        None,
+    )
+    .await;
+    tracing::info!(session = %session.id, link = %link.id, vm = %link.vm, "session started");
+    let ctx = relay::RelayContext {
+        session: &session,
+        opts: &opts,
+        limits,
+        metrics: &app.metrics,
+    };
+    let reason = relay::relay(ws, io, initial, filter, ctx).await;
+    Metrics::inc(&app.metrics.sessions_ended);
+    let detail = format!(
+        "reason={} to_client={} to_console={}",
+        reason.as_str(),
+        session
+            .bytes_to_client
+            .load(std::sync::atomic::Ordering::Relaxed),
+        session
+            .bytes_to_console
+            .load(std::sync::atomic::Ordering::Relaxed)
+    );
+    app.audit(
+        AuditKind::SessionEnded,
+        Some(&link.id),
+        Some(&session.id),
+        Some(client),
+        Some(detail),
+    )
+    .await;
+    tracing::info!(session = %session.id, reason = reason.as_str(), "session ended");
+    if reason == EndReason::Killed {
+        app.audit(
+            AuditKind::SessionKilled,
+            Some(&link.id),
+            Some(&session.id),
+            None,
+            None,
+        )
+        .await;
+    }
+    drop(guard);
+}

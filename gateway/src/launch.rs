@@ -1,0 +1,146 @@
+//! Putting a gateway together: store, backend, TLS, listeners, the engine.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use vmm_backend::{BackendConfig, QemuBackend, VmBackend};
+
+use crate::app::App;
+use crate::config::Config;
+use crate::server::{self, Listeners, ServerError};
+use crate::store::{SqliteStore, Store, StoreError};
+
+/// Errors starting a gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("creating the data directory {0}")]
+    DataDir(std::path::PathBuf, #[source] std::io::Error),
+    #[error("opening the store")]
+    Store(#[from] StoreError),
+    #[error("opening the VM backend")]
+    Backend(#[from] vmm_backend::BackendError),
+    #[error("binding {addr}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TLS")]
+    Tls(#[from] ServerError),
+    #[error("starting the engine: {0}")]
+    Engine(String),
+}
+
+/// Opens the SQLite store of a data directory.
+pub fn open_store(data_dir: &Path) -> Result<Arc<dyn Store>, LaunchError> {
+    std::fs::create_dir_all(data_dir).map_err(|e| LaunchError::DataDir(data_dir.to_owned(), e))?;
+    Ok(Arc::new(SqliteStore::open(
+        data_dir.join("gateway.sqlite3"),
+    )?))
+}
+
+/// The VM backend for a configuration.
+pub fn open_backend(cfg: &Config, watch_events: bool) -> Result<QemuBackend, LaunchError> {
+    let mut b = BackendConfig::new(&cfg.data_dir);
+    b.qemu_binary = cfg.qemu_binary.clone();
+    b.shutdown_grace = cfg.shutdown_grace;
+    b.guest_agent_timeout = cfg.guest_agent_timeout;
+    if let Some(r) = &cfg.run_dir {
+        b.run_dir = r.clone();
+    }
+    b.watch_events = watch_events;
+    Ok(QemuBackend::open(b)?)
+}
+
+/// A gateway ready to serve: the engine and its bound listeners.
+#[derive(Debug)]
+pub struct Gateway {
+    pub app: Arc<App>,
+    pub listeners: Listeners,
+    pub public_addr: std::net::SocketAddr,
+    pub admin_addr: std::net::SocketAddr,
+}
+
+impl Gateway {
+    /// Binds the listeners and builds the engine. Without a public certificate in the
+    /// configuration a self-signed one is made for `localhost` (the demo's case).
+    pub async fn bind(
+        cfg: Config,
+        backend: Option<Arc<dyn VmBackend>>,
+    ) -> Result<Gateway, LaunchError> {
+        let store = open_store(&cfg.data_dir)?;
+        let backend: Arc<dyn VmBackend> = match backend {
+            Some(b) => b,
+            None => Arc::new(open_backend(&cfg, true)?),
+        };
+        let public_tls = match &cfg.public_tls {
+            Some(f) => server::load_tls(&f.cert, &f.key)?,
+            None => {
+                let (cert, key) =
+                    server::self_signed(vec!["localhost".into(), "127.0.0.1".into()])?;
+                let dir = cfg.data_dir.join("tls");
+                std::fs::create_dir_all(&dir).map_err(|e| LaunchError::DataDir(dir.clone(), e))?;
+                let (cp, kp) = (dir.join("self-signed.crt"), dir.join("self-signed.key"));
+                if !cp.exists() || !kp.exists() {
+                    write_private(&kp, key.as_bytes())
+                        .map_err(|e| LaunchError::DataDir(kp.clone(), e))?;
+                    std::fs::write(&cp, cert).map_err(|e| LaunchError::DataDir(cp.clone(), e))?;
+                }
+                server::load_tls(&cp, &kp)?
+            }
+        };
+        let admin_tls = match &cfg.admin_tls {
+            Some(f) => Some(server::load_tls(&f.cert, &f.key)?),
+            None => None,
+        };
+        let bind = |addr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| LaunchError::Bind { addr, source })
+        };
+        let public = bind(cfg.public_listen).await?;
+        let admin = bind(cfg.admin_listen).await?;
+        let public_addr = public.local_addr().map_err(|source| LaunchError::Bind {
+            addr: cfg.public_listen,
+            source,
+        })?;
+        let admin_addr = admin.local_addr().map_err(|source| LaunchError::Bind {
+            addr: cfg.admin_listen,
+            source,
+        })?;
+        let base = cfg.public_base(public_addr);
+        let app = App::new(cfg, base, store, backend)
+            .await
+            .map_err(|e| LaunchError::Engine(e.to_string()))?;
+        Ok(Gateway {
+            app,
+            listeners: Listeners {
+                public,
+                public_tls,
+                admin,
+                admin_tls,
+            },
+            public_addr,
+            admin_addr,
+        })
+    }
+
+    /// Serves until `shutdown` completes.
+    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
+        server::run(self.app, self.listeners, shutdown).await;
+    }
+}
+
+/// Writes a file readable only by its owner.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)
+}

@@ -1,0 +1,16 @@
+//! The share-link gateway: a public TLS listener for visitors (token exchange, console
+//! WebSocket relay) and an admin listener (JSON API), on top of `vmm-backend`.
+
+pub mod app;
+pub mod config;
+pub mod http;
+pub mod launch;
+pub mod limits;
+pub mod links;
+pub mod metrics;
+pub mod passwords;
+pub mod relay;
+pub mod server;
+pub mod sessions;
+pub mod store;
+pub mod tokens;

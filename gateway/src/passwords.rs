@@ -1,0 +1,463 @@
+//! Link passwords: argon2id with OWASP parameters, run off the async runtime with a
+//! bounded number of hashes at once.
+//!
+//! * [`hash`] makes a PHC string (blocking; call it from `spawn_blocking`, or use
+//!   [`PasswordVerifier::hash`]).
+//! * [`PasswordVerifier::verify`] refuses, without running argon2, passwords over
+//!   `max_len`, stored hashes that are not argon2id v19 or whose cost exceeds the policy,
+//!   and answers [`PasswordError::Busy`] when the pool is full after a short wait (the
+//!   HTTP layer turns that into 503/429 + `Retry-After`).
+//!
+//! Nothing here logs a password or a hash.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier as _, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use tokio::sync::Semaphore;
+
+/// Password errors.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PasswordError {
+    #[error("password is longer than {max} bytes")]
+    TooLong { max: usize },
+    #[error("password must not be empty")]
+    Empty,
+    #[error("too many password checks in progress; retry shortly")]
+    Busy,
+    #[error("stored password hash is not a valid argon2id hash")]
+    BadHash,
+    #[error("stored password hash is more costly than the policy allows")]
+    HashTooCostly,
+    #[error("invalid password policy: {0}")]
+    Policy(&'static str),
+    #[error("password hashing failed")]
+    Hashing,
+    #[error("password task failed")]
+    Task,
+}
+
+/// argon2id parameters and limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasswordPolicy {
+    /// Memory cost in KiB (OWASP: 19 MiB).
+    pub m_cost_kib: u32,
+    /// Iterations (OWASP: 2).
+    pub t_cost: u32,
+    /// Parallelism (OWASP: 1).
+    pub p_cost: u32,
+    /// Longest password, in bytes.
+    pub max_len: usize,
+    /// Hashes running at once.
+    pub max_concurrent: usize,
+    /// How long a check may wait for a free slot before [`PasswordError::Busy`].
+    pub max_wait: Duration,
+}
+
+impl Default for PasswordPolicy {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        PasswordPolicy {
+            m_cost_kib: 19 * 1024,
+            t_cost: 2,
+            p_cost: 1,
+            max_len: 128,
+            // argon2 is CPU-bound: more hashes than cores only adds latency for the
+            // relays. One per core keeps a password flood from starving live consoles.
+            max_concurrent: cores.max(1),
+            max_wait: Duration::from_millis(100),
+        }
+    }
+}
+
+impl PasswordPolicy {
+    /// Checks the argon2 parameters and limits.
+    pub fn validate(&self) -> Result<(), PasswordError> {
+        self.argon2()?;
+        if self.max_concurrent == 0 {
+            return Err(PasswordError::Policy("max_concurrent must be at least 1"));
+        }
+        if self.max_len == 0 {
+            return Err(PasswordError::Policy("max_len must be at least 1"));
+        }
+        Ok(())
+    }
+
+    fn argon2(&self) -> Result<Argon2<'static>, PasswordError> {
+        let params = Params::new(self.m_cost_kib, self.t_cost, self.p_cost, None)
+            .map_err(|_| PasswordError::Policy("argon2 parameters out of range"))?;
+        Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+    }
+
+    fn check_password(&self, password: &str) -> Result<(), PasswordError> {
+        if password.len() > self.max_len {
+            return Err(PasswordError::TooLong { max: self.max_len });
+        }
+        Ok(())
+    }
+
+    /// Parses a stored hash and checks it is argon2id v19 within this policy's costs.
+    fn check_stored<'a>(&self, phc: &'a str) -> Result<PasswordHash<'a>, PasswordError> {
+        if phc.len() > 512 {
+            return Err(PasswordError::BadHash);
+        }
+        let parsed = PasswordHash::new(phc).map_err(|_| PasswordError::BadHash)?;
+        if parsed.algorithm != Algorithm::Argon2id.ident() {
+            return Err(PasswordError::BadHash);
+        }
+        if parsed.version != Some(Version::V0x13.into()) {
+            return Err(PasswordError::BadHash);
+        }
+        if parsed.salt.is_none() || parsed.hash.is_none() {
+            return Err(PasswordError::BadHash);
+        }
+        let params = Params::try_from(&parsed).map_err(|_| PasswordError::BadHash)?;
+        if params.m_cost() > self.m_cost_kib
+            || params.t_cost() > self.t_cost
+            || params.p_cost() > self.p_cost
+        {
+            return Err(PasswordError::HashTooCostly);
+        }
+        Ok(parsed)
+    }
+}
+
+/// Hashes `password` with argon2id under `policy` and returns the PHC string. Blocking
+/// (tens of milliseconds): run it off the async runtime.
+pub fn hash(password: &str, policy: &PasswordPolicy) -> Result<String, PasswordError> {
+    policy.check_password(password)?;
+    if password.is_empty() {
+        return Err(PasswordError::Empty);
+    }
+    let mut salt = [0u8; 16];
+    crate::links::os_random(&mut salt);
+    let salt = SaltString::encode_b64(&salt).map_err(|_| PasswordError::Hashing)?;
+    let phc = policy
+        .argon2()?
+        .hash_password(password.as_bytes(), &salt)
+        .map_err(|_| PasswordError::Hashing)?;
+    Ok(phc.to_string())
+}
+
+/// Checks `password` against `phc` (blocking). Refuses over-long passwords and stored
+/// hashes outside the policy before running argon2.
+pub fn verify_blocking(
+    password: &str,
+    phc: &str,
+    policy: &PasswordPolicy,
+) -> Result<bool, PasswordError> {
+    policy.check_password(password)?;
+    let parsed = policy.check_stored(phc)?;
+    if password.is_empty() {
+        return Ok(false);
+    }
+    // argon2 re-derives with the stored parameters and compares in constant time.
+    match Argon2::default().verify_password(password.as_bytes(), &parsed) {
+        Ok(()) => Ok(true),
+        Err(argon2::password_hash::Error::Password) => Ok(false),
+        Err(_) => Err(PasswordError::BadHash),
+    }
+}
+
+/// Bounded argon2 pool: at most `max_concurrent` hashes run at once, each on the
+/// blocking thread pool; a caller that finds it full waits at most `max_wait`, then gets
+/// [`PasswordError::Busy`].
+pub struct PasswordVerifier {
+    policy: Arc<PasswordPolicy>,
+    slots: Arc<Semaphore>,
+}
+
+impl fmt::Debug for PasswordVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PasswordVerifier")
+            .field("policy", &self.policy)
+            .field("available", &self.slots.available_permits())
+            .finish()
+    }
+}
+
+impl PasswordVerifier {
+    /// A pool for `policy`. `max_concurrent` 0 is taken as 1. Invalid argon2 parameters
+    /// are reported by [`PasswordPolicy::validate`] (call it when loading the
+    /// configuration) and, failing that, by every [`PasswordVerifier::hash`].
+    pub fn new(policy: PasswordPolicy) -> PasswordVerifier {
+        PasswordVerifier {
+            slots: Arc::new(Semaphore::new(policy.max_concurrent.max(1))),
+            policy: Arc::new(policy),
+        }
+    }
+
+    pub fn policy(&self) -> &PasswordPolicy {
+        &self.policy
+    }
+
+    /// Free slots right now (for metrics).
+    pub fn available(&self) -> usize {
+        self.slots.available_permits()
+    }
+
+    async fn slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, PasswordError> {
+        if let Ok(p) = Arc::clone(&self.slots).try_acquire_owned() {
+            return Ok(p);
+        }
+        if self.policy.max_wait.is_zero() {
+            return Err(PasswordError::Busy);
+        }
+        match tokio::time::timeout(
+            self.policy.max_wait,
+            Arc::clone(&self.slots).acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(p)) => Ok(p),
+            _ => Err(PasswordError::Busy),
+        }
+    }
+
+    /// Checks a visitor's password against a stored PHC string. `Ok(false)` is a wrong
+    /// password; errors are refusals (too long, busy, bad or too costly stored hash).
+    pub async fn verify(&self, password: &str, phc: &str) -> Result<bool, PasswordError> {
+        // Cheap refusals first, without a slot and without hashing.
+        self.policy.check_password(password)?;
+        self.policy.check_stored(phc)?;
+        if password.is_empty() {
+            return Ok(false);
+        }
+        let permit = self.slot().await?;
+        let policy = Arc::clone(&self.policy);
+        let password = password.to_owned();
+        let phc = phc.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let r = verify_blocking(&password, &phc, &policy);
+            drop(permit);
+            r
+        })
+        .await
+        .map_err(|_| PasswordError::Task)?
+    }
+
+    /// Hashes a new link password in the pool (same limits as `verify`).
+    pub async fn hash(&self, password: &str) -> Result<String, PasswordError> {
+        self.policy.check_password(password)?;
+        if password.is_empty() {
+            return Err(PasswordError::Empty);
+        }
+        let permit = self.slot().await?;
+        let policy = Arc::clone(&self.policy);
+        let password = password.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let r = hash(&password, &policy);
+            drop(permit);
+            r
+        })
+        .await
+        .map_err(|_| PasswordError::Task)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// Cheap parameters so the tests run fast in debug builds.
+    fn cheap() -> PasswordPolicy {
+        PasswordPolicy {
+            m_cost_kib: 256,
+            t_cost: 1,
+            p_cost: 1,
+            max_concurrent: 2,
+            ..PasswordPolicy::default()
+        }
+    }
+
+    #[test]
+    fn defaults_are_owasp() {
+        let p = PasswordPolicy::default();
+        assert_eq!((p.m_cost_kib, p.t_cost, p.p_cost), (19456, 2, 1));
+        assert_eq!(p.max_len, 128);
+        assert!(p.max_concurrent >= 1);
+    }
+
+    #[test]
+    fn hash_is_argon2id_phc_with_policy_params() {
+        let phc = hash("correct horse", &cheap()).expect("hash");
+        assert!(phc.starts_with("$argon2id$v=19$m=256,t=1,p=1$"), "{phc}");
+        // Salted: two hashes differ.
+        assert_ne!(phc, hash("correct horse", &cheap()).expect("hash"));
+        assert!(!phc.contains("correct"));
+    }
+
+    #[test]
+    fn default_policy_round_trip() {
+        let p = PasswordPolicy::default();
+        let phc = hash("s3cret", &p).expect("hash");
+        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+        assert_eq!(verify_blocking("s3cret", &phc, &p), Ok(true));
+        assert_eq!(verify_blocking("s3cret!", &phc, &p), Ok(false));
+    }
+
+    #[tokio::test]
+    async fn round_trip_and_wrong_password() {
+        let v = PasswordVerifier::new(cheap());
+        let phc = v.hash("pässwörd").await.expect("hash");
+        assert_eq!(v.verify("pässwörd", &phc).await, Ok(true));
+        assert_eq!(v.verify("passwörd", &phc).await, Ok(false));
+        assert_eq!(v.verify("", &phc).await, Ok(false));
+        assert_eq!(v.available(), 2);
+    }
+
+    #[tokio::test]
+    async fn over_long_password_rejected_fast() {
+        let v = PasswordVerifier::new(PasswordPolicy::default());
+        let phc = hash("x", &cheap()).expect("hash");
+        let long = "a".repeat(129);
+        let t = Instant::now();
+        assert_eq!(
+            v.verify(&long, &phc).await,
+            Err(PasswordError::TooLong { max: 128 })
+        );
+        assert_eq!(
+            v.verify(&"a".repeat(1 << 20), &phc).await,
+            Err(PasswordError::TooLong { max: 128 })
+        );
+        assert_eq!(
+            v.hash(&long).await,
+            Err(PasswordError::TooLong { max: 128 })
+        );
+        assert_eq!(
+            hash(&long, &cheap()),
+            Err(PasswordError::TooLong { max: 128 })
+        );
+        assert!(t.elapsed() < Duration::from_millis(50));
+        // 128 bytes is fine.
+        let phc = hash(&"a".repeat(128), &cheap()).expect("hash");
+        assert_eq!(verify_blocking(&"a".repeat(128), &phc, &cheap()), Ok(true));
+    }
+
+    #[tokio::test]
+    async fn costly_or_foreign_hashes_refused_without_running() {
+        let v = PasswordVerifier::new(cheap());
+        let salt = "c29tZXNhbHRzb21lc2FsdA";
+        let out = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        // m, t, p each above the (cheap) policy: refused, instantly — an m of 4 GiB would
+        // otherwise allocate 4 GiB.
+        for params in ["m=4194304,t=1,p=1", "m=256,t=1000,p=1", "m=256,t=1,p=8"] {
+            let phc = format!("$argon2id$v=19${params}${salt}${out}");
+            let t = Instant::now();
+            assert_eq!(
+                v.verify("pw", &phc).await,
+                Err(PasswordError::HashTooCostly),
+                "{params}"
+            );
+            assert!(t.elapsed() < Duration::from_millis(50));
+        }
+        // Other algorithms / versions / garbage.
+        for phc in [
+            format!("$argon2i$v=19$m=256,t=1,p=1${salt}${out}"),
+            format!("$argon2d$v=19$m=256,t=1,p=1${salt}${out}"),
+            format!("$argon2id$v=16$m=256,t=1,p=1${salt}${out}"),
+            format!("$argon2id$m=256,t=1,p=1${salt}${out}"),
+            format!("$argon2id$v=19$m=256,t=1,p=1${salt}"),
+            "$2b$12$abcdefghijklmnopqrstuuabcdefghijklmnopqrstuvwxyzABCDE".to_owned(),
+            "$pbkdf2-sha256$i=1000$c2FsdA$aGFzaA".to_owned(),
+            "plaintext".to_owned(),
+            String::new(),
+            format!("$argon2id$v=19$m=256,t=1,p=1${}${out}", "s".repeat(600)),
+        ] {
+            assert_eq!(
+                v.verify("pw", &phc).await,
+                Err(PasswordError::BadHash),
+                "{phc}"
+            );
+        }
+        // A cheaper-than-policy hash (e.g. from an older policy) still verifies.
+        let old = hash(
+            "pw",
+            &PasswordPolicy {
+                m_cost_kib: 64,
+                ..cheap()
+            },
+        )
+        .expect("hash");
+        assert_eq!(v.verify("pw", &old).await, Ok(true));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn busy_when_saturated() {
+        let policy = PasswordPolicy {
+            max_concurrent: 1,
+            max_wait: Duration::from_millis(20),
+            ..cheap()
+        };
+        let v = Arc::new(PasswordVerifier::new(policy));
+        let phc = hash("pw", &cheap()).expect("hash");
+        // Hold the only slot, as a running hash would.
+        let held = Arc::clone(&v.slots).try_acquire_owned().expect("slot");
+        let t = Instant::now();
+        assert_eq!(v.verify("pw", &phc).await, Err(PasswordError::Busy));
+        assert_eq!(v.hash("pw").await, Err(PasswordError::Busy));
+        let waited = t.elapsed();
+        assert!(waited >= Duration::from_millis(40), "{waited:?}");
+        assert!(waited < Duration::from_secs(2), "{waited:?}");
+        drop(held);
+        assert_eq!(v.verify("pw", &phc).await, Ok(true));
+
+        // A real flood: many concurrent checks against a pool of one with no waiting;
+        // some are refused as Busy, none blocks, every answer is Ok(_) or Busy.
+        let policy = PasswordPolicy {
+            max_concurrent: 1,
+            max_wait: Duration::ZERO,
+            ..PasswordPolicy::default()
+        };
+        let v = Arc::new(PasswordVerifier::new(policy));
+        let phc = hash("pw", &PasswordPolicy::default()).expect("hash");
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let v = Arc::clone(&v);
+            let phc = phc.clone();
+            tasks.push(tokio::spawn(async move { v.verify("wrong", &phc).await }));
+        }
+        let (mut busy, mut ran) = (0, 0);
+        for t in tasks {
+            match t.await.expect("join") {
+                Err(PasswordError::Busy) => busy += 1,
+                Ok(false) => ran += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(busy >= 1, "busy={busy} ran={ran}");
+        assert!(ran >= 1, "busy={busy} ran={ran}");
+        assert_eq!(v.available(), 1);
+    }
+
+    #[tokio::test]
+    async fn invalid_policies() {
+        assert_eq!(PasswordPolicy::default().validate(), Ok(()));
+        assert!(matches!(
+            PasswordPolicy {
+                max_concurrent: 0,
+                ..cheap()
+            }
+            .validate(),
+            Err(PasswordError::Policy(_))
+        ));
+        let zero_t = PasswordPolicy {
+            t_cost: 0,
+            ..cheap()
+        };
+        assert!(matches!(zero_t.validate(), Err(PasswordError::Policy(_))));
+        assert!(matches!(hash("pw", &zero_t), Err(PasswordError::Policy(_))));
+        // max_concurrent 0 still gives a usable pool of one.
+        let v = PasswordVerifier::new(PasswordPolicy {
+            max_concurrent: 0,
+            ..cheap()
+        });
+        assert_eq!(v.available(), 1);
+        assert!(v.hash("pw").await.is_ok());
+    }
+}

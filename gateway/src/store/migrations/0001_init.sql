@@ -1,0 +1,62 @@
+-- Schema version 1 (SQLite dialect). Times are INTEGER unix milliseconds (UTC);
+-- booleans are INTEGER 0/1; "revoked" is "revoked_at_ms IS NOT NULL".
+
+CREATE TABLE links (
+    id             TEXT    NOT NULL PRIMARY KEY,
+    vm             TEXT    NOT NULL,
+    console        TEXT    NOT NULL,
+    expires_at_ms  BIGINT  NOT NULL,
+    not_before_ms  BIGINT,
+    password_hash  TEXT,
+    max_uses       BIGINT,
+    max_viewers    BIGINT,
+    view_only      INTEGER NOT NULL DEFAULT 0,
+    allow_power    INTEGER NOT NULL DEFAULT 0,
+    note           TEXT,
+    uses           BIGINT  NOT NULL DEFAULT 0,
+    created_at_ms  BIGINT  NOT NULL,
+    revoked_at_ms  BIGINT,
+    CHECK (uses >= 0),
+    CHECK (max_uses IS NULL OR max_uses >= 1),
+    CHECK (max_viewers IS NULL OR max_viewers >= 1)
+);
+CREATE INDEX links_created ON links (created_at_ms);
+
+CREATE TABLE admin_tokens (
+    id             TEXT    NOT NULL PRIMARY KEY,
+    name           TEXT    NOT NULL,
+    token_sha256   TEXT    NOT NULL UNIQUE,
+    created_at_ms  BIGINT  NOT NULL,
+    revoked_at_ms  BIGINT
+);
+-- A name is unique among live tokens; a revoked token's name may be reused.
+CREATE UNIQUE INDEX admin_tokens_live_name ON admin_tokens (name) WHERE revoked_at_ms IS NULL;
+
+CREATE TABLE signing_keys (
+    kid            TEXT    NOT NULL PRIMARY KEY,
+    secret         BLOB    NOT NULL,
+    created_at_ms  BIGINT  NOT NULL,
+    retired        INTEGER NOT NULL DEFAULT 0
+);
+
+CREATE TABLE targets (
+    name           TEXT    NOT NULL PRIMARY KEY,
+    kind           TEXT    NOT NULL,
+    address_kind   TEXT    NOT NULL,
+    address        TEXT    NOT NULL,
+    vnc_password   TEXT,
+    created_at_ms  BIGINT  NOT NULL,
+    CHECK (address_kind IN ('tcp', 'unix'))
+);
+
+CREATE TABLE audit (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_ms          BIGINT  NOT NULL,
+    kind           TEXT    NOT NULL,
+    link_id        TEXT,
+    session_id     TEXT,
+    client         TEXT,
+    detail         TEXT
+);
+CREATE INDEX audit_link ON audit (link_id, id);
+CREATE INDEX audit_at ON audit (at_ms);

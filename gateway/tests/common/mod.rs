@@ -1,0 +1,485 @@
+//! Test harness for the gateway: a real gateway in-process (real TLS on loopback, real
+//! SQLite, real QEMU through vmm-backend), a small HTTPS client, and a WebSocket client.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use gateway::app::App;
+use gateway::config::{Config, RawConfig};
+use gateway::launch::Gateway;
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::WebSocketStream;
+use vmm_backend::nic::NicRequest;
+use vmm_backend::{Accel, BootSource, ConsoleConfig, PowerAction, VmDefinition};
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// The test guest (built by the project's script when missing; never skipped).
+pub fn test_guest() -> &'static (PathBuf, PathBuf) {
+    static GUEST: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    GUEST.get_or_init(|| {
+        let dir = workspace_root().join("target/test-guest");
+        let (k, i) = (dir.join("vmlinuz"), dir.join("initrd.img"));
+        if !k.is_file() || !i.is_file() {
+            let st = std::process::Command::new("bash")
+                .arg(workspace_root().join("vmm-backend/guest/build-test-guest.sh"))
+                .arg(&dir)
+                .status()
+                .unwrap();
+            assert!(st.success(), "building the test guest failed");
+        }
+        (k, i)
+    })
+}
+
+pub struct TestGateway {
+    pub dir: tempfile::TempDir,
+    pub app: Arc<App>,
+    pub public: SocketAddr,
+    pub admin: SocketAddr,
+    pub admin_token: String,
+    pub tls: TlsConnector,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    pub task: Option<tokio::task::JoinHandle<()>>,
+}
+
+pub fn test_config(dir: &Path, toml_extra: &str) -> Config {
+    let text = format!(
+        "data_dir = {:?}\n[public]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n{toml_extra}",
+        dir.to_str().unwrap()
+    );
+    let raw: RawConfig = toml::from_str(&text).unwrap();
+    raw.validate(dir).unwrap()
+}
+
+impl TestGateway {
+    pub async fn start() -> TestGateway {
+        Self::start_with("").await
+    }
+
+    /// A gateway with extra TOML appended to the test configuration.
+    pub async fn start_with(toml_extra: &str) -> TestGateway {
+        let dir = tempfile::Builder::new()
+            .prefix("vmgw-g")
+            .tempdir_in("/tmp")
+            .unwrap();
+        Self::start_in(dir, toml_extra).await
+    }
+
+    /// A gateway on an existing data directory (restart tests).
+    pub async fn start_in(dir: tempfile::TempDir, toml_extra: &str) -> TestGateway {
+        let cfg = test_config(dir.path(), toml_extra);
+        let gw = Gateway::bind(cfg, None).await.unwrap();
+        let app = gw.app.clone();
+        let (public, admin) = (gw.public_addr, gw.admin_addr);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(gw.serve(async move {
+            let _ = rx.await;
+        }));
+        let (_, admin_token) = app
+            .store
+            .create_admin_token(&format!("test-{}", rand_suffix()))
+            .await
+            .unwrap();
+        let cert = std::fs::read(dir.path().join("tls/self-signed.crt")).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_pemfile::certs(&mut cert.as_slice()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        TestGateway {
+            dir,
+            app,
+            public,
+            admin,
+            admin_token,
+            tls: TlsConnector::from(Arc::new(cfg)),
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Stops the gateway (graceful shutdown) and returns its data directory.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(15), t).await;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("x")
+            .tempdir_in("/tmp")
+            .unwrap();
+        std::mem::replace(&mut self.dir, dir)
+    }
+
+    pub fn origin(&self) -> String {
+        format!("https://127.0.0.1:{}", self.public.port())
+    }
+
+    pub async fn tls_stream(&self) -> tokio_rustls::client::TlsStream<TcpStream> {
+        let tcp = TcpStream::connect(self.public).await.unwrap();
+        self.tls
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap()
+    }
+
+    /// An admin API call: (status, JSON body).
+    pub async fn admin(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let tcp = TcpStream::connect(self.admin).await.unwrap();
+        let auth = format!("Authorization: Bearer {}\r\n", self.admin_token);
+        let (status, _, body) =
+            http_call(tcp, method, path, &auth, body.map(|b| b.to_string())).await;
+        (
+            status,
+            serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// A visitor call on the public listener: (status, headers, JSON body).
+    pub async fn public(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &str,
+        body: Option<String>,
+    ) -> (u16, String, serde_json::Value) {
+        let s = self.tls_stream().await;
+        let (status, head, body) = http_call(s, method, path, headers, body).await;
+        (
+            status,
+            head,
+            serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// Creates a link through the admin API; returns its JSON (with `token`, `url`, `id`).
+    pub async fn create_link(&self, body: serde_json::Value) -> serde_json::Value {
+        let (status, v) = self.admin("POST", "/api/v1/links", Some(body)).await;
+        assert_eq!(status, 201, "{v}");
+        v
+    }
+
+    /// Exchanges a token (and password): (status, Set-Cookie "name=value", body).
+    pub async fn exchange(
+        &self,
+        token: &str,
+        password: Option<&str>,
+    ) -> (u16, Option<String>, serde_json::Value) {
+        let body = match password {
+            Some(p) => serde_json::json!({"token": token, "password": p}),
+            None => serde_json::json!({"token": token}),
+        };
+        let (status, head, v) = self
+            .public(
+                "POST",
+                "/s/session",
+                "Content-Type: application/json\r\n",
+                Some(body.to_string()),
+            )
+            .await;
+        let cookie = head
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+            .map(|l| {
+                l.split_once(':')
+                    .unwrap()
+                    .1
+                    .trim()
+                    .split(';')
+                    .next()
+                    .unwrap()
+                    .to_owned()
+            });
+        (status, cookie, v)
+    }
+
+    /// Opens the console WebSocket with a cookie and an Origin.
+    pub async fn ws(
+        &self,
+        ws_path: &str,
+        cookie: Option<&str>,
+        origin: Option<&str>,
+    ) -> Result<
+        WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>,
+        tokio_tungstenite::tungstenite::Error,
+    > {
+        let url = format!("wss://localhost:{}{}", self.public.port(), ws_path);
+        let mut req = url.into_client_request().unwrap();
+        let h = req.headers_mut();
+        h.insert("Sec-WebSocket-Protocol", HeaderValue::from_static("binary"));
+        if let Some(c) = cookie {
+            h.insert("Cookie", HeaderValue::from_str(c).unwrap());
+        }
+        if let Some(o) = origin {
+            h.insert("Origin", HeaderValue::from_str(o).unwrap());
+        }
+        let stream = self.tls_stream().await;
+        tokio_tungstenite::client_async(req, stream)
+            .await
+            .map(|(ws, _)| ws)
+    }
+
+    /// Link + exchange + WebSocket in one go.
+    pub async fn open_console(
+        &self,
+        link: &serde_json::Value,
+        password: Option<&str>,
+    ) -> WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>> {
+        let (status, cookie, v) = self
+            .exchange(link["token"].as_str().unwrap(), password)
+            .await;
+        assert_eq!(status, 200, "{v}");
+        self.ws(
+            v["ws_path"].as_str().unwrap(),
+            cookie.as_deref(),
+            Some(&self.origin()),
+        )
+        .await
+        .unwrap()
+    }
+
+    /// Defines and starts a Linux test guest on the gateway's backend.
+    pub async fn start_linux_vm(&self, name: &str, console: ConsoleConfig) {
+        let (kernel, initrd) = test_guest();
+        let def = VmDefinition {
+            name: name.into(),
+            uuid: None,
+            vcpus: 1,
+            memory_mib: 256,
+            boot: BootSource::Kernel {
+                kernel: kernel.clone(),
+                initrd: Some(initrd.clone()),
+                cmdline: "console=ttyS0 quiet".into(),
+            },
+            console,
+            nics: vec!["virtio".parse::<NicRequest>().unwrap()],
+            accel: Accel::Tcg,
+            autostart: false,
+        };
+        self.app.backend.define(def).await.unwrap();
+        self.app
+            .backend
+            .power(name, PowerAction::Start)
+            .await
+            .unwrap();
+    }
+
+    /// Defines and starts a firmware-only VM (fast, no OS) with both consoles.
+    pub async fn start_firmware_vm(&self, name: &str) {
+        let def = VmDefinition {
+            name: name.into(),
+            uuid: None,
+            vcpus: 1,
+            memory_mib: 64,
+            boot: BootSource::Firmware,
+            console: ConsoleConfig::Both,
+            nics: vec![],
+            accel: Accel::Tcg,
+            autostart: false,
+        };
+        self.app.backend.define(def).await.unwrap();
+        self.app
+            .backend
+            .power(name, PowerAction::Start)
+            .await
+            .unwrap();
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        // Leave no QEMU behind.
+        let run = self.dir.path().join("run");
+        if let Ok(entries) = std::fs::read_dir(run) {
+            for e in entries.flatten() {
+                if let Ok(pid) = std::fs::read_to_string(e.path().join("qemu.pid")) {
+                    if let Ok(pid) = pid.trim().parse::<i32>() {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn rand_suffix() -> u64 {
+    rand::random()
+}
+
+/// One HTTP/1.1 request on a fresh connection (Connection: close): (status, head, body).
+pub async fn http_call<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    method: &str,
+    path: &str,
+    extra_headers: &str,
+    body: Option<String>,
+) -> (u16, String, Vec<u8>) {
+    let body = body.unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{extra_headers}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    raw_response(s).await
+}
+
+/// Reads a whole response until the server closes.
+pub async fn raw_response<S: AsyncRead + Unpin>(mut s: S) -> (u16, String, Vec<u8>) {
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut buf)).await;
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 4)
+        .unwrap_or(buf.len());
+    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head, buf[split..].to_vec())
+}
+
+pub type ClientWs = WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>;
+
+/// Byte-level reading of a console WebSocket, for protocol checks.
+pub struct WsBytes {
+    pub ws: ClientWs,
+    buf: Vec<u8>,
+    pub closed: Option<(u16, String)>,
+}
+
+impl WsBytes {
+    pub fn new(ws: ClientWs) -> WsBytes {
+        WsBytes {
+            ws,
+            buf: Vec::new(),
+            closed: None,
+        }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        use futures::SinkExt;
+        self.ws
+            .send(tokio_tungstenite::tungstenite::Message::Binary(
+                bytes.to_vec().into(),
+            ))
+            .await
+            .unwrap();
+    }
+
+    /// Reads exactly `n` bytes (panics on timeout or close).
+    pub async fn read_exact(&mut self, n: usize) -> Vec<u8> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while self.buf.len() < n {
+            let msg = tokio::time::timeout_at(deadline, futures::StreamExt::next(&mut self.ws))
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("timed out waiting for {n} bytes (have {})", self.buf.len())
+                });
+            match msg {
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Binary(b))) => {
+                    self.buf.extend_from_slice(&b)
+                }
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Close(f))) => {
+                    panic!("closed while reading: {f:?}")
+                }
+                Some(Ok(_)) => {}
+                other => panic!("stream ended while reading: {other:?}"),
+            }
+        }
+        self.buf.drain(..n).collect()
+    }
+
+    /// Waits for the close frame: (code, reason), discarding data.
+    pub async fn closed_within(&mut self, t: Duration) -> Option<(u16, String)> {
+        let deadline = tokio::time::Instant::now() + t;
+        loop {
+            let msg =
+                match tokio::time::timeout_at(deadline, futures::StreamExt::next(&mut self.ws))
+                    .await
+                {
+                    Err(_) => return None,
+                    Ok(m) => m,
+                };
+            match msg {
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Close(f))) => {
+                    let r = f
+                        .map(|f| (u16::from(f.code), f.reason.to_string()))
+                        .unwrap_or((1005, String::new()));
+                    self.closed = Some(r.clone());
+                    return Some(r);
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return Some((1006, String::new())),
+            }
+        }
+    }
+
+    /// The visitor side of the gateway's RFB handshake, then ClientInit/ServerInit:
+    /// returns (width, height, desktop name).
+    pub async fn rfb_connect(&mut self) -> (u16, u16, String) {
+        assert_eq!(self.read_exact(12).await, b"RFB 003.008\n");
+        self.send(b"RFB 003.008\n").await;
+        let n = self.read_exact(1).await[0] as usize;
+        let types = self.read_exact(n).await;
+        assert!(types.contains(&1), "security types {types:?}");
+        self.send(&[1]).await;
+        assert_eq!(self.read_exact(4).await, [0, 0, 0, 0], "SecurityResult ok");
+        self.send(&[1]).await; // ClientInit, shared
+        let init = self.read_exact(24).await;
+        let w = u16::from_be_bytes([init[0], init[1]]);
+        let h = u16::from_be_bytes([init[2], init[3]]);
+        let name_len = u32::from_be_bytes([init[20], init[21], init[22], init[23]]) as usize;
+        let name = String::from_utf8_lossy(&self.read_exact(name_len).await).into_owned();
+        (w, h, name)
+    }
+
+    /// Sends a full (non-incremental) FramebufferUpdateRequest and reads the update's
+    /// header: returns the number of rectangles.
+    pub async fn request_frame(&mut self, w: u16, h: u16) -> u16 {
+        let mut req = vec![3u8, 0];
+        for v in [0u16, 0, w, h] {
+            req.extend_from_slice(&v.to_be_bytes());
+        }
+        self.send(&req).await;
+        // QEMU sends nothing else before the update here.
+        let t = self.read_exact(1).await[0];
+        assert_eq!(
+            t, 0,
+            "expected a FramebufferUpdate, got server message type {t}"
+        );
+        let hdr = self.read_exact(3).await;
+        u16::from_be_bytes([hdr[1], hdr[2]])
+    }
+}

@@ -1,0 +1,67 @@
+//! A gateway restart (graceful, or kill -9 of the process in spirit: the store is all
+//! there is) keeps links, use counts and audit records; live sessions get a close frame
+//! on graceful shutdown.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestGateway, WsBytes};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_counts_and_audit_survive_a_restart() {
+    let gw = TestGateway::start().await;
+    gw.start_firmware_vm("keep").await;
+    let link = gw
+        .create_link(json!({"vm": "keep", "ttl_seconds": 600, "max_uses": 5, "password": "pw"}))
+        .await;
+    let id = link["id"].as_str().unwrap().to_owned();
+    let mut c = WsBytes::new(gw.open_console(&link, Some("pw")).await);
+    c.rfb_connect().await;
+    assert_eq!(
+        gw.exchange(link["token"].as_str().unwrap(), Some("bad"))
+            .await
+            .0,
+        401
+    );
+
+    // graceful shutdown closes the live session with "shutdown"
+    let stopping = tokio::spawn(async move { gw.stop().await });
+    let closed = c.closed_within(Duration::from_secs(5)).await;
+    assert_eq!(closed, Some((1001, "shutdown".to_owned())));
+    let dir = stopping.await.unwrap();
+
+    let gw = TestGateway::start_in(dir, "").await;
+    let (s, v) = gw.admin("GET", &format!("/api/v1/links/{id}"), None).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["uses"], 1);
+    assert_eq!(v["has_password"], true);
+    let (_, audit) = gw
+        .admin("GET", &format!("/api/v1/audit?link={id}"), None)
+        .await;
+    let kinds: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    for k in [
+        "link_created",
+        "link_redeemed",
+        "password_failure",
+        "session_started",
+        "session_ended",
+    ] {
+        assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
+    }
+    // the old token still works after the restart (same signing keys), VM still running
+    let (s, _, v) = gw
+        .exchange(link["token"].as_str().unwrap(), Some("pw"))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (_, vm) = gw.admin("GET", "/api/v1/vms/keep", None).await;
+    assert_eq!(vm["state"], "running");
+}

@@ -1,0 +1,175 @@
+//! The full path on real QEMU through real TLS: the admin API creates a password link,
+//! the visitor exchanges token + password, opens the WebSocket, and talks RFB (or SPICE)
+//! with the VM's real console.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{TestGateway, WsBytes};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Reads QEMU's own ServerInit straight from the VM's socket (the reference).
+async fn qemu_framebuffer(sock: &std::path::Path) -> (u16, u16) {
+    let mut s = tokio::net::UnixStream::connect(sock).await.unwrap();
+    let mut v = [0u8; 12];
+    s.read_exact(&mut v).await.unwrap();
+    s.write_all(b"RFB 003.008\n").await.unwrap();
+    let mut n = [0u8; 1];
+    s.read_exact(&mut n).await.unwrap();
+    let mut types = vec![0u8; n[0] as usize];
+    s.read_exact(&mut types).await.unwrap();
+    s.write_all(&[1]).await.unwrap();
+    let mut res = [0u8; 4];
+    s.read_exact(&mut res).await.unwrap();
+    s.write_all(&[1]).await.unwrap();
+    let mut init = [0u8; 4];
+    s.read_exact(&mut init).await.unwrap();
+    (
+        u16::from_be_bytes([init[0], init[1]]),
+        u16::from_be_bytes([init[2], init[3]]),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vnc_console_through_a_password_link() {
+    let gw = TestGateway::start().await;
+    gw.start_firmware_vm("alpha").await;
+    let link = gw
+        .create_link(
+            json!({"vm": "alpha", "ttl_seconds": 600, "password": "correct horse", "note": "e2e"}),
+        )
+        .await;
+    let url = link["url"].as_str().unwrap();
+    assert!(url.starts_with(&format!("{}/s/#", gw.origin())), "{url}");
+    assert_eq!(link["has_password"], true);
+    assert!(link.get("password_hash").is_none() && link.get("password").is_none());
+
+    // wrong password first, then the right one
+    let (status, cookie, v) = gw
+        .exchange(link["token"].as_str().unwrap(), Some("wrong"))
+        .await;
+    assert_eq!(status, 401, "{v}");
+    assert!(cookie.is_none());
+    let (status, cookie, v) = gw
+        .exchange(link["token"].as_str().unwrap(), Some("correct horse"))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["console"], "vnc");
+    assert_eq!(v["view_only"], false);
+    let cookie = cookie.unwrap();
+    assert!(cookie.starts_with("__Host-vmgw-"), "{cookie}");
+
+    let ws = gw
+        .ws(
+            v["ws_path"].as_str().unwrap(),
+            Some(&cookie),
+            Some(&gw.origin()),
+        )
+        .await
+        .unwrap();
+    let mut c = WsBytes::new(ws);
+    let (w, h, name) = c.rfb_connect().await;
+    let sock = gw.dir.path().join("run/alpha/vnc.sock");
+    assert_eq!(
+        (w, h),
+        qemu_framebuffer(&sock).await,
+        "ServerInit carries QEMU's framebuffer size"
+    );
+    assert!(name.contains("alpha"), "desktop name {name:?}");
+    let rects = c.request_frame(w, h).await;
+    assert!(rects >= 1, "a FramebufferUpdate with rectangles");
+
+    // the admin API shows the live session and the use
+    let (status, shown) = gw
+        .admin(
+            "GET",
+            &format!("/api/v1/links/{}", link["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(shown["uses"], 1);
+    assert_eq!(shown["live_sessions"], 1);
+    assert_eq!(shown["sessions"][0]["client"], "127.0.0.1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spice_link_reply_arrives_through_the_relay() {
+    let gw = TestGateway::start().await;
+    gw.start_firmware_vm("spicy").await;
+    let link = gw
+        .create_link(json!({"vm": "spicy", "console": "spice", "ttl_seconds": 600}))
+        .await;
+    let ws = gw.open_console(&link, None).await;
+    let mut c = WsBytes::new(ws);
+    let mut msg = Vec::new();
+    msg.extend_from_slice(b"REDQ");
+    for v in [2u32, 2, 18, 0] {
+        msg.extend_from_slice(&v.to_le_bytes());
+    }
+    msg.extend_from_slice(&[1, 0]); // main channel, id 0
+    for v in [0u32, 0, 18] {
+        msg.extend_from_slice(&v.to_le_bytes());
+    }
+    c.send(&msg).await;
+    let reply = c.read_exact(16).await;
+    assert_eq!(&reply[..4], b"REDQ");
+    assert_eq!(
+        u32::from_le_bytes([reply[4], reply[5], reply[6], reply[7]]),
+        2,
+        "SPICE major version"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_need_a_known_vm_and_a_valid_expiry() {
+    let gw = TestGateway::start().await;
+    gw.start_firmware_vm("known").await;
+    let (s, v) = gw
+        .admin(
+            "POST",
+            "/api/v1/links",
+            Some(json!({"vm": "nope", "ttl_seconds": 60})),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
+    let (s, v) = gw
+        .admin("POST", "/api/v1/links", Some(json!({"vm": "known"})))
+        .await;
+    assert_eq!(s, 400, "expiry is required: {v}");
+    let (s, v) = gw
+        .admin(
+            "POST",
+            "/api/v1/links",
+            Some(json!({"vm": "known", "ttl_seconds": 999_999_999})),
+        )
+        .await;
+    assert_eq!(s, 400, "beyond the maximum TTL: {v}");
+    let (s, v) = gw
+        .admin(
+            "POST",
+            "/api/v1/links",
+            Some(json!({"vm": "known", "ttl_seconds": 60, "bogus": 1})),
+        )
+        .await;
+    assert_eq!(s, 400, "unknown fields: {v}");
+    // without a bearer token nothing but health and the document answers
+    let tcp = tokio::net::TcpStream::connect(gw.admin).await.unwrap();
+    let (s, _, _) = common::http_call(tcp, "GET", "/api/v1/links", "", None).await;
+    assert_eq!(s, 401);
+    let tcp = tokio::net::TcpStream::connect(gw.admin).await.unwrap();
+    let (s, _, _) = common::http_call(
+        tcp,
+        "GET",
+        "/api/v1/links",
+        "Authorization: Bearer vmgw_nope\r\n",
+        None,
+    )
+    .await;
+    assert_eq!(s, 401);
+    let tcp = tokio::net::TcpStream::connect(gw.admin).await.unwrap();
+    let (s, _, _) = common::http_call(tcp, "GET", "/healthz", "", None).await;
+    assert_eq!(s, 200);
+}
