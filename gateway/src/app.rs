@@ -89,6 +89,8 @@ pub struct App {
     pub shutdown: CancellationToken,
     /// Relay tasks, so shutdown can wait for their close frames.
     pub tasks: TaskTracker,
+    /// The browser pages.
+    pub assets: crate::http::assets::Assets,
 }
 
 fn sha256(b: &[u8]) -> [u8; 32] {
@@ -142,6 +144,7 @@ impl App {
             open_public_conns: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            assets: crate::http::assets::Assets::load(&cfg.static_dir),
             cfg,
         }))
     }
@@ -310,7 +313,13 @@ impl App {
         if password.is_some_and(|p| p.len() > self.password_policy.max_len) {
             return Err(ApiError::BadRequest("password too long".into()));
         }
-        let claims = self.keys().verify(token, now).map_err(|e| {
+        let mut verified = self.keys().verify(token, now);
+        if matches!(verified, Err(TokenError::UnknownKey)) {
+            // A key rotated by another process (CLI, another gateway): reload once.
+            self.reload_keys().await?;
+            verified = self.keys().verify(token, now);
+        }
+        let claims = verified.map_err(|e| {
             tracing::debug!(error = %e, "token refused");
             match e {
                 TokenError::Expired => ApiError::Refused(Refusal::Expired),
@@ -496,6 +505,10 @@ pub async fn background(app: Arc<App>) {
         prune_every += 1;
         if prune_every >= 60 {
             prune_every = 0;
+            // Keys rotated or removed elsewhere take effect here too.
+            if let Err(e) = app.reload_keys().await {
+                tracing::warn!(error = %e, "reloading signing keys failed");
+            }
             app.limiter.prune();
             let now = OffsetDateTime::now_utc();
             app.grants.retain(|_, g| g.expires_at > now);

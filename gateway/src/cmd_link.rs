@@ -29,6 +29,16 @@ pub enum AdminTokenCommand {
     Revoke(NameArgs),
 }
 
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// List signing keys (ids, age, whether retired); never the secrets.
+    List(Json),
+    /// Make a new key the signer; older keys keep verifying until removed.
+    Rotate,
+    /// Remove a key: tokens it signed stop working.
+    Remove(NameArgs),
+}
+
 #[derive(Debug, Args)]
 pub struct Json {
     #[arg(long)]
@@ -230,6 +240,47 @@ pub async fn run_admin_token(cmd: AdminTokenCommand, cfg: &Config) -> anyhow::Re
                 println!("revoked {}", a.name);
             } else {
                 anyhow::bail!("no admin token {:?}", a.name);
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn run_key(cmd: KeyCommand, cfg: &Config) -> anyhow::Result<()> {
+    let store = gateway::launch::open_store(&cfg.data_dir)?;
+    match cmd {
+        KeyCommand::List(j) => {
+            let keys = store.signing_keys().await?;
+            let rows: Vec<_> = keys
+                .iter()
+                .map(|k| serde_json::json!({"kid": k.kid, "created_at": k.created_at.to_string(), "retired": k.retired}))
+                .collect();
+            if j.json {
+                println!("{}", serde_json::Value::Array(rows));
+            } else {
+                for k in keys {
+                    println!(
+                        "{} {} {}",
+                        k.kid,
+                        k.created_at,
+                        if k.retired {
+                            "retired (verifies only)"
+                        } else {
+                            "signing"
+                        }
+                    );
+                }
+            }
+        }
+        KeyCommand::Rotate => {
+            let k = store.rotate_signing_key().await?;
+            println!("new signing key {}", k.kid);
+        }
+        KeyCommand::Remove(a) => {
+            if store.remove_signing_key(&a.name).await? {
+                println!("removed {}", a.name);
+            } else {
+                anyhow::bail!("no signing key {:?}", a.name);
             }
         }
     }

@@ -67,6 +67,9 @@ pub struct RawPublic {
     /// Extra origins allowed to open console WebSockets (the public URL's is always in).
     #[serde(default)]
     pub allowed_origins: Vec<String>,
+    /// The built browser pages (`static/dist`); default: `VMGW_STATIC_DIR`, else the
+    /// workspace's `static/dist`.
+    pub static_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -255,6 +258,7 @@ pub struct Config {
     pub public_listen: SocketAddr,
     pub public_tls: Option<TlsFiles>,
     pub allowed_origins: Vec<String>,
+    pub static_dir: PathBuf,
     pub admin_listen: SocketAddr,
     pub admin_tls: Option<TlsFiles>,
     pub max_link_ttl: Duration,
@@ -489,6 +493,11 @@ impl RawConfig {
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8443))),
             public_tls,
             allowed_origins,
+            static_dir: self
+                .public
+                .static_dir
+                .map(abs)
+                .unwrap_or_else(crate::http::assets::default_dir),
             admin_listen: self
                 .admin
                 .listen

@@ -1,5 +1,6 @@
 //! The `gateway` command: the server, the administrator's CLI, and the demo.
 
+mod cmd_demo;
 mod cmd_link;
 mod cmd_vm;
 
@@ -31,6 +32,8 @@ struct Cli {
 enum Command {
     /// Run the gateway (public TLS listener and admin listener).
     Serve,
+    /// Everything on embedded defaults: a demo VM, an admin token and a password link.
+    Demo(cmd_demo::DemoArgs),
     /// Manage virtual machines on this host.
     #[command(subcommand)]
     Vm(cmd_vm::VmCommand),
@@ -40,6 +43,9 @@ enum Command {
     /// Manage admin API tokens.
     #[command(subcommand, name = "admin-token")]
     AdminToken(cmd_link::AdminTokenCommand),
+    /// Manage the keys that sign link tokens (rotation).
+    #[command(subcommand)]
+    Key(cmd_link::KeyCommand),
 }
 
 fn default_data_dir() -> PathBuf {
@@ -55,8 +61,10 @@ fn default_data_dir() -> PathBuf {
 fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("VMGW_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
 }
@@ -83,7 +91,7 @@ pub fn load_config(file: Option<&Path>, data_dir: Option<PathBuf>) -> anyhow::Re
     Ok(cfg)
 }
 
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
         Err(_) => {
@@ -123,12 +131,17 @@ fn main() -> ExitCode {
         }
     };
     let result: anyhow::Result<()> = rt.block_on(async move {
+        let data_dir_given = cli.data_dir.is_some();
         let cfg = load_config(cli.config.as_deref(), cli.data_dir)?;
         match cli.command {
             Command::Serve => serve(cfg).await,
+            Command::Demo(args) => {
+                cmd_demo::run(args, cfg, data_dir_given || cli.config.is_some()).await
+            }
             Command::Vm(cmd) => cmd_vm::run(cmd, &cfg).await,
             Command::Link(cmd) => cmd_link::run_link(cmd, cfg).await,
             Command::AdminToken(cmd) => cmd_link::run_admin_token(cmd, &cfg).await,
+            Command::Key(cmd) => cmd_link::run_key(cmd, &cfg).await,
         }
     });
     match result {

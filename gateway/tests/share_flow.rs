@@ -93,6 +93,24 @@ async fn vnc_console_through_a_password_link() {
     assert_eq!(shown["uses"], 1);
     assert_eq!(shown["live_sessions"], 1);
     assert_eq!(shown["sessions"][0]["client"], "127.0.0.1");
+
+    // and the metrics count it all
+    let tcp = tokio::net::TcpStream::connect(gw.admin).await.unwrap();
+    let auth = format!("Authorization: Bearer {}\r\n", gw.admin_token);
+    let (s, _, body) = common::http_call(tcp, "GET", "/metrics", &auth, None).await;
+    assert_eq!(s, 200);
+    let text = String::from_utf8(body).unwrap();
+    let value = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from {text}"))
+    };
+    assert_eq!(value("vmgw_link_redemptions_total"), 1);
+    assert_eq!(value("vmgw_password_failures_total"), 1);
+    assert_eq!(value("vmgw_sessions_started_total"), 1);
+    assert_eq!(value("vmgw_sessions"), 1);
+    assert!(value("vmgw_relayed_bytes_to_client_total") > 24);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -145,7 +145,18 @@ async fn dispatch(
     super::check_framing(req.headers())?;
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
-    let (idx, params) = route(ROUTES, req.method(), &path)?;
+    let (idx, params) = match route(ROUTES, req.method(), &path) {
+        Ok(r) => r,
+        Err(ApiError::NotFound) if req.method() == http::Method::GET => {
+            // The admin web console and its files (it logs in with an admin token).
+            let name = match path.as_str() {
+                "/" => "admin.html",
+                p => p.strip_prefix("/admin/").ok_or(ApiError::NotFound)?,
+            };
+            return app.assets.get(name).ok_or(ApiError::NotFound);
+        }
+        Err(e) => return Err(e),
+    };
     if !PUBLIC.contains(&idx) {
         authorize(app, &req).await?;
     }
@@ -226,6 +237,14 @@ async fn dispatch(
         (12, [name, action]) => {
             let action: PowerAction = action.parse().map_err(ApiError::BadRequest)?;
             let info = app.backend.power(name, action).await?;
+            app.audit(
+                AuditKind::VmAction,
+                None,
+                None,
+                client,
+                Some(format!("admin {action:?} {name}")),
+            )
+            .await;
             json_ok(StatusCode::OK, &info)
         }
         (13, []) => {
@@ -286,6 +305,7 @@ async fn dispatch(
             let events = app.store.list_audit(link.as_deref(), 1000).await?;
             json_ok(StatusCode::OK, &events)
         }
+        (17, [name]) => json_ok(StatusCode::OK, &app.backend.guest_addresses(name).await?),
         _ => Err(ApiError::NotFound),
     }
 }

@@ -5,6 +5,7 @@
 //! document can be checked against them.
 
 pub mod admin;
+pub mod assets;
 pub mod error;
 pub mod openapi;
 pub mod share;

@@ -31,7 +31,10 @@ const OPS: &[Op] = &[
     ("get", "/api/v1/targets", "List external console endpoints.", None, "200", "TargetList"),
     ("delete", "/api/v1/targets/{name}", "Remove an external console endpoint.", None, "204", "None"),
     ("get", "/api/v1/audit", "Audit records, newest first (optional ?link=ID).", None, "200", "AuditList"),
+    ("get", "/api/v1/vms/{name}/ip", "The guest's IP addresses (from the QEMU guest agent; 409 when it does not run).", None, "200", "GuestAddressList"),
     ("post", "/s/session", "Visitor: exchange a link token (and password) for a session cookie (public listener).", Some("ExchangeRequest"), "200", "ExchangeResponse"),
+    ("get", "/s/status/{link_id}", "Visitor: the link's VM state and expiry (session cookie).", None, "200", "VisitorStatus"),
+    ("post", "/s/power/{link_id}", "Visitor: power action start, shutdown, poweroff or reset (links with allow_power; session cookie).", Some("PowerRequest"), "200", "VisitorPower"),
     ("get", "/s/ws/{link_id}", "Visitor: the console WebSocket (cookie from /s/session, allowed Origin; subprotocol `binary`).", None, "101", "None"),
 ];
 
@@ -87,6 +90,14 @@ fn schemas() -> Value {
         "ExchangeResponse": {"type": "object", "properties": {
             "link_id": {"type": "string"}, "vm": {"type": "string"}, "console": {"type": "string"},
             "view_only": {"type": "boolean"}, "allow_power": {"type": "boolean"}, "expires_at": ts, "ws_path": {"type": "string"}}},
+        "GuestAddressList": {"type": "array", "items": {"type": "object", "properties": {
+            "interface": {"type": "string"}, "mac": {"type": ["string", "null"]}, "address": {"type": "string"}, "prefix": {"type": "integer"}}}},
+        "VisitorStatus": {"type": "object", "properties": {
+            "vm_state": {"type": "string", "enum": ["running", "stopped", "paused", "other", "unknown"]},
+            "expires_at": ts, "allow_power": {"type": "boolean"}, "view_only": {"type": "boolean"}, "console": {"type": "string"}}},
+        "PowerRequest": {"type": "object", "required": ["action"], "properties": {
+            "action": {"type": "string", "enum": ["start", "shutdown", "poweroff", "reset"]}}},
+        "VisitorPower": {"type": "object", "properties": {"vm_state": {"type": "string"}}},
         "None": {}
     })
 }

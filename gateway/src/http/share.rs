@@ -97,13 +97,126 @@ async fn dispatch(
 ) -> Result<Response<Body>, ApiError> {
     super::check_framing(req.headers())?;
     let path = req.uri().path().to_owned();
-    let (idx, params) = route(ROUTES, req.method(), &path)?;
+    let (idx, params) = match route(ROUTES, req.method(), &path) {
+        Ok(r) => r,
+        Err(ApiError::NotFound) if req.method() == Method::GET => {
+            // The share page and its files.
+            let name = match path.strip_prefix("/s/") {
+                Some("") => "share.html",
+                Some(rest) => rest,
+                None => return Err(ApiError::NotFound),
+            };
+            return app.assets.get(name).ok_or(ApiError::NotFound);
+        }
+        Err(e) => return Err(e),
+    };
     let client = client_ip(app, conn.peer.ip(), req.headers());
     match (idx, params.as_slice()) {
         (0, []) => exchange(app, req, client).await,
         (1, [link_id]) => websocket(app, req, link_id, client).await,
+        (2, [link_id]) => status(app, &req, link_id).await,
+        (3, [link_id]) => power(app, req, link_id, client).await,
         _ => Err(ApiError::NotFound),
     }
+}
+
+/// The cookie-bound link of a visitor request.
+async fn visitor_link(app: &App, h: &http::HeaderMap, link_id: &str) -> Result<Link, ApiError> {
+    let cookie = super::cookie(h, &cookie_name(link_id)).map(str::to_owned);
+    app.check_grant(link_id, cookie.as_deref()).await
+}
+
+async fn vm_state(app: &App, vm: &str) -> &'static str {
+    match app.backend.get(vm).await {
+        Ok(info) => match info.state {
+            vmm_backend::VmState::Running => "running",
+            vmm_backend::VmState::Stopped => "stopped",
+            vmm_backend::VmState::Paused => "paused",
+            vmm_backend::VmState::Other => "other",
+        },
+        // External targets: their state is not known here.
+        Err(_) => "unknown",
+    }
+}
+
+/// What the console page needs to know: whether the VM runs, until when the link lasts.
+async fn status(
+    app: &Arc<App>,
+    req: &Request<Incoming>,
+    link_id: &str,
+) -> Result<Response<Body>, ApiError> {
+    let link = visitor_link(app, req.headers(), link_id).await?;
+    let body = serde_json::json!({
+        "vm_state": vm_state(app, &link.vm).await,
+        "expires_at": link.expires_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        "allow_power": link.allow_power,
+        "view_only": link.view_only,
+        "console": link.console,
+    });
+    Ok(super::error::json_response(StatusCode::OK, &body))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PowerRequest {
+    action: String,
+}
+
+/// Power actions for visitors of links that allow them.
+async fn power(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    link_id: &str,
+    client: IpAddr,
+) -> Result<Response<Body>, ApiError> {
+    let link = visitor_link(app, req.headers(), link_id).await?;
+    if !link.allow_power {
+        return Err(ApiError::Forbidden("power_not_allowed"));
+    }
+    let body = super::read_body(req, MAX_EXCHANGE_BODY).await?;
+    let r: PowerRequest = serde_json::from_slice(&body)
+        .map_err(|_| ApiError::BadRequest("expected {\"action\": ...}".into()))?;
+    let action = match r.action.as_str() {
+        "start" => vmm_backend::PowerAction::Start,
+        "shutdown" => vmm_backend::PowerAction::Shutdown,
+        "poweroff" => vmm_backend::PowerAction::Poweroff,
+        "reset" => vmm_backend::PowerAction::Reset,
+        _ => {
+            return Err(ApiError::BadRequest(
+                "action must be start, shutdown, poweroff or reset".into(),
+            ))
+        }
+    };
+    app.audit(
+        AuditKind::VmAction,
+        Some(&link.id),
+        None,
+        Some(client),
+        Some(format!("visitor {}", r.action)),
+    )
+    .await;
+    if action == vmm_backend::PowerAction::Shutdown {
+        // The guest may take up to the grace period: answer now, finish in the background.
+        let app2 = app.clone();
+        let vm = link.vm.clone();
+        app.tasks.spawn(async move {
+            if let Err(e) = app2.backend.power(&vm, action).await {
+                tracing::debug!(error = %e, "visitor shutdown failed");
+            }
+        });
+        let body = serde_json::json!({"vm_state": vm_state(app, &link.vm).await});
+        return Ok(super::error::json_response(StatusCode::ACCEPTED, &body));
+    }
+    match app.backend.power(&link.vm, action).await {
+        Ok(_) => {}
+        Err(e) if e.is_client_error() => {
+            tracing::debug!(error = %e, "visitor power action refused");
+            return Err(ApiError::Conflict("not_possible_now".into()));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let body = serde_json::json!({"vm_state": vm_state(app, &link.vm).await});
+    Ok(super::error::json_response(StatusCode::OK, &body))
 }
 
 async fn exchange(

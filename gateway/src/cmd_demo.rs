@@ -1,0 +1,180 @@
+//! `gateway demo`: everything on embedded defaults — a data directory, a self-signed
+//! certificate, the SQLite store, a demo VM (the small Linux test guest, so the visitor
+//! lands at a real shell), an admin token and a password-protected link.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use gateway::config::Config;
+use gateway::links::{ConsoleType, LinkRequest};
+use vmm_backend::{
+    Accel, BootSource, ConsoleConfig, PowerAction, VmBackend, VmDefinition, VmState,
+};
+
+/// The demo VM's name.
+const DEMO_VM: &str = "demo";
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Public (visitor) listener; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    public_listen: SocketAddr,
+    /// Admin listener; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:8444")]
+    admin_listen: SocketAddr,
+    /// Print one JSON line with the addresses, token, link and password once ready.
+    #[arg(long)]
+    json: bool,
+    /// Leave the demo VM running when the demo stops.
+    #[arg(long)]
+    keep_vm: bool,
+    /// Link lifetime in seconds.
+    #[arg(long, default_value_t = 86_400)]
+    link_ttl: u64,
+}
+
+fn random_password() -> String {
+    // 12 characters without look-alikes, from the OS CSPRNG.
+    const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
+    let mut raw = [0u8; 12];
+    gateway::links::os_random(&mut raw);
+    raw.iter()
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect()
+}
+
+/// The test guest: built (and cached, shared with the test suite) by the project's
+/// script under the workspace's `target/test-guest`.
+fn guest_image() -> anyhow::Result<Option<(PathBuf, PathBuf)>> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = root.join("target/test-guest");
+    let (k, i) = (out.join("vmlinuz"), out.join("initrd.img"));
+    let script = root.join("vmm-backend/guest/build-test-guest.sh");
+    if script.is_file() {
+        let st = std::process::Command::new("bash")
+            .arg(&script)
+            .arg(&out)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .context("running the guest build script")?;
+        if !st.success() {
+            anyhow::bail!("building the demo guest failed (see the messages above)");
+        }
+    }
+    Ok((k.is_file() && i.is_file()).then_some((k, i)))
+}
+
+async fn demo_vm(backend: &dyn VmBackend) -> anyhow::Result<()> {
+    if backend.get(DEMO_VM).await.is_err() {
+        let boot = match guest_image()? {
+            Some((kernel, initrd)) => BootSource::Kernel {
+                kernel,
+                initrd: Some(initrd),
+                cmdline: "console=ttyS0 quiet".into(),
+            },
+            None => {
+                eprintln!("warning: no test guest image; the demo VM boots firmware only");
+                BootSource::Firmware
+            }
+        };
+        backend
+            .define(VmDefinition {
+                name: DEMO_VM.into(),
+                uuid: None,
+                vcpus: 1,
+                memory_mib: 256,
+                boot,
+                console: ConsoleConfig::Both,
+                nics: vec!["virtio".parse()?],
+                // Linux guests under nested KVM hang on some hosts; TCG always works.
+                accel: Accel::Tcg,
+                autostart: false,
+            })
+            .await?;
+    }
+    if backend.get(DEMO_VM).await?.state == VmState::Stopped {
+        backend.power(DEMO_VM, PowerAction::Start).await?;
+    }
+    Ok(())
+}
+
+pub async fn run(args: DemoArgs, mut cfg: Config, data_dir_given: bool) -> anyhow::Result<()> {
+    if !data_dir_given {
+        cfg.data_dir = cfg.data_dir.join("demo");
+    }
+    cfg.public_listen = args.public_listen;
+    cfg.admin_listen = args.admin_listen;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    let data_dir = cfg.data_dir.clone();
+    let backend = Arc::new(gateway::launch::open_backend(&cfg, true)?);
+    demo_vm(backend.as_ref()).await?;
+
+    let gw = gateway::launch::Gateway::bind(cfg, Some(backend.clone())).await?;
+    let app = gw.app.clone();
+    let (_, admin_token) = app
+        .store
+        .create_admin_token(&format!("demo-{}", std::process::id()))
+        .await?;
+    let password = random_password();
+    let created = app
+        .create_link(
+            LinkRequest {
+                vm: DEMO_VM.into(),
+                console: Some(ConsoleType::Vnc),
+                expires_at: None,
+                ttl_seconds: Some(args.link_ttl),
+                not_before: None,
+                password: Some(password.clone()),
+                max_uses: None,
+                max_viewers: None,
+                view_only: false,
+                allow_power: true,
+                note: Some("gateway demo".into()),
+            },
+            None,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the demo link: {e}"))?;
+    let admin_url = format!("http://{}", gw.admin_addr);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "public_url": app.public_base,
+                "admin_url": admin_url,
+                "admin_token": admin_token,
+                "share_url": created.url,
+                "password": password,
+                "vm": DEMO_VM,
+                "data_dir": data_dir,
+            })
+        );
+    } else {
+        println!("The gateway demo is running (Ctrl+C stops it).\n");
+        println!("  Share link:     {}", created.url);
+        println!("  Password:       {password}");
+        println!("  Admin console:  {admin_url}/   (log in with the admin token)");
+        println!("  Admin token:    {admin_token}");
+        println!("  Data directory: {}\n", data_dir.display());
+        println!("The certificate is self-signed: your browser will ask you to accept it.");
+        if app.assets.is_empty() {
+            println!("Note: the browser pages are not built; run static/build.sh (scripts/demo.sh does).");
+        }
+    }
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    gw.serve(crate::shutdown_signal()).await;
+    if !args.keep_vm {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(20),
+            backend.power(DEMO_VM, PowerAction::Poweroff),
+        )
+        .await;
+    }
+    Ok(())
+}
