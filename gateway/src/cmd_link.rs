@@ -4,6 +4,8 @@
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+
+use crate::cmd_args::{JsonFlag, NameArgs};
 use gateway::config::Config;
 use gateway::links::{ConsoleType, LinkRequest};
 
@@ -12,11 +14,11 @@ pub enum LinkCommand {
     /// Create a share link and print its URL.
     Create(Box<CreateArgs>),
     /// List links.
-    List(Json),
+    List(JsonFlag),
     /// Show one link.
-    Show(IdArgs),
+    Show(NameArgs),
     /// Revoke a link (a running gateway ends its sessions).
-    Revoke(IdArgs),
+    Revoke(NameArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -24,7 +26,7 @@ pub enum AdminTokenCommand {
     /// Create an admin API token (printed once; only its hash is stored).
     Create(NameArgs),
     /// List admin tokens.
-    List(Json),
+    List(JsonFlag),
     /// Revoke an admin token by id or name.
     Revoke(NameArgs),
 }
@@ -32,31 +34,11 @@ pub enum AdminTokenCommand {
 #[derive(Debug, Subcommand)]
 pub enum KeyCommand {
     /// List signing keys (ids, age, whether retired); never the secrets.
-    List(Json),
+    List(JsonFlag),
     /// Make a new key the signer; older keys keep verifying until removed.
     Rotate,
     /// Remove a key: tokens it signed stop working.
     Remove(NameArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct Json {
-    #[arg(long)]
-    json: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct IdArgs {
-    id: String,
-    #[arg(long)]
-    json: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct NameArgs {
-    name: String,
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -185,9 +167,9 @@ pub async fn run_link(cmd: LinkCommand, cfg: Config) -> anyhow::Result<()> {
         LinkCommand::Show(a) => {
             let store = gateway::launch::open_store(&cfg.data_dir)?;
             let link = store
-                .get_link(&a.id)
+                .get_link(&a.name)
                 .await?
-                .with_context(|| format!("no link {:?}", a.id))?;
+                .with_context(|| format!("no link {:?}", a.name))?;
             println!(
                 "{}",
                 if a.json {
@@ -200,7 +182,7 @@ pub async fn run_link(cmd: LinkCommand, cfg: Config) -> anyhow::Result<()> {
         LinkCommand::Revoke(a) => {
             let app = engine(cfg, None).await?;
             let link = app
-                .revoke_link(&a.id, None)
+                .revoke_link(&a.name, None)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             if a.json {

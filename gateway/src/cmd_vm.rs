@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+
+use crate::cmd_args::{JsonFlag, NameArgs};
 use vmm_backend::nic::NicRequest;
 use vmm_backend::{Accel, BootSource, ConsoleConfig, PowerAction, VmBackend, VmDefinition, VmInfo};
 
@@ -32,20 +34,6 @@ pub enum VmCommand {
     Resume(NameArgs),
     /// The guest's IP addresses (needs the QEMU guest agent in the guest).
     Ip(NameArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct JsonFlag {
-    /// Machine-readable output.
-    #[arg(long)]
-    json: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct NameArgs {
-    name: String,
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,5 +1,6 @@
 //! The `gateway` command: the server, the administrator's CLI, and the demo.
 
+mod cmd_args;
 mod cmd_demo;
 mod cmd_link;
 mod cmd_vm;

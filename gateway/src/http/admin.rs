@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::json;
 use vmm_backend::PowerAction;
 
-use super::{json_ok, parse_json, read_body, route, ApiError, Body, Route};
+use super::{json_ok, parse_json, read_body, ApiError, Body, Route};
 use crate::app::App;
 use crate::links::{ConsoleType, LinkRequest};
 use crate::server::ConnInfo;
@@ -93,19 +93,7 @@ pub const ROUTES: &[Route] = &[
 const PUBLIC: &[usize] = &[0, 2];
 
 pub async fn handle(app: Arc<App>, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
-    let mut resp = match dispatch(&app, req, conn).await {
-        Ok(r) => r,
-        Err(e) => {
-            if e.status().is_server_error() {
-                tracing::warn!(status = %e.status(), "admin request failed");
-            } else {
-                tracing::debug!(status = %e.status(), "admin request refused");
-            }
-            e.into_response()
-        }
-    };
-    super::security_headers(resp.headers_mut(), conn.tls);
-    resp
+    super::finish(dispatch(&app, req, conn).await, conn.tls)
 }
 
 async fn authorize(app: &App, req: &Request<Incoming>) -> Result<(), ApiError> {
@@ -145,18 +133,15 @@ async fn dispatch(
     super::check_framing(req.headers())?;
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
-    let (idx, params) = match route(ROUTES, req.method(), &path) {
-        Ok(r) => r,
-        Err(ApiError::NotFound) if req.method() == http::Method::GET => {
-            // The admin web console and its files (it logs in with an admin token).
-            let name = match path.as_str() {
-                "/" => "admin.html",
-                p => p.strip_prefix("/admin/").ok_or(ApiError::NotFound)?,
-            };
-            return app.assets.get(name).ok_or(ApiError::NotFound);
-        }
-        Err(e) => return Err(e),
-    };
+    // The admin web console and its files (it logs in with an admin token).
+    let (idx, params) =
+        match super::route_or_page(ROUTES, req.method(), &path, &app.assets, |p| match p {
+            "/" => Some("admin.html"),
+            p => p.strip_prefix("/admin/"),
+        })? {
+            super::Dispatch::Route(i, params) => (i, params),
+            super::Dispatch::Page(r) => return Ok(r),
+        };
     if !PUBLIC.contains(&idx) {
         authorize(app, &req).await?;
     }

@@ -69,6 +69,50 @@ pub fn route<'a>(
     }
 }
 
+/// What a request addresses: an API route (its index and parameters) or a page.
+#[derive(Debug)]
+pub enum Dispatch<'a> {
+    Route(usize, Vec<&'a str>),
+    Page(Response<Body>),
+}
+
+/// Routes a request; a GET that matches no route may name a page file (`page` maps the
+/// path to a file name of `assets`).
+pub fn route_or_page<'a>(
+    table: &[Route],
+    method: &Method,
+    path: &'a str,
+    assets: &assets::Assets,
+    page: impl Fn(&'a str) -> Option<&'a str>,
+) -> Result<Dispatch<'a>, ApiError> {
+    match route(table, method, path) {
+        Ok((i, params)) => Ok(Dispatch::Route(i, params)),
+        Err(ApiError::NotFound) if method == Method::GET => page(path)
+            .and_then(|name| assets.get(name))
+            .map(Dispatch::Page)
+            .ok_or(ApiError::NotFound),
+        Err(e) => Err(e),
+    }
+}
+
+/// The response of either listener: errors answered in one shape (server faults logged
+/// at warn, refusals at debug), security headers on everything.
+pub fn finish(result: Result<Response<Body>, ApiError>, tls: bool) -> Response<Body> {
+    let mut resp = match result {
+        Ok(r) => r,
+        Err(e) => {
+            if e.status().is_server_error() {
+                tracing::warn!(status = %e.status(), "request failed");
+            } else {
+                tracing::debug!(status = %e.status(), "request refused");
+            }
+            e.into_response()
+        }
+    };
+    security_headers(resp.headers_mut(), tls);
+    resp
+}
+
 /// Reads a request body of at most `max` bytes (413 past it, before reading it all).
 pub async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, ApiError> {
     if let Some(len) = req

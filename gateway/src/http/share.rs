@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
-use super::{route, ApiError, Body, Route};
+use super::{ApiError, Body, Route};
 use crate::app::{cookie_name, App, ConsoleAddress, ResolvedConsole};
 use crate::links::{ConsoleType, Link};
 use crate::metrics::Metrics;
@@ -79,15 +79,7 @@ pub fn client_ip(app: &App, peer: IpAddr, headers: &http::HeaderMap) -> IpAddr {
 }
 
 pub async fn handle(app: Arc<App>, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
-    let mut resp = match dispatch(&app, req, conn).await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::debug!(status = %e.status(), "visitor request refused");
-            e.into_response()
-        }
-    };
-    super::security_headers(resp.headers_mut(), conn.tls);
-    resp
+    super::finish(dispatch(&app, req, conn).await, conn.tls)
 }
 
 async fn dispatch(
@@ -97,18 +89,15 @@ async fn dispatch(
 ) -> Result<Response<Body>, ApiError> {
     super::check_framing(req.headers())?;
     let path = req.uri().path().to_owned();
-    let (idx, params) = match route(ROUTES, req.method(), &path) {
-        Ok(r) => r,
-        Err(ApiError::NotFound) if req.method() == Method::GET => {
-            // The share page and its files.
-            let name = match path.strip_prefix("/s/") {
-                Some("") => "share.html",
-                Some(rest) => rest,
-                None => return Err(ApiError::NotFound),
-            };
-            return app.assets.get(name).ok_or(ApiError::NotFound);
+    // The share page and its files live under /s/ too.
+    let (idx, params) = match super::route_or_page(ROUTES, req.method(), &path, &app.assets, |p| {
+        match p.strip_prefix("/s/") {
+            Some("") => Some("share.html"),
+            other => other,
         }
-        Err(e) => return Err(e),
+    })? {
+        super::Dispatch::Route(i, params) => (i, params),
+        super::Dispatch::Page(r) => return Ok(r),
     };
     let client = client_ip(app, conn.peer.ip(), req.headers());
     match (idx, params.as_slice()) {

@@ -3,8 +3,8 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use gateway::app::App;
@@ -20,30 +20,7 @@ use tokio_tungstenite::WebSocketStream;
 use vmm_backend::nic::NicRequest;
 use vmm_backend::{Accel, BootSource, ConsoleConfig, PowerAction, VmDefinition};
 
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
-
-/// The test guest (built by the project's script when missing; never skipped).
-pub fn test_guest() -> &'static (PathBuf, PathBuf) {
-    static GUEST: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
-    GUEST.get_or_init(|| {
-        let dir = workspace_root().join("target/test-guest");
-        let (k, i) = (dir.join("vmlinuz"), dir.join("initrd.img"));
-        if !k.is_file() || !i.is_file() {
-            let st = std::process::Command::new("bash")
-                .arg(workspace_root().join("vmm-backend/guest/build-test-guest.sh"))
-                .arg(&dir)
-                .status()
-                .unwrap();
-            assert!(st.success(), "building the test guest failed");
-        }
-        (k, i)
-    })
-}
+pub use test_support::test_guest;
 
 pub struct TestGateway {
     pub dir: tempfile::TempDir,
@@ -315,19 +292,7 @@ impl TestGateway {
 impl Drop for TestGateway {
     fn drop(&mut self) {
         // Leave no QEMU behind.
-        let run = self.dir.path().join("run");
-        if let Ok(entries) = std::fs::read_dir(run) {
-            for e in entries.flatten() {
-                if let Ok(pid) = std::fs::read_to_string(e.path().join("qemu.pid")) {
-                    if let Ok(pid) = pid.trim().parse::<i32>() {
-                        let _ = nix::sys::signal::kill(
-                            nix::unistd::Pid::from_raw(pid),
-                            nix::sys::signal::Signal::SIGKILL,
-                        );
-                    }
-                }
-            }
-        }
+        test_support::kill_qemus(&self.dir.path().join("run"));
     }
 }
 

@@ -3,43 +3,13 @@
 //! serial console, and a guard that leaves no QEMU behind, whatever the test did.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use vmm_backend::nic::NicRequest;
 use vmm_backend::{Accel, BackendConfig, BootSource, ConsoleConfig, QemuBackend, VmDefinition};
 
-/// The workspace's root directory.
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
-
-/// The test guest's kernel and initramfs, built (and cached) by the project's script.
-/// Never skips: a missing guest is built, and a failed build fails the test.
-pub fn test_guest() -> &'static (PathBuf, PathBuf) {
-    static GUEST: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
-    GUEST.get_or_init(|| {
-        let dir = std::env::var_os("VMGW_TEST_GUEST_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| workspace_root().join("target/test-guest"));
-        let kernel = dir.join("vmlinuz");
-        let initrd = dir.join("initrd.img");
-        if !kernel.is_file() || !initrd.is_file() {
-            let script = workspace_root().join("vmm-backend/guest/build-test-guest.sh");
-            let st = std::process::Command::new("bash")
-                .arg(&script)
-                .arg(&dir)
-                .status()
-                .expect("running build-test-guest.sh");
-            assert!(st.success(), "building the test guest failed");
-        }
-        (kernel, initrd)
-    })
-}
+pub use test_support::test_guest;
 
 pub struct Harness {
     pub dir: tempfile::TempDir,
@@ -138,37 +108,12 @@ impl Harness {
 
     /// Pids of QEMU processes still running from this harness's run directory.
     pub fn live_qemus(&self) -> Vec<i32> {
-        let mut out = Vec::new();
-        let Ok(entries) = std::fs::read_dir(&self.backend.config().run_dir) else {
-            return out;
-        };
-        for e in entries.flatten() {
-            let Ok(pid) = std::fs::read_to_string(e.path().join("qemu.pid")) else {
-                continue;
-            };
-            let Ok(pid) = pid.trim().parse::<i32>() else {
-                continue;
-            };
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let alive = stat
-                .rsplit_once(')')
-                .map(|(_, r)| !r.trim_start().starts_with('Z'))
-                .unwrap_or(false);
-            if alive {
-                out.push(pid);
-            }
-        }
-        out
+        test_support::live_qemus(&self.backend.config().run_dir)
     }
 }
 
 impl Drop for Harness {
     fn drop(&mut self) {
-        for pid in self.live_qemus() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
+        test_support::kill_qemus(&self.backend.config().run_dir);
     }
 }
