@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod config;
+pub mod fuzzing;
 pub mod http;
 pub mod launch;
 pub mod limits;

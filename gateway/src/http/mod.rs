@@ -206,6 +206,32 @@ pub fn check_framing(h: &HeaderMap) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The client's address: the peer, or — only when the peer is a trusted proxy — the
+/// right-most X-Forwarded-For address that is not itself a trusted proxy. Never
+/// auto-detected; a malformed hop stops the walk at the last address believed.
+pub fn forwarded_client<'a>(
+    peer: std::net::IpAddr,
+    xff_headers: impl Iterator<Item = &'a str>,
+    trusted: &[crate::config::Cidr],
+) -> std::net::IpAddr {
+    let is_trusted = |ip: std::net::IpAddr| trusted.iter().any(|c| c.contains(ip));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let hops: Vec<&str> = xff_headers.flat_map(|v| v.split(',')).take(64).collect();
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        let Ok(ip) = hop.trim().parse::<std::net::IpAddr>() else {
+            break;
+        };
+        client = ip;
+        if !is_trusted(ip) {
+            break;
+        }
+    }
+    client
+}
+
 /// The value of one cookie from the request's Cookie headers.
 pub fn cookie<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get_all(header::COOKIE)
@@ -294,6 +320,45 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append(header::CONTENT_LENGTH, HeaderValue::from_static("12"));
         assert!(check_framing(&h).is_ok());
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let trusted = [crate::config::Cidr::parse("10.0.0.0/8").expect("cidr")];
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
+        // an untrusted peer's header is ignored
+        assert_eq!(
+            forwarded_client(ip("192.0.2.9"), ["1.2.3.4"].into_iter(), &trusted),
+            ip("192.0.2.9")
+        );
+        // right-most untrusted hop wins; a spoofed left-most entry does not
+        assert_eq!(
+            forwarded_client(
+                ip("10.0.0.1"),
+                ["6.6.6.6, 198.51.100.7, 10.0.0.2"].into_iter(),
+                &trusted
+            ),
+            ip("198.51.100.7")
+        );
+        // several headers are one list
+        assert_eq!(
+            forwarded_client(
+                ip("10.0.0.1"),
+                ["6.6.6.6", "198.51.100.7"].into_iter(),
+                &trusted
+            ),
+            ip("198.51.100.7")
+        );
+        // garbage stops the walk at the last believed address
+        assert_eq!(
+            forwarded_client(ip("10.0.0.1"), ["1.1.1.1, junk"].into_iter(), &trusted),
+            ip("10.0.0.1")
+        );
+        // all trusted: the left-most
+        assert_eq!(
+            forwarded_client(ip("10.0.0.1"), ["10.9.9.9"].into_iter(), &trusted),
+            ip("10.9.9.9")
+        );
     }
 
     #[test]

@@ -51,31 +51,13 @@ struct ExchangeRequest {
     password: Option<String>,
 }
 
-/// The visitor's address: the peer, or — only when the peer is a trusted proxy — the
-/// right-most address in X-Forwarded-For that is not itself a trusted proxy.
+/// The visitor's address (see [`super::forwarded_client`]).
 pub fn client_ip(app: &App, peer: IpAddr, headers: &http::HeaderMap) -> IpAddr {
-    let trusted = |ip: IpAddr| app.cfg.trusted_proxies.iter().any(|c| c.contains(ip));
-    if !trusted(peer) {
-        return peer;
-    }
-    let mut client = peer;
-    let hops: Vec<&str> = headers
+    let hops = headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .collect();
-    for hop in hops.iter().rev() {
-        let Ok(ip) = hop.trim().parse::<IpAddr>() else {
-            // Garbage from an untrusted hop: stop at the last address we trust.
-            break;
-        };
-        client = ip;
-        if !trusted(ip) {
-            break;
-        }
-    }
-    client
+        .filter_map(|v| v.to_str().ok());
+    super::forwarded_client(peer, hops, &app.cfg.trusted_proxies)
 }
 
 pub async fn handle(app: Arc<App>, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
