@@ -191,3 +191,106 @@ async fn links_need_a_known_vm_and_a_valid_expiry() {
     let (s, _, _) = common::http_call(tcp, "GET", "/healthz", "", None).await;
     assert_eq!(s, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visitors_see_the_vm_state_and_power_it_only_when_allowed() {
+    let gw = TestGateway::start().await;
+    gw.start_firmware_vm("pwr").await;
+    let plain = gw
+        .create_link(json!({"vm": "pwr", "ttl_seconds": 600}))
+        .await;
+    let (s, cookie, v) = gw.exchange(plain["token"].as_str().unwrap(), None).await;
+    assert_eq!(s, 200);
+    let id = v["link_id"].as_str().unwrap().to_owned();
+    let cookie_h = format!("Cookie: {}\r\n", cookie.unwrap());
+    let (s, _, st) = gw
+        .public("GET", &format!("/s/status/{id}"), &cookie_h, None)
+        .await;
+    assert_eq!(s, 200, "{st}");
+    assert_eq!(st["vm_state"], "running");
+    assert_eq!(st["allow_power"], false);
+    let (s, _, _) = gw.public("GET", &format!("/s/status/{id}"), "", None).await;
+    assert_eq!(s, 401, "no cookie");
+    let body = Some(json!({"action": "poweroff"}).to_string());
+    let (s, _, v) = gw
+        .public("POST", &format!("/s/power/{id}"), &cookie_h, body.clone())
+        .await;
+    assert_eq!((s, v["reason"].as_str()), (403, Some("power_not_allowed")));
+
+    let power = gw
+        .create_link(json!({"vm": "pwr", "ttl_seconds": 600, "allow_power": true}))
+        .await;
+    let (_, cookie, v) = gw.exchange(power["token"].as_str().unwrap(), None).await;
+    let id = v["link_id"].as_str().unwrap().to_owned();
+    let cookie_h = format!("Cookie: {}\r\n", cookie.unwrap());
+    let (s, _, v) = gw
+        .public("POST", &format!("/s/power/{id}"), &cookie_h, body)
+        .await;
+    assert_eq!((s, v["vm_state"].as_str()), (200, Some("stopped")), "{v}");
+    let (_, _, st) = gw
+        .public("GET", &format!("/s/status/{id}"), &cookie_h, None)
+        .await;
+    assert_eq!(st["vm_state"], "stopped");
+    let start = Some(json!({"action": "start"}).to_string());
+    let (s, _, v) = gw
+        .public("POST", &format!("/s/power/{id}"), &cookie_h, start)
+        .await;
+    assert_eq!((s, v["vm_state"].as_str()), (200, Some("running")), "{v}");
+    let bad = Some(json!({"action": "rm -rf"}).to_string());
+    let (s, _, _) = gw
+        .public("POST", &format!("/s/power/{id}"), &cookie_h, bad)
+        .await;
+    assert_eq!(s, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_are_served_by_exact_name_only() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("share.html"),
+        "<!doctype html><title>share</title>",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("admin.html"),
+        "<!doctype html><title>admin</title>",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("app.js"), "1").unwrap();
+    let pages = dir.path().to_owned();
+    let gw = TestGateway::start_tuned(move |c| c.static_dir = pages).await;
+    let (s, head, _) = gw.public("GET", "/s/", "", None).await;
+    assert_eq!(s, 200);
+    let h = head.to_ascii_lowercase();
+    assert!(h.contains("content-type: text/html"), "{head}");
+    assert!(
+        h.contains("content-security-policy: default-src 'self'"),
+        "{head}"
+    );
+    assert!(
+        h.contains("frame-ancestors 'none'") && !h.contains("unsafe-inline"),
+        "{head}"
+    );
+    assert!(
+        h.contains("referrer-policy: no-referrer") && h.contains("cache-control: no-store"),
+        "{head}"
+    );
+    assert!(h.contains("strict-transport-security"), "{head}");
+    assert_eq!(gw.public("GET", "/s/app.js", "", None).await.0, 200);
+    for bad in [
+        "/s/../admin.html",
+        "/s/%2e%2e/admin.html",
+        "/s/..%2fadmin.html",
+        "/s/%5capp.js",
+        "/s//etc/passwd",
+        "/s/sub/",
+        "/admin.html",
+        "/",
+    ] {
+        assert_eq!(gw.public("GET", bad, "", None).await.0, 404, "{bad}");
+    }
+    let tcp = tokio::net::TcpStream::connect(gw.admin).await.unwrap();
+    let (s, _, body) = common::http_call(tcp, "GET", "/", "", None).await;
+    assert_eq!(s, 200);
+    assert!(String::from_utf8_lossy(&body).contains("admin"));
+}

@@ -87,6 +87,10 @@ pub const ROUTES: &[Route] = &[
         method: "GET",
         pattern: "/api/v1/audit",
     },
+    Route {
+        method: "GET",
+        pattern: "/api/v1/vms/{name}/ip",
+    },
 ];
 
 /// Routes that answer without a bearer token.

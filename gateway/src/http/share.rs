@@ -34,6 +34,14 @@ pub const ROUTES: &[Route] = &[
         method: "GET",
         pattern: "/s/ws/{link_id}",
     },
+    Route {
+        method: "GET",
+        pattern: "/s/status/{link_id}",
+    },
+    Route {
+        method: "POST",
+        pattern: "/s/power/{link_id}",
+    },
 ];
 
 /// The exchange body is tiny; anything bigger is refused before parsing or hashing.

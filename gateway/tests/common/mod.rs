@@ -56,9 +56,24 @@ impl TestGateway {
         Self::start_in(dir, toml_extra).await
     }
 
+    /// A gateway whose validated configuration is adjusted by `tune`.
+    pub async fn start_tuned(tune: impl FnOnce(&mut Config)) -> TestGateway {
+        let dir = tempfile::Builder::new()
+            .prefix("vmgw-g")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let mut cfg = test_config(dir.path(), "");
+        tune(&mut cfg);
+        Self::start_cfg(dir, cfg).await
+    }
+
     /// A gateway on an existing data directory (restart tests).
     pub async fn start_in(dir: tempfile::TempDir, toml_extra: &str) -> TestGateway {
         let cfg = test_config(dir.path(), toml_extra);
+        Self::start_cfg(dir, cfg).await
+    }
+
+    async fn start_cfg(dir: tempfile::TempDir, cfg: Config) -> TestGateway {
         let gw = Gateway::bind(cfg, None).await.unwrap();
         let app = gw.app.clone();
         let (public, admin) = (gw.public_addr, gw.admin_addr);
