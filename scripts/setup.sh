@@ -8,7 +8,16 @@ PACKAGES=(
   qemu-utils        # qemu-img, for disk images
   cpio kmod         # building the test guest's initramfs
   ca-certificates
+  openvswitch-switch  # vSwitches and bonds (the project runs its own daemons if needed)
+  iproute2          # ip: taps, and the network tests' namespaces and veths
+  iputils-ping      # ping: the network tests' LAN host
+  ethtool           # the network tests turn off TX checksum offload on veths
+  chromium          # the browser tests (headless, driven by playwright-core)
 )
+# Node.js (>= 20) builds the browser pages; install Debian's only when none is present.
+if ! command -v node >/dev/null 2>&1; then
+  PACKAGES+=(nodejs npm)
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -26,7 +35,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-for tool in qemu-system-x86_64 qemu-img cpio depmod; do
+for tool in qemu-system-x86_64 qemu-img cpio depmod ovs-vswitchd ovsdb-server ovs-vsctl ip ping ethtool chromium node npm; do
   command -v "$tool" >/dev/null || PATH="$PATH:/sbin:/usr/sbin" command -v "$tool" >/dev/null || {
     echo "setup: $tool is still missing after installing packages" >&2
     exit 1

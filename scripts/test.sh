@@ -7,7 +7,12 @@ cd "$(dirname "$0")/.."
 
 scripts/setup.sh
 bash vmm-backend/guest/build-test-guest.sh target/test-guest
+static/build.sh
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+
+# The browser: headless Chromium (Debian's) driven by playwright-core against real
+# gateways started with `gateway demo` (the binary cargo just built).
+(cd static && VMGW_GATEWAY_BIN="$PWD/../target/debug/gateway" npm test)
