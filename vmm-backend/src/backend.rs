@@ -12,7 +12,8 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 use crate::console::{ConsoleEndpoint, ConsoleKind};
-use crate::nic::{NicError, NicModel, Sysfs};
+use crate::net::{Datapath, NetConfig, NetError, NetManager, OvsMode};
+use crate::nic::{MacAddr, NicError, NicModel, NicRequest, NicSpec, Sysfs};
 use crate::qemu::{self, GuestAddress, QemuError, Qmp, RunDir, VfAssignment};
 use crate::vm::{BootSource, SpecError, SpecStore, VmDefinition, VmSpec};
 
@@ -26,6 +27,10 @@ pub enum BackendError {
     Nic(#[from] NicError),
     #[error(transparent)]
     Qemu(#[from] QemuError),
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error("VM {vm:?} has no NIC {nic:?}")]
+    NoSuchNic { vm: String, nic: String },
     #[error("VM {0:?} is already running")]
     AlreadyRunning(String),
     #[error("VM {0:?} is not running")]
@@ -59,13 +64,17 @@ impl BackendError {
             BackendError::Qemu(QemuError::KvmUnavailable)
             | BackendError::Qemu(QemuError::GuestAgentNotRunning(_)) => true,
             BackendError::Qemu(_) => false,
+            BackendError::Net(e) => e.is_client_error(),
             BackendError::StopFailed(_) | BackendError::Busy(_) => false,
             _ => true,
         }
     }
 
     pub fn is_not_found(&self) -> bool {
-        matches!(self, BackendError::Spec(SpecError::NotFound(_)))
+        matches!(
+            self,
+            BackendError::Spec(SpecError::NotFound(_)) | BackendError::NoSuchNic { .. }
+        ) || matches!(self, BackendError::Net(e) if e.is_not_found())
     }
 }
 
@@ -182,6 +191,10 @@ pub struct BackendConfig {
     /// Listen to each running VM's QMP events (long-running processes such as the
     /// gateway; one-shot CLI commands leave it off).
     pub watch_events: bool,
+    /// Which Open vSwitch daemons run the vSwitches (system, or our own private ones).
+    pub ovs_mode: OvsMode,
+    /// The datapath of new vSwitches (kernel when the module is loaded, else netdev).
+    pub datapath: Datapath,
 }
 
 impl BackendConfig {
@@ -198,7 +211,18 @@ impl BackendConfig {
             lock_timeout: Duration::from_secs(120),
             sysfs_root: PathBuf::from("/sys"),
             watch_events: false,
+            ovs_mode: OvsMode::Auto,
+            datapath: Datapath::Auto,
         }
+    }
+
+    /// The network manager's settings derived from these.
+    pub fn net_config(&self) -> NetConfig {
+        let mut c = NetConfig::new(&self.data_dir, &self.run_dir);
+        c.ovs_mode = self.ovs_mode;
+        c.datapath = self.datapath;
+        c.sysfs_root = self.sysfs_root.clone();
+        c
     }
 }
 
@@ -212,6 +236,7 @@ pub struct QemuBackend {
 struct Inner {
     cfg: BackendConfig,
     specs: SpecStore,
+    net: NetManager,
     events: broadcast::Sender<VmEvent>,
     watched: std::sync::Mutex<std::collections::HashSet<String>>,
 }
@@ -270,10 +295,12 @@ impl QemuBackend {
             let _ = std::fs::set_permissions(&cfg.run_dir, std::fs::Permissions::from_mode(0o700));
         }
         let (events, _) = broadcast::channel(256);
+        let net = NetManager::open(cfg.net_config())?;
         let backend = QemuBackend {
             inner: Arc::new(Inner {
                 cfg,
                 specs,
+                net,
                 events,
                 watched: Default::default(),
             }),
@@ -291,6 +318,11 @@ impl QemuBackend {
 
     pub fn config(&self) -> &BackendConfig {
         &self.inner.cfg
+    }
+
+    /// Virtual switches and bonds (see [`crate::net`]).
+    pub fn net(&self) -> &NetManager {
+        &self.inner.net
     }
 
     fn run_dir(&self, name: &str) -> RunDir {
@@ -520,6 +552,8 @@ impl QemuBackend {
             });
         }
         run.prepare()?;
+        // Held until QEMU has opened the taps, so no reconcile removes them meanwhile.
+        let (taps, net_lock) = self.inner.net.plug(&spec.name, &spec.nics).await?;
         if !vfs.is_empty() {
             let text: String = vfs
                 .iter()
@@ -527,7 +561,7 @@ impl QemuBackend {
                 .collect();
             crate::vm::write_atomic(&run.dir.join("vfs"), text.as_bytes())?;
         }
-        let args = qemu::command_line(spec, &run, accel, &vfs);
+        let args = qemu::command_line(spec, &run, accel, &vfs, &taps);
         if let Err(e) = qemu::spawn(
             &self.inner.cfg.qemu_binary,
             args,
@@ -538,8 +572,13 @@ impl QemuBackend {
         {
             run.clear_runtime();
             let _ = std::fs::remove_file(run.dir.join("vfs"));
+            drop(net_lock);
+            if let Err(ne) = self.inner.net.unplug(&spec.name, &spec.nics).await {
+                tracing::warn!(vm = %spec.name, error = %ne, "removing the VM's taps failed");
+            }
             return Err(e.into());
         }
+        drop(net_lock);
         tracing::info!(vm = %spec.name, accel, "started");
         self.watch(spec);
         Ok(())
@@ -562,13 +601,144 @@ impl QemuBackend {
             }
         }
         self.stopped(&run, reason);
+        self.unplug_all(spec).await;
         Ok(())
+    }
+
+    /// Removes a stopped VM's tap ports (logged, not fatal: reconcile cleans up too).
+    async fn unplug_all(&self, spec: &VmSpec) {
+        if let Err(e) = self.inner.net.unplug(&spec.name, &spec.nics).await {
+            tracing::warn!(vm = %spec.name, error = %e, "removing the VM's taps failed");
+        }
     }
 
     fn stopped(&self, run: &RunDir, reason: &str) {
         run.clear_runtime();
         let _ = std::fs::write(run.exit_reason(), reason);
         let _ = std::fs::remove_file(run.dir.join("vfs"));
+    }
+
+    /// Adds a NIC to a VM. It is saved in the VM's spec and, when the VM runs,
+    /// hot-plugged (QMP `netdev_add` + `device_add`; a vSwitch NIC gets its tap port
+    /// first). The MAC is derived when not given. On any failure the VM and its spec
+    /// are left as they were.
+    pub async fn attach_nic(&self, name: &str, req: NicRequest) -> Result<NicSpec, BackendError> {
+        req.validate()?;
+        let _specs = self.lock_specs().await?;
+        let all = self.inner.specs.list()?;
+        let old = self.inner.specs.get(name)?;
+        let _vm = self.lock_vm(name).await?;
+        if old.nics.len() >= crate::vm::MAX_NICS {
+            return Err(SpecError::TooManyNics(old.nics.len() + 1).into());
+        }
+        if let Some((switch, _)) = req.attach.switch() {
+            if !self.inner.net.state()?.switches.contains_key(switch) {
+                return Err(NetError::NoSuchSwitch(switch.to_owned()).into());
+            }
+        }
+        let taken: Vec<(MacAddr, &str)> = all
+            .iter()
+            .flat_map(|s| s.nics.iter().map(move |n| (n.mac, s.name.as_str())))
+            .collect();
+        let index = (0..)
+            .find(|i| !old.nics.iter().any(|n| n.id == format!("nic{i}")))
+            .unwrap_or(old.nics.len());
+        let mac = match req.mac {
+            Some(m) => {
+                if let Some((_, vm)) = taken.iter().find(|(t, _)| *t == m) {
+                    return Err(if *vm == name {
+                        SpecError::DuplicateMacInVm { mac: m }
+                    } else {
+                        SpecError::DuplicateMac {
+                            mac: m,
+                            vm: (*vm).to_owned(),
+                        }
+                    }
+                    .into());
+                }
+                m
+            }
+            None => (0u32..)
+                .map(|salt| MacAddr::derive(&old.uuid, index, salt))
+                .find(|m| !taken.iter().any(|(t, _)| t == m))
+                .unwrap_or_else(|| MacAddr::derive(&old.uuid, index, u32::MAX)),
+        };
+        let nic = NicSpec {
+            id: format!("nic{index}"),
+            model: req.model,
+            mac,
+            attach: req.attach,
+            pf: req.pf,
+        };
+        let mut new = old.clone();
+        new.nics.push(nic.clone());
+        self.inner.specs.put(&new)?;
+        let run = self.run_dir(name);
+        if qemu::live_pid(&run, &new.uuid).is_some() {
+            if let Err(e) = self.hotplug(&run, name, &nic).await {
+                if let Err(pe) = self.inner.specs.put(&old) {
+                    tracing::error!(vm = %name, error = %pe, "restoring the VM spec failed");
+                }
+                return Err(e);
+            }
+            tracing::info!(vm = %name, nic = %nic.id, model = %nic.model, "NIC hot-plugged");
+        }
+        Ok(nic)
+    }
+
+    async fn hotplug(&self, run: &RunDir, name: &str, nic: &NicSpec) -> Result<(), BackendError> {
+        let (taps, lock) = self.inner.net.plug(name, std::slice::from_ref(nic)).await?;
+        let result = async {
+            let mut q = self.qmp(run).await?;
+            crate::net::hotplug::plug(&mut q, nic, taps.first()).await?;
+            Ok::<(), BackendError>(())
+        }
+        .await;
+        drop(lock);
+        if result.is_err() {
+            if let Err(e) = self.inner.net.unplug(name, std::slice::from_ref(nic)).await {
+                tracing::warn!(vm = %name, error = %e, "removing the NIC's tap failed");
+            }
+        }
+        result
+    }
+
+    /// Removes a NIC from a VM: hot-unplugged when the VM runs (the guest must release
+    /// it, within the QEMU timeout), its tap port removed, and dropped from the spec.
+    pub async fn detach_nic(&self, name: &str, nic_id: &str) -> Result<NicSpec, BackendError> {
+        let _specs = self.lock_specs().await?;
+        let mut spec = self.inner.specs.get(name)?;
+        let _vm = self.lock_vm(name).await?;
+        let idx = spec
+            .nics
+            .iter()
+            .position(|n| n.id == nic_id)
+            .ok_or_else(|| BackendError::NoSuchNic {
+                vm: name.to_owned(),
+                nic: nic_id.chars().take(40).collect(),
+            })?;
+        let nic = spec.nics[idx].clone();
+        let run = self.run_dir(name);
+        if qemu::live_pid(&run, &spec.uuid).is_some() {
+            if nic.model == NicModel::Sriov {
+                return Err(QemuError::Qmp {
+                    command: "device_del",
+                    message: "an SR-IOV NIC cannot be hot-unplugged; stop the VM first".into(),
+                }
+                .into());
+            }
+            let mut q = self.qmp(&run).await?;
+            crate::net::hotplug::unplug(&mut q, &nic.id, self.inner.cfg.qemu_timeout).await?;
+            drop(q);
+            self.inner
+                .net
+                .unplug(name, std::slice::from_ref(&nic))
+                .await?;
+            tracing::info!(vm = %name, nic = %nic.id, "NIC hot-unplugged");
+        }
+        spec.nics.remove(idx);
+        self.inner.specs.put(&spec)?;
+        Ok(nic)
     }
 
     /// ACPI power button, then force after `grace`.
@@ -590,6 +760,7 @@ impl QemuBackend {
                 &run,
                 "shut down by the guest after an ACPI power-button request",
             );
+            self.unplug_all(&spec).await;
         } else {
             tracing::info!(vm = %name, ?grace, "guest ignored ACPI shutdown; forcing off");
             self.force_off(

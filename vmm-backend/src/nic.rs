@@ -32,6 +32,14 @@ pub enum NicError {
     SriovDisabled(String),
     #[error("no free virtual function on {pf:?}: all {total} are in use")]
     NoFreeVf { pf: String, total: usize },
+    #[error("invalid VLAN {0:?} (expected 1-4094)")]
+    InvalidVlan(String),
+    #[error("a VLAN tag needs a vSwitch attachment (`switch=NAME`)")]
+    VlanWithoutSwitch,
+    #[error("invalid vSwitch name {0:?}")]
+    InvalidSwitchName(String),
+    #[error("an sriov NIC is a passed-through VF and cannot attach to a vSwitch")]
+    SriovOnSwitch,
     #[error("reading {path}")]
     Sysfs {
         path: PathBuf,
@@ -205,6 +213,38 @@ pub enum NicAttachment {
     /// QEMU user-mode networking (NAT, no inbound; the demo default).
     #[default]
     User,
+    /// A tap port on a vSwitch (see [`crate::net`]), an access port of `vlan` when set.
+    Switch {
+        switch: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vlan: Option<u16>,
+    },
+}
+
+impl NicAttachment {
+    /// The vSwitch this NIC plugs into, if any.
+    pub fn switch(&self) -> Option<(&str, Option<u16>)> {
+        match self {
+            NicAttachment::User => None,
+            NicAttachment::Switch { switch, vlan } => Some((switch, *vlan)),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), NicError> {
+        if let NicAttachment::Switch { switch, vlan } = self {
+            if !crate::net::valid_ifname(switch) {
+                return Err(NicError::InvalidSwitchName(
+                    switch.chars().take(40).collect(),
+                ));
+            }
+            if let Some(v) = vlan {
+                if !(1..=4094).contains(v) {
+                    return Err(NicError::InvalidVlan(v.to_string()));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A NIC as the user asks for it; the MAC is filled in when the VM is defined.
@@ -229,6 +269,10 @@ impl NicRequest {
                 return Err(NicError::MulticastMac(mac));
             }
         }
+        self.attach.validate()?;
+        if self.model == NicModel::Sriov && self.attach != NicAttachment::User {
+            return Err(NicError::SriovOnSwitch);
+        }
         match (self.model, &self.pf) {
             (NicModel::Sriov, None) => Err(NicError::SriovWithoutPf),
             (NicModel::Sriov, Some(_)) => Ok(()),
@@ -240,7 +284,7 @@ impl NicRequest {
 
 impl FromStr for NicRequest {
     type Err = NicError;
-    /// `MODEL[,mac=MAC][,pf=IFACE]`, the CLI's `--nic` syntax.
+    /// `MODEL[,mac=MAC][,pf=IFACE][,switch=NAME[,vlan=N]]`, the CLI's `--nic` syntax.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut parts = s.split(',');
         let model: NicModel = parts.next().unwrap_or_default().parse()?;
@@ -250,12 +294,26 @@ impl FromStr for NicRequest {
             attach: NicAttachment::User,
             pf: None,
         };
+        let mut switch = None;
+        let mut vlan = None;
         for p in parts {
             match p.split_once('=') {
                 Some(("mac", v)) => req.mac = Some(v.parse()?),
                 Some(("pf", v)) => req.pf = Some(v.to_owned()),
+                Some(("switch", v)) => switch = Some(v.to_owned()),
+                Some(("vlan", v)) => {
+                    vlan = Some(
+                        v.parse::<u16>()
+                            .map_err(|_| NicError::InvalidVlan(v.chars().take(20).collect()))?,
+                    )
+                }
                 _ => return Err(NicError::UnknownModel(s.chars().take(60).collect())),
             }
+        }
+        match (switch, vlan) {
+            (Some(switch), vlan) => req.attach = NicAttachment::Switch { switch, vlan },
+            (None, Some(_)) => return Err(NicError::VlanWithoutSwitch),
+            (None, None) => {}
         }
         req.validate()?;
         Ok(req)
@@ -555,6 +613,37 @@ mod tests {
         assert!(!r.model.allows_ha());
         for m in NicModel::ALL {
             assert_eq!(m.as_str().parse::<NicModel>().expect("roundtrip"), m);
+        }
+    }
+
+    #[test]
+    fn switch_attachment() {
+        let r: NicRequest = "e1000,switch=sw0,vlan=10".parse().expect("switch nic");
+        assert_eq!(
+            r.attach,
+            NicAttachment::Switch {
+                switch: "sw0".into(),
+                vlan: Some(10)
+            }
+        );
+        let json = serde_json::to_value(&r.attach).expect("json");
+        assert_eq!(
+            json,
+            serde_json::json!({"type": "switch", "switch": "sw0", "vlan": 10})
+        );
+        let user: NicAttachment =
+            serde_json::from_value(serde_json::json!({"type": "user"})).expect("user");
+        assert_eq!(user, NicAttachment::User);
+        for (bad, want) in [
+            ("virtio,vlan=5", "VLAN tag needs"),
+            ("virtio,switch=sw0,vlan=0", "invalid VLAN"),
+            ("virtio,switch=sw0,vlan=4095", "invalid VLAN"),
+            ("virtio,switch=sw0,vlan=x", "invalid VLAN"),
+            ("virtio,switch=../x", "invalid vSwitch name"),
+            ("sriov,pf=eth0,switch=sw0", "cannot attach to a vSwitch"),
+        ] {
+            let err = bad.parse::<NicRequest>().expect_err(bad);
+            assert!(err.to_string().contains(want), "{bad}: {err}");
         }
     }
 }

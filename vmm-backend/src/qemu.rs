@@ -185,12 +185,36 @@ pub struct VfAssignment {
     pub pci_address: String,
 }
 
-/// Builds QEMU's argument vector for a VM. Pure: no I/O, so it is unit-tested.
+/// A tap device made for a NIC attached to a vSwitch (see [`crate::net`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TapAssignment {
+    pub nic_id: String,
+    pub ifname: String,
+    /// Offer checksum/segmentation offloads to the guest: only with the kernel
+    /// datapath (the userspace one would forward packets with partial checksums).
+    pub vnet_hdr: bool,
+}
+
+impl TapAssignment {
+    /// The `-netdev` value for this tap.
+    pub fn netdev_arg(&self) -> String {
+        format!(
+            "tap,id=net-{},ifname={},script=no,downscript=no,vnet_hdr={}",
+            self.nic_id,
+            self.ifname,
+            if self.vnet_hdr { "on" } else { "off" }
+        )
+    }
+}
+
+/// Builds QEMU's argument vector for a VM. Pure: no I/O, so it is unit-tested. A NIC
+/// attached to a vSwitch uses its tap from `taps` (a NIC without one is left out).
 pub fn command_line(
     spec: &VmSpec,
     run: &RunDir,
     accel: &str,
     vfs: &[VfAssignment],
+    taps: &[TapAssignment],
 ) -> Vec<OsString> {
     let mut a: Vec<OsString> = Vec::new();
     let mut push = |s: &str| a.push(s.into());
@@ -296,7 +320,18 @@ pub fn command_line(
                 }
                 model => {
                     v.push("-netdev".into());
-                    v.push(format!("user,id=net-{}", nic.id));
+                    match &nic.attach {
+                        crate::nic::NicAttachment::User => {
+                            v.push(format!("user,id=net-{}", nic.id));
+                        }
+                        crate::nic::NicAttachment::Switch { .. } => {
+                            let Some(tap) = taps.iter().find(|t| t.nic_id == nic.id) else {
+                                v.pop();
+                                continue;
+                            };
+                            v.push(tap.netdev_arg());
+                        }
+                    }
                     v.push("-device".into());
                     v.push(format!(
                         "{},netdev=net-{},mac={},id={}",
@@ -638,7 +673,7 @@ mod tests {
             nic_id: "nic3".into(),
             pci_address: "0000:03:10.1".into(),
         }];
-        let args: Vec<String> = command_line(&s, &run, "tcg", &vfs)
+        let args: Vec<String> = command_line(&s, &run, "tcg", &vfs, &[])
             .into_iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
@@ -660,5 +695,32 @@ mod tests {
         for model in [NicModel::E1000, NicModel::Rtl8139, NicModel::Virtio] {
             assert!(joined.contains(&format!("{},netdev=", model.qemu_driver())));
         }
+    }
+
+    #[test]
+    fn switch_nics_use_their_tap() {
+        let mut s = spec();
+        s.nics[1].attach = crate::nic::NicAttachment::Switch {
+            switch: "sw0".into(),
+            vlan: Some(5),
+        };
+        s.nics[2].attach = s.nics[1].attach.clone();
+        let run = RunDir::new(Path::new("/run/x"), &s.name);
+        let taps = [TapAssignment {
+            nic_id: "nic1".into(),
+            ifname: "vt525400000001".into(),
+            vnet_hdr: false,
+        }];
+        let joined = command_line(&s, &run, "tcg", &[], &taps)
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(joined.contains(
+            "-netdev tap,id=net-nic1,ifname=vt525400000001,script=no,downscript=no,vnet_hdr=off -device rtl8139,netdev=net-nic1"
+        ), "{joined}");
+        assert!(joined.contains("-netdev user,id=net-nic0"), "{joined}");
+        // nic2 has no tap: left out rather than silently put on user networking.
+        assert!(!joined.contains("net-nic2"), "{joined}");
     }
 }
