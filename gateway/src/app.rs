@@ -271,6 +271,16 @@ impl App {
         })
     }
 
+    /// The token and URL of a stored link (signed anew with the current key; the claims
+    /// are those of the link, so any copy works the same).
+    pub fn link_url(&self, link: &Link) -> Result<(String, String), ApiError> {
+        let keys = self.keys();
+        let token = keys
+            .sign(&keys.claims_for(link, link.created_at))
+            .map_err(|e| ApiError::Internal(format!("signing: {e}")))?;
+        Ok((self.share_url(&token), token))
+    }
+
     /// Revokes a link and ends its live sessions at once.
     pub async fn revoke_link(&self, id: &str, client: Option<IpAddr>) -> Result<Link, ApiError> {
         let revoked = self

@@ -34,6 +34,31 @@ pub enum VmCommand {
     Resume(NameArgs),
     /// The guest's IP addresses (needs the QEMU guest agent in the guest).
     Ip(NameArgs),
+    /// A VM's NICs: list, add (hot-plugged when running), remove.
+    #[command(subcommand)]
+    Nic(NicCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NicCommand {
+    /// List a VM's NICs.
+    List(NameArgs),
+    /// Add a NIC: MODEL[,mac=MAC][,switch=SWITCH[,vlan=N]][,pf=IFACE].
+    Add(NicAddArgs),
+    /// Remove a NIC by id (nic0, nic1, …).
+    Remove(NicRemoveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NicAddArgs {
+    vm: String,
+    nic: String,
+}
+
+#[derive(Debug, Args)]
+pub struct NicRemoveArgs {
+    vm: String,
+    id: String,
 }
 
 #[derive(Debug, Args)]
@@ -233,6 +258,33 @@ pub async fn run(cmd: VmCommand, cfg: &gateway::config::Config) -> anyhow::Resul
                     info.exit_reason.as_deref().unwrap_or("")
                 );
             }
+        }
+        VmCommand::Nic(NicCommand::List(a)) => {
+            let nics = backend.get(&a.name).await?.spec.nics;
+            if a.json {
+                println!("{}", serde_json::to_string(&nics)?);
+            } else {
+                for n in nics {
+                    println!(
+                        "{} {} {} {}",
+                        n.id,
+                        n.model,
+                        n.mac,
+                        serde_json::to_string(&n.attach)?
+                    );
+                }
+            }
+        }
+        VmCommand::Nic(NicCommand::Add(a)) => {
+            let spec = backend.add_nic(&a.vm, a.nic.parse::<NicRequest>()?).await?;
+            println!(
+                "added {} ({} {}) to {}",
+                spec.id, spec.model, spec.mac, a.vm
+            );
+        }
+        VmCommand::Nic(NicCommand::Remove(a)) => {
+            let spec = backend.remove_nic(&a.vm, &a.id).await?;
+            println!("removed {} from {}", spec.id, a.vm);
         }
         VmCommand::Ip(a) => {
             let addrs = backend.guest_addresses(&a.name).await?;

@@ -74,6 +74,19 @@ impl Gateway {
             Some(b) => b,
             None => Arc::new(open_backend(&cfg, true)?),
         };
+        // Bring the virtual switches back to their saved state (after a reboot, or
+        // changes made behind our back); nothing to do when none are configured.
+        let net = backend.network();
+        if net.state().map(|s| !s.switches.is_empty()).unwrap_or(false) {
+            match net.reconcile().await {
+                Ok(r) => tracing::info!(
+                    changes = r.ovs_commands,
+                    taps_removed = r.removed_taps.len(),
+                    "virtual switches reconciled"
+                ),
+                Err(e) => tracing::warn!(error = %e, "reconciling virtual switches failed"),
+            }
+        }
         let public_tls = match &cfg.public_tls {
             Some(f) => server::load_tls(&f.cert, &f.key)?,
             None => {

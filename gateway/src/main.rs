@@ -3,6 +3,7 @@
 mod cmd_args;
 mod cmd_demo;
 mod cmd_link;
+mod cmd_net;
 mod cmd_vm;
 
 use std::path::{Path, PathBuf};
@@ -47,6 +48,12 @@ enum Command {
     /// Manage the keys that sign link tokens (rotation).
     #[command(subcommand)]
     Key(cmd_link::KeyCommand),
+    /// Manage virtual switches (Open vSwitch bridges).
+    #[command(subcommand)]
+    Vswitch(cmd_net::SwitchCommand),
+    /// Manage bonds of LAN ports.
+    #[command(subcommand)]
+    Bond(cmd_net::BondCommand),
 }
 
 fn default_data_dir() -> PathBuf {
@@ -143,6 +150,8 @@ fn main() -> ExitCode {
             Command::Link(cmd) => cmd_link::run_link(cmd, cfg).await,
             Command::AdminToken(cmd) => cmd_link::run_admin_token(cmd, &cfg).await,
             Command::Key(cmd) => cmd_link::run_key(cmd, &cfg).await,
+            Command::Vswitch(cmd) => cmd_net::run_switch(cmd, &cfg).await,
+            Command::Bond(cmd) => cmd_net::run_bond(cmd, &cfg).await,
         }
     });
     match result {

@@ -93,6 +93,11 @@ async fn vnc_console_through_a_password_link() {
     assert_eq!(shown["uses"], 1);
     assert_eq!(shown["live_sessions"], 1);
     assert_eq!(shown["sessions"][0]["client"], "127.0.0.1");
+    let again = shown["url"].as_str().unwrap();
+    assert!(
+        again.starts_with(&format!("{}/s/#", gw.origin())),
+        "the link can be copied later: {again}"
+    );
 
     // and the metrics count it all
     let tcp = tokio::net::TcpStream::connect(gw.admin).await.unwrap();
@@ -209,6 +214,10 @@ async fn visitors_see_the_vm_state_and_power_it_only_when_allowed() {
     assert_eq!(s, 200, "{st}");
     assert_eq!(st["vm_state"], "running");
     assert_eq!(st["allow_power"], false);
+    assert_eq!(
+        (st["viewers"].as_u64(), st["max_viewers"].is_null()),
+        (Some(0), true)
+    );
     let (s, _, _) = gw.public("GET", &format!("/s/status/{id}"), "", None).await;
     assert_eq!(s, 401, "no cookie");
     let body = Some(json!({"action": "poweroff"}).to_string());

@@ -373,6 +373,15 @@ async function checkAndConnect({ afterClose = null, reexchanged = false } = {}) 
     });
     ui.powerWrap.hidden = !s.allow_power;
     const vm = r.body.vm_state;
+    const full = r.body.max_viewers != null && r.body.viewers >= r.body.max_viewers;
+    if ((vm === 'running' || vm === 'unknown' || vm === undefined) && full && !(afterClose && afterClose.opened)) {
+      scheduleReconnect({
+        title: 'No viewer slot is free',
+        text: `This link allows ${r.body.max_viewers} viewer${r.body.max_viewers === 1 ? '' : 's'} at a time and all are in use. The page keeps trying.`,
+        kind: 'viewers-full',
+      });
+      return;
+    }
     if (vm === 'running' || vm === 'unknown' || vm === undefined) {
       if (afterClose && !afterClose.opened && ++state.failedOpens >= 3) {
         // The upgrade keeps being refused although link and VM are fine: most often

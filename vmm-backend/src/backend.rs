@@ -164,6 +164,12 @@ pub trait VmBackend: Send + Sync + std::fmt::Debug {
     async fn guest_addresses(&self, name: &str) -> Result<Vec<GuestAddress>, BackendError>;
     /// Events of all VMs (state changes seen on QMP).
     fn subscribe(&self) -> broadcast::Receiver<VmEvent>;
+    /// Adds a NIC to a VM's spec, hot-plugging it when the VM runs.
+    async fn add_nic(&self, vm: &str, req: NicRequest) -> Result<NicSpec, BackendError>;
+    /// Removes a NIC from a VM's spec, unplugging it when the VM runs.
+    async fn remove_nic(&self, vm: &str, nic_id: &str) -> Result<NicSpec, BackendError>;
+    /// Virtual switches and bonds.
+    fn network(&self) -> &NetManager;
 }
 
 /// Settings of the QEMU backend. Every timeout is named here with its default.
@@ -941,5 +947,17 @@ impl VmBackend for QemuBackend {
 
     fn subscribe(&self) -> broadcast::Receiver<VmEvent> {
         self.inner.events.subscribe()
+    }
+
+    async fn add_nic(&self, vm: &str, req: NicRequest) -> Result<NicSpec, BackendError> {
+        self.attach_nic(vm, req).await
+    }
+
+    async fn remove_nic(&self, vm: &str, nic_id: &str) -> Result<NicSpec, BackendError> {
+        self.detach_nic(vm, nic_id).await
+    }
+
+    fn network(&self) -> &NetManager {
+        self.net()
     }
 }

@@ -8,6 +8,8 @@ use http::{header, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
+use vmm_backend::net::{BondMode, BondRequest, SwitchRequest};
+use vmm_backend::nic::NicRequest;
 use vmm_backend::PowerAction;
 
 use super::{json_ok, parse_json, read_body, ApiError, Body, Route};
@@ -91,6 +93,54 @@ pub const ROUTES: &[Route] = &[
         method: "GET",
         pattern: "/api/v1/vms/{name}/ip",
     },
+    Route {
+        method: "GET",
+        pattern: "/api/v1/vswitches",
+    },
+    Route {
+        method: "POST",
+        pattern: "/api/v1/vswitches",
+    },
+    Route {
+        method: "GET",
+        pattern: "/api/v1/vswitches/{name}",
+    },
+    Route {
+        method: "DELETE",
+        pattern: "/api/v1/vswitches/{name}",
+    },
+    Route {
+        method: "GET",
+        pattern: "/api/v1/bonds",
+    },
+    Route {
+        method: "POST",
+        pattern: "/api/v1/bonds",
+    },
+    Route {
+        method: "GET",
+        pattern: "/api/v1/bonds/{name}",
+    },
+    Route {
+        method: "PATCH",
+        pattern: "/api/v1/bonds/{name}",
+    },
+    Route {
+        method: "DELETE",
+        pattern: "/api/v1/bonds/{name}",
+    },
+    Route {
+        method: "GET",
+        pattern: "/api/v1/vms/{name}/nics",
+    },
+    Route {
+        method: "POST",
+        pattern: "/api/v1/vms/{name}/nics",
+    },
+    Route {
+        method: "DELETE",
+        pattern: "/api/v1/vms/{name}/nics/{id}",
+    },
 ];
 
 /// Routes that answer without a bearer token.
@@ -112,6 +162,12 @@ async fn authorize(app: &App, req: &Request<Incoming>) -> Result<(), ApiError> {
         Some(_) => Ok(()),
         None => Err(ApiError::Unauthorized("invalid_token")),
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BondModeRequest {
+    mode: BondMode,
 }
 
 #[derive(Deserialize)]
@@ -151,6 +207,7 @@ async fn dispatch(
     }
     let client = Some(conn.peer.ip());
     let max_body = app.cfg.limits.max_body_bytes;
+    let net = app.backend.network();
     match (idx, params.as_slice()) {
         (0, []) => Ok(super::error::json_response(
             StatusCode::OK,
@@ -186,6 +243,9 @@ async fn dispatch(
                     let live = app.sessions.count_for(&l.id);
                     let mut v = serde_json::to_value(&l).unwrap_or_default();
                     v["live_sessions"] = json!(live);
+                    if let Ok((url, _)) = app.link_url(&l) {
+                        v["url"] = json!(url);
+                    }
                     v
                 })
                 .collect();
@@ -197,6 +257,9 @@ async fn dispatch(
                 serde_json::to_value(&link).map_err(|e| ApiError::Internal(e.to_string()))?;
             v["sessions"] = serde_json::to_value(app.sessions.list(Some(id))).unwrap_or_default();
             v["live_sessions"] = json!(app.sessions.count_for(id));
+            let (url, token) = app.link_url(&link)?;
+            v["url"] = json!(url);
+            v["token"] = json!(token);
             json_ok(StatusCode::OK, &v)
         }
         (6, [id]) => {
@@ -295,6 +358,56 @@ async fn dispatch(
             json_ok(StatusCode::OK, &events)
         }
         (17, [name]) => json_ok(StatusCode::OK, &app.backend.guest_addresses(name).await?),
+        (18, []) => json_ok(StatusCode::OK, &net.list_switches()?),
+        (19, []) => {
+            let req: SwitchRequest = parse_json(&read_body(req, max_body).await?)?;
+            json_ok(StatusCode::CREATED, &net.create_switch(req).await?)
+        }
+        (20, [name]) => json_ok(StatusCode::OK, &net.get_switch(name)?),
+        (21, [name]) => {
+            net.delete_switch(name).await?;
+            Ok(super::empty(StatusCode::NO_CONTENT))
+        }
+        (22, []) => json_ok(StatusCode::OK, &net.list_bonds()?),
+        (23, []) => {
+            let req: BondRequest = parse_json(&read_body(req, max_body).await?)?;
+            json_ok(StatusCode::CREATED, &net.create_bond(req).await?)
+        }
+        (24, [name]) => json_ok(StatusCode::OK, &net.bond_status(name).await?),
+        (25, [name]) => {
+            let req: BondModeRequest = parse_json(&read_body(req, max_body).await?)?;
+            json_ok(StatusCode::OK, &net.set_bond_mode(name, req.mode).await?)
+        }
+        (26, [name]) => {
+            net.delete_bond(name).await?;
+            Ok(super::empty(StatusCode::NO_CONTENT))
+        }
+        (27, [name]) => json_ok(StatusCode::OK, &app.backend.get(name).await?.spec.nics),
+        (28, [name]) => {
+            let nic: NicRequest = parse_json(&read_body(req, max_body).await?)?;
+            let spec = app.backend.add_nic(name, nic).await?;
+            app.audit(
+                AuditKind::VmAction,
+                None,
+                None,
+                client,
+                Some(format!("admin add nic {} to {name}", spec.id)),
+            )
+            .await;
+            json_ok(StatusCode::CREATED, &spec)
+        }
+        (29, [name, id]) => {
+            let spec = app.backend.remove_nic(name, id).await?;
+            app.audit(
+                AuditKind::VmAction,
+                None,
+                None,
+                client,
+                Some(format!("admin remove nic {id} from {name}")),
+            )
+            .await;
+            json_ok(StatusCode::OK, &spec)
+        }
         _ => Err(ApiError::NotFound),
     }
 }

@@ -153,6 +153,18 @@ impl From<vmm_backend::BackendError> for ApiError {
     }
 }
 
+impl From<vmm_backend::net::NetError> for ApiError {
+    fn from(e: vmm_backend::net::NetError) -> Self {
+        if e.is_not_found() {
+            ApiError::NotFound
+        } else if e.is_client_error() {
+            ApiError::Conflict(e.to_string())
+        } else {
+            ApiError::Internal(format!("network: {e}"))
+        }
+    }
+}
+
 impl From<crate::links::LinkError> for ApiError {
     fn from(e: crate::links::LinkError) -> Self {
         ApiError::BadRequest(e.to_string())

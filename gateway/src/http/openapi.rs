@@ -32,6 +32,18 @@ const OPS: &[Op] = &[
     ("delete", "/api/v1/targets/{name}", "Remove an external console endpoint.", None, "204", "None"),
     ("get", "/api/v1/audit", "Audit records, newest first (optional ?link=ID).", None, "200", "AuditList"),
     ("get", "/api/v1/vms/{name}/ip", "The guest's IP addresses (from the QEMU guest agent; 409 when it does not run).", None, "200", "GuestAddressList"),
+    ("get", "/api/v1/vswitches", "List virtual switches (kind, datapath, uplinks, bonds, VM ports).", None, "200", "SwitchList"),
+    ("post", "/api/v1/vswitches", "Create a vSwitch: private (no uplinks), external with one uplink, or with two or more uplinks bonded.", Some("SwitchRequest"), "201", "Switch"),
+    ("get", "/api/v1/vswitches/{name}", "Show a vSwitch.", None, "200", "Switch"),
+    ("delete", "/api/v1/vswitches/{name}", "Delete a vSwitch (refused while VMs use it).", None, "204", "None"),
+    ("get", "/api/v1/bonds", "List bonds.", None, "200", "BondList"),
+    ("post", "/api/v1/bonds", "Create a bond of two or more free interfaces on a vSwitch.", Some("BondRequest"), "201", "Bond"),
+    ("get", "/api/v1/bonds/{name}", "Bond status: mode, LACP, each member's state and the active one.", None, "200", "BondStatus"),
+    ("patch", "/api/v1/bonds/{name}", "Change a bond's mode.", Some("BondModeRequest"), "200", "Bond"),
+    ("delete", "/api/v1/bonds/{name}", "Delete a bond.", None, "204", "None"),
+    ("get", "/api/v1/vms/{name}/nics", "A VM's NICs.", None, "200", "NicList"),
+    ("post", "/api/v1/vms/{name}/nics", "Add a NIC (hot-plugged when the VM runs): model, mac, attach (user or switch with vlan).", Some("NicRequest"), "201", "Nic"),
+    ("delete", "/api/v1/vms/{name}/nics/{id}", "Remove a NIC (unplugged when the VM runs).", None, "200", "Nic"),
     ("post", "/s/session", "Visitor: exchange a link token (and password) for a session cookie (public listener).", Some("ExchangeRequest"), "200", "ExchangeResponse"),
     ("get", "/s/status/{link_id}", "Visitor: the link's VM state and expiry (session cookie).", None, "200", "VisitorStatus"),
     ("post", "/s/power/{link_id}", "Visitor: power action start, shutdown, poweroff or reset (links with allow_power; session cookie).", Some("PowerRequest"), "200", "VisitorPower"),
@@ -60,7 +72,8 @@ fn schemas() -> Value {
             "max_uses": {"type": ["integer", "null"]}, "max_viewers": {"type": ["integer", "null"]},
             "view_only": {"type": "boolean"}, "allow_power": {"type": "boolean"}, "note": {"type": ["string", "null"]},
             "uses": {"type": "integer"}, "created_at": ts, "revoked": {"type": "boolean"}, "revoked_at": ts,
-            "live_sessions": {"type": "integer"}, "sessions": {"$ref": "#/components/schemas/SessionList"}}},
+            "live_sessions": {"type": "integer"}, "sessions": {"$ref": "#/components/schemas/SessionList"},
+            "url": {"type": "string", "description": "https://PUBLIC/s/#TOKEN (list and show too)"}, "token": {"type": "string"}}},
         "CreatedLink": {"allOf": [{"$ref": "#/components/schemas/Link"}, {"type": "object", "properties": {
             "url": {"type": "string", "description": "https://PUBLIC/s/#TOKEN"}, "token": {"type": "string"}}}]},
         "LinkList": {"type": "array", "items": {"$ref": "#/components/schemas/Link"}},
@@ -94,10 +107,31 @@ fn schemas() -> Value {
             "interface": {"type": "string"}, "mac": {"type": ["string", "null"]}, "address": {"type": "string"}, "prefix": {"type": "integer"}}}},
         "VisitorStatus": {"type": "object", "properties": {
             "vm_state": {"type": "string", "enum": ["running", "stopped", "paused", "other", "unknown"]},
-            "expires_at": ts, "allow_power": {"type": "boolean"}, "view_only": {"type": "boolean"}, "console": {"type": "string"}}},
+            "expires_at": ts, "allow_power": {"type": "boolean"}, "view_only": {"type": "boolean"}, "console": {"type": "string"},
+            "viewers": {"type": "integer"}, "max_viewers": {"type": ["integer", "null"]}}},
         "PowerRequest": {"type": "object", "required": ["action"], "properties": {
             "action": {"type": "string", "enum": ["start", "shutdown", "poweroff", "reset"]}}},
         "VisitorPower": {"type": "object", "properties": {"vm_state": {"type": "string"}}},
+        "SwitchRequest": {"type": "object", "required": ["name"], "additionalProperties": false, "properties": {
+            "name": {"type": "string"}, "uplinks": {"type": "array", "items": {"type": "string"}},
+            "bond_mode": {"$ref": "#/components/schemas/BondMode"}, "bond_name": {"type": "string"}}},
+        "Switch": {"type": "object", "properties": {"name": {"type": "string"}, "kind": {"type": "string", "enum": ["external", "private"]}}},
+        "SwitchList": {"type": "array", "items": {"$ref": "#/components/schemas/Switch"}},
+        "BondMode": {"type": "string", "enum": ["active-backup", "balance-slb", "balance-tcp"]},
+        "BondRequest": {"type": "object", "required": ["name", "switch", "members"], "additionalProperties": false, "properties": {
+            "name": {"type": "string"}, "switch": {"type": "string"}, "members": {"type": "array", "minItems": 2, "items": {"type": "string"}},
+            "mode": {"$ref": "#/components/schemas/BondMode"}}},
+        "BondModeRequest": {"type": "object", "required": ["mode"], "properties": {"mode": {"$ref": "#/components/schemas/BondMode"}}},
+        "Bond": {"type": "object", "properties": {"name": {"type": "string"}, "switch": {"type": "string"},
+            "members": {"type": "array", "items": {"type": "string"}}, "mode": {"$ref": "#/components/schemas/BondMode"}}},
+        "BondList": {"type": "array", "items": {"$ref": "#/components/schemas/Bond"}},
+        "BondStatus": {"type": "object", "description": "mode, lacp, active member, members with their state"},
+        "NicRequest": {"type": "object", "additionalProperties": false, "properties": {
+            "model": {"type": "string", "enum": ["e1000", "rtl8139", "virtio", "sriov"]}, "mac": {"type": "string"},
+            "attach": {"type": "object", "description": "{\"type\":\"user\"} or {\"type\":\"switch\",\"switch\":NAME,\"vlan\":N}"},
+            "pf": {"type": "string"}}},
+        "Nic": {"type": "object", "properties": {"id": {"type": "string"}, "model": {"type": "string"}, "mac": {"type": "string"}, "attach": {"type": "object"}}},
+        "NicList": {"type": "array", "items": {"$ref": "#/components/schemas/Nic"}},
         "None": {}
     })
 }

@@ -131,6 +131,8 @@ async fn status(
         "allow_power": link.allow_power,
         "view_only": link.view_only,
         "console": link.console,
+        "viewers": app.sessions.count_viewers(&link.id),
+        "max_viewers": link.max_viewers,
     });
     Ok(super::error::json_response(StatusCode::OK, &body))
 }
