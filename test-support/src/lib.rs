@@ -6,6 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use vmm_backend::nic::NicRequest;
+use vmm_backend::{Accel, BootSource, ConsoleConfig, VmDefinition};
+
 /// The workspace's root directory.
 pub fn workspace_root() -> PathBuf {
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -75,5 +78,47 @@ pub fn kill_qemus(run_root: &Path) {
             nix::unistd::Pid::from_raw(pid),
             nix::sys::signal::Signal::SIGKILL,
         );
+    }
+}
+
+/// The Linux test guest as a VM definition (TCG: Linux guests hang under nested KVM
+/// here), with extra kernel command line words and NICs in the CLI's `--nic` syntax.
+pub fn linux_vm(name: &str, extra_cmdline: &str, nics: &[&str]) -> VmDefinition {
+    let (kernel, initrd) = test_guest();
+    VmDefinition {
+        name: name.into(),
+        uuid: None,
+        vcpus: 1,
+        memory_mib: 256,
+        boot: BootSource::Kernel {
+            kernel: kernel.clone(),
+            initrd: Some(initrd.clone()),
+            cmdline: format!("console=ttyS0 quiet {extra_cmdline}"),
+        },
+        console: ConsoleConfig::Both,
+        nics: nics
+            .iter()
+            .map(|n| {
+                n.parse::<NicRequest>()
+                    .unwrap_or_else(|e| panic!("test NIC {n:?}: {e}"))
+            })
+            .collect(),
+        accel: Accel::Tcg,
+        autostart: false,
+    }
+}
+
+/// Firmware only (SeaBIOS, no OS): starts fast, ignores ACPI, runs no guest agent.
+pub fn firmware_vm(name: &str) -> VmDefinition {
+    VmDefinition {
+        name: name.into(),
+        uuid: None,
+        vcpus: 1,
+        memory_mib: 64,
+        boot: BootSource::Firmware,
+        console: ConsoleConfig::Both,
+        nics: vec![],
+        accel: Accel::Tcg,
+        autostart: false,
     }
 }

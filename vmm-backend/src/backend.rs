@@ -247,43 +247,20 @@ struct Inner {
     watched: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
-/// An exclusive lock on a file, released on drop.
-#[derive(Debug)]
-struct FileLock {
-    _lock: nix::fcntl::Flock<std::fs::File>,
-}
+use crate::lockfile::FileLock;
 
 async fn lock_file(path: &Path, timeout: Duration, what: &str) -> Result<FileLock, BackendError> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .map_err(|source| SpecError::Io {
-                op: "opening lock file",
+    crate::lockfile::lock(path, timeout)
+        .await
+        .map_err(|e| match e {
+            crate::lockfile::LockError::Busy => BackendError::Busy(what.to_owned()),
+            crate::lockfile::LockError::Io(op, source) => SpecError::Io {
+                op,
                 path: path.to_owned(),
                 source,
-            })?;
-        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => return Ok(FileLock { _lock: lock }),
-            Err((_f, nix::errno::Errno::EWOULDBLOCK)) => {
-                if tokio::time::Instant::now() >= deadline {
-                    return Err(BackendError::Busy(what.to_owned()));
-                }
-                tokio::time::sleep(Duration::from_millis(25)).await;
             }
-            Err((_f, errno)) => {
-                return Err(SpecError::Io {
-                    op: "locking",
-                    path: path.to_owned(),
-                    source: std::io::Error::from(errno),
-                }
-                .into())
-            }
-        }
-    }
+            .into(),
+        })
 }
 
 impl QemuBackend {

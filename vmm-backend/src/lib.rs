@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod console;
+pub mod lockfile;
 pub mod net;
 pub mod nic;
 pub mod qemu;

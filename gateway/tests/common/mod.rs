@@ -17,10 +17,7 @@ use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::WebSocketStream;
-use vmm_backend::nic::NicRequest;
-use vmm_backend::{Accel, BootSource, ConsoleConfig, PowerAction, VmDefinition};
-
-pub use test_support::test_guest;
+use vmm_backend::PowerAction;
 
 pub struct TestGateway {
     pub dir: tempfile::TempDir,
@@ -256,46 +253,13 @@ impl TestGateway {
         .unwrap()
     }
 
-    /// Defines and starts a Linux test guest on the gateway's backend.
-    pub async fn start_linux_vm(&self, name: &str, console: ConsoleConfig) {
-        let (kernel, initrd) = test_guest();
-        let def = VmDefinition {
-            name: name.into(),
-            uuid: None,
-            vcpus: 1,
-            memory_mib: 256,
-            boot: BootSource::Kernel {
-                kernel: kernel.clone(),
-                initrd: Some(initrd.clone()),
-                cmdline: "console=ttyS0 quiet".into(),
-            },
-            console,
-            nics: vec!["virtio".parse::<NicRequest>().unwrap()],
-            accel: Accel::Tcg,
-            autostart: false,
-        };
-        self.app.backend.define(def).await.unwrap();
-        self.app
-            .backend
-            .power(name, PowerAction::Start)
-            .await
-            .unwrap();
-    }
-
     /// Defines and starts a firmware-only VM (fast, no OS) with both consoles.
     pub async fn start_firmware_vm(&self, name: &str) {
-        let def = VmDefinition {
-            name: name.into(),
-            uuid: None,
-            vcpus: 1,
-            memory_mib: 64,
-            boot: BootSource::Firmware,
-            console: ConsoleConfig::Both,
-            nics: vec![],
-            accel: Accel::Tcg,
-            autostart: false,
-        };
-        self.app.backend.define(def).await.unwrap();
+        self.app
+            .backend
+            .define(test_support::firmware_vm(name))
+            .await
+            .unwrap();
         self.app
             .backend
             .power(name, PowerAction::Start)

@@ -251,7 +251,7 @@ pub struct ReconcileReport {
 /// An exclusive lock on the network configuration (across processes), released on drop.
 #[derive(Debug)]
 pub struct NetLock {
-    _lock: nix::fcntl::Flock<std::fs::File>,
+    _lock: crate::lockfile::FileLock,
 }
 
 /// Virtual switches and bonds of this host. Cheap to clone.
@@ -307,33 +307,11 @@ impl NetManager {
     /// Takes the configuration lock (waits up to the configured timeout).
     pub async fn lock(&self) -> Result<NetLock, NetError> {
         let path = self.cfg.lock_path();
-        let deadline = tokio::time::Instant::now() + self.cfg.timeout;
-        loop {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-                .map_err(|source| NetError::Io {
-                    op: "opening lock file",
-                    path: path.clone(),
-                    source,
-                })?;
-            match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-                Ok(lock) => return Ok(NetLock { _lock: lock }),
-                Err((_f, nix::errno::Errno::EWOULDBLOCK)) => {
-                    if tokio::time::Instant::now() >= deadline {
-                        return Err(NetError::Busy);
-                    }
-                    tokio::time::sleep(Duration::from_millis(25)).await;
-                }
-                Err((_f, errno)) => {
-                    return Err(NetError::Io {
-                        op: "locking",
-                        path,
-                        source: std::io::Error::from(errno),
-                    })
-                }
+        match crate::lockfile::lock(&path, self.cfg.timeout).await {
+            Ok(lock) => Ok(NetLock { _lock: lock }),
+            Err(crate::lockfile::LockError::Busy) => Err(NetError::Busy),
+            Err(crate::lockfile::LockError::Io(op, source)) => {
+                Err(NetError::Io { op, path, source })
             }
         }
     }

@@ -6,10 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use vmm_backend::nic::NicRequest;
-use vmm_backend::{Accel, BackendConfig, BootSource, ConsoleConfig, QemuBackend, VmDefinition};
-
-pub use test_support::test_guest;
+use vmm_backend::{BackendConfig, QemuBackend, VmDefinition};
 
 pub struct Harness {
     pub dir: tempfile::TempDir,
@@ -48,41 +45,12 @@ impl Harness {
 
     /// The Linux test guest, with extra kernel command line words.
     pub fn linux(&self, name: &str, extra_cmdline: &str, nics: &[&str]) -> VmDefinition {
-        let (kernel, initrd) = test_guest();
-        VmDefinition {
-            name: name.into(),
-            uuid: None,
-            vcpus: 1,
-            memory_mib: 256,
-            boot: BootSource::Kernel {
-                kernel: kernel.clone(),
-                initrd: Some(initrd.clone()),
-                cmdline: format!("console=ttyS0 quiet {extra_cmdline}"),
-            },
-            console: ConsoleConfig::Both,
-            nics: nics
-                .iter()
-                .map(|n| n.parse::<NicRequest>().unwrap())
-                .collect(),
-            // Linux guests hang under nested KVM here.
-            accel: Accel::Tcg,
-            autostart: false,
-        }
+        test_support::linux_vm(name, extra_cmdline, nics)
     }
 
     /// Firmware only (SeaBIOS, no OS): a guest that ignores ACPI and runs no agent.
     pub fn firmware(&self, name: &str) -> VmDefinition {
-        VmDefinition {
-            name: name.into(),
-            uuid: None,
-            vcpus: 1,
-            memory_mib: 64,
-            boot: BootSource::Firmware,
-            console: ConsoleConfig::Both,
-            nics: vec![],
-            accel: Accel::Tcg,
-            autostart: false,
-        }
+        test_support::firmware_vm(name)
     }
 
     pub fn serial(&self, vm: &str) -> String {
