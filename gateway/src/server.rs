@@ -293,3 +293,52 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example(name: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../certs-example")
+            .join(name)
+    }
+
+    /// The example certificates load, and a client trusting the example CA completes
+    /// TLS 1.2 and TLS 1.3 handshakes (HTTP/1.1 by ALPN); older versions are not offered.
+    #[tokio::test]
+    async fn example_certificate_serves_tls_12_and_13() {
+        let server =
+            load_tls(&example("server.crt"), &example("server.key")).expect("example cert");
+        let ca = std::fs::read(example("ca.crt")).expect("ca");
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_pemfile::certs(&mut ca.as_slice()) {
+            roots.add(c.expect("pem")).expect("root");
+        }
+        for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let mut client = rustls::ClientConfig::builder_with_provider(provider)
+                .with_protocol_versions(&[version])
+                .expect("versions")
+                .with_root_certificates(roots.clone())
+                .with_no_client_auth();
+            client.alpn_protocols = vec![b"http/1.1".to_vec()];
+            let (a, b) = tokio::io::duplex(64 * 1024);
+            let acceptor = TlsAcceptor::from(server.clone());
+            let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+            let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+            let (s, c) = tokio::join!(acceptor.accept(a), connector.connect(name, b));
+            let (s, c) = (s.expect("server side"), c.expect("client side"));
+            assert_eq!(c.get_ref().1.protocol_version(), Some(version.version));
+            assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+        }
+        assert!(load_tls(&example("ca.crt"), &example("nope.key")).is_err());
+    }
+
+    #[test]
+    fn the_example_configuration_validates() {
+        let raw = crate::config::RawConfig::load(&example("gateway.toml")).expect("toml");
+        let cfg = raw.validate(&example("")).expect("valid");
+        assert!(cfg.public_tls.is_some());
+    }
+}
