@@ -61,8 +61,11 @@ impl BackendError {
             BackendError::Spec(_) => true,
             BackendError::Nic(NicError::Sysfs { .. }) => false,
             BackendError::Nic(_) => true,
+            // The guest agent is the guest's business: its silence or garbled answers
+            // are a state of the VM, not a fault of the host.
             BackendError::Qemu(QemuError::KvmUnavailable)
-            | BackendError::Qemu(QemuError::GuestAgentNotRunning(_)) => true,
+            | BackendError::Qemu(QemuError::GuestAgentNotRunning(_))
+            | BackendError::Qemu(QemuError::GuestAgent(_)) => true,
             BackendError::Qemu(_) => false,
             BackendError::Net(e) => e.is_client_error(),
             BackendError::StopFailed(_) | BackendError::Busy(_) => false,
@@ -245,6 +248,7 @@ struct Inner {
     net: NetManager,
     events: broadcast::Sender<VmEvent>,
     watched: std::sync::Mutex<std::collections::HashSet<String>>,
+    qga_gates: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 use crate::lockfile::FileLock;
@@ -286,6 +290,7 @@ impl QemuBackend {
                 net,
                 events,
                 watched: Default::default(),
+                qga_gates: Default::default(),
             }),
         };
         if backend.inner.cfg.watch_events && tokio::runtime::Handle::try_current().is_ok() {
@@ -919,6 +924,17 @@ impl VmBackend for QemuBackend {
         if qemu::live_pid(&run, &spec.uuid).is_none() {
             return Err(BackendError::NotRunning(name.to_owned()));
         }
+        // The agent's socket takes one client at a time; queue ours instead of letting
+        // two callers garble each other's exchanges.
+        let gate = {
+            let mut gates = self
+                .inner
+                .qga_gates
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            gates.entry(name.to_owned()).or_default().clone()
+        };
+        let _turn = gate.lock().await;
         Ok(qemu::guest_addresses(&run.qga(), self.inner.cfg.guest_agent_timeout).await?)
     }
 

@@ -629,6 +629,10 @@ pub async fn guest_addresses(
         for _ in 0..3 {
             match qga_once(path).await {
                 Ok(v) => return Ok(v),
+                // The socket is gone or refuses (QEMU exiting): the agent is unreachable.
+                Err(QemuError::Io { source, .. }) => {
+                    last = Some(QemuError::GuestAgent(format!("unreachable ({source})")))
+                }
                 Err(e) => last = Some(e),
             }
         }
