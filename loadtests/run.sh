@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Builds what the load test needs and runs it: the gateway's console relay against
+# websockify on the same TCP backend, in one run. Writes results/<date>.md and prints it.
+# Extra arguments go to vmgw-load (e.g. --idle 500 --throughput-secs 5; see --help).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+repo="$(cd "$here/.." && pwd)"
+cd "$here"
+
+echo "== building the gateway (release)" >&2
+(cd "$repo" && cargo build --release -p gateway)
+echo "== building vmgw-load (release)" >&2
+cargo build --release
+
+if [ ! -x .venv/bin/websockify ]; then
+    echo "== installing websockify into loadtests/.venv" >&2
+    python3 -m venv .venv
+    .venv/bin/pip install --quiet websockify
+fi
+
+mkdir -p results
+out="results/$(date +%F).md"
+if [ -e "$out" ]; then out="results/$(date +%F-%H%M).md"; fi
+
+ncpu="$(nproc)"
+if [ "$ncpu" -ge 2 ]; then
+    pin_client=(taskset -c 1)
+    pin_args=(--relay-cpu 0)
+else
+    pin_client=()
+    pin_args=(--no-pin)
+fi
+
+commit="$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+dirty="$(git -C "$repo" status --porcelain -- gateway Cargo.lock 2>/dev/null | head -1)"
+wsver="$(.venv/bin/pip show websockify 2>/dev/null | sed -n 's/^Version: //p')"
+pyver="$(.venv/bin/python --version 2>&1)"
+tmpfs="$(df -T "${TMPDIR:-/tmp}" | awk 'NR==2 {print $2}')"
+
+"${pin_client[@]}" target/release/vmgw-load \
+    --gateway "$repo/target/release/gateway" \
+    --websockify "$here/.venv/bin/websockify" \
+    --out "$out" \
+    "${pin_args[@]}" \
+    --note "Date: $(date -Iseconds)" \
+    --note "Gateway: commit $commit${dirty:+ (with uncommitted changes)}, \`target/release/gateway serve --config\` (self-signed cert, data dir in ${TMPDIR:-/tmp} on $tmpfs)" \
+    --note "websockify $wsver (default engine, \`--ssl-only\`), $pyver" \
+    "$@"
