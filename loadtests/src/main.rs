@@ -58,6 +58,9 @@ struct Args {
     /// Round trips per latency measurement.
     #[arg(long, default_value_t = 2000)]
     latency_samples: usize,
+    /// Keep the relays' data, certificates and logs in this directory (else a temporary one).
+    #[arg(long)]
+    keep_work: Option<PathBuf>,
     /// Lines for the report's environment section (run.sh passes commit, versions).
     #[arg(long)]
     note: Vec<String>,
@@ -132,16 +135,23 @@ async fn run(args: &Args) -> anyhow::Result<String> {
     elapsed();
     let cpu = (!args.no_pin).then_some(args.relay_cpu);
     let backend = backend::spawn().await?;
-    let work = tempfile::Builder::new().prefix("vmgw-load").tempdir()?;
+    let tmp = tempfile::Builder::new().prefix("vmgw-load").tempdir()?;
+    let work = match &args.keep_work {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            std::fs::canonicalize(d)?
+        }
+        None => tmp.path().to_path_buf(),
+    };
     let gateway_bin = std::fs::canonicalize(&args.gateway)
         .with_context(|| format!("gateway binary {}", args.gateway.display()))?;
-    let (gw_proc, gw) = relays::start_gateway(&gateway_bin, work.path(), cpu, backend)
+    let (gw_proc, gw) = relays::start_gateway(&gateway_bin, &work, cpu, backend)
         .await
         .context("starting the gateway")?;
     let mut procs = vec![gw_proc];
     let mut relays = vec![gw];
     if let Some(ws) = &args.websockify {
-        let (p, r) = relays::start_websockify(ws, work.path(), cpu, backend)
+        let (p, r) = relays::start_websockify(ws, &work, cpu, backend)
             .await
             .context("starting websockify")?;
         procs.push(p);
@@ -321,7 +331,7 @@ fn report(ctx: &Context_, relays: &[Relay], results: &[Results]) -> String {
     let held = |r: &Results| val(&r.idle, |i| i.alive as f64);
     let _ = writeln!(
         s,
-        "| idle sessions held open (of {}) | higher | {} | {} | {} |",
+        "| idle sessions working (of {} opened) | higher | {} | {} | {} |",
         a.idle,
         cell(&g.idle, |i| i.alive.to_string()),
         cell(&w.idle, |i| i.alive.to_string()),
@@ -395,8 +405,8 @@ fn report(ctx: &Context_, relays: &[Relay], results: &[Results]) -> String {
             if let Some(Ok(t)) = rate {
                 let _ = writeln!(
                     s,
-                    "- {label}: {:.0}/s ({} sessions, {} failures)",
-                    t.per_sec, t.ok, t.errors.count
+                    "- {label}: {:.0}/s ({} sessions, {} failures); relay CPU {:.0} % of one core (live processes only)",
+                    t.per_sec, t.ok, t.errors.count, t.relay_cpu_pct
                 );
                 if let Some(e) = &t.errors.first {
                     let _ = writeln!(s, "  - first error: `{e}`");
@@ -406,7 +416,7 @@ fn report(ctx: &Context_, relays: &[Relay], results: &[Results]) -> String {
         if let Some(Ok(i)) = &res.idle {
             let _ = writeln!(
                 s,
-                "- idle: opened {} of {} in {:.1} s, {} still open when measured, {} failures{}",
+                "- idle: opened {} of {} in {:.1} s, {} still echoing after the memory reading, {} failures{}",
                 i.held,
                 i.wanted,
                 i.open_secs,

@@ -145,6 +145,9 @@ pub async fn throughput(
 #[derive(Debug, Default)]
 pub struct Rate {
     pub per_sec: f64,
+    /// CPU used by the relay during the window, % of one core (exited processes, such as
+    /// websockify's finished sessions, are not counted).
+    pub relay_cpu_pct: f64,
     pub ok: u64,
     pub errors: Errors,
 }
@@ -171,6 +174,7 @@ pub async fn session_rate(
     };
     let deadline = Instant::now() + window;
     let start = Instant::now();
+    let cpu0 = procinfo::tree_cpu_secs(relay.pid);
     let mut tasks = JoinSet::new();
     for _ in 0..workers {
         let (relay, grant) = (relay.clone(), grant.clone());
@@ -205,7 +209,9 @@ pub async fn session_rate(
             rate.errors.first = e.first;
         }
     }
-    rate.per_sec = rate.ok as f64 / start.elapsed().as_secs_f64();
+    let secs = start.elapsed().as_secs_f64();
+    rate.per_sec = rate.ok as f64 / secs;
+    rate.relay_cpu_pct = (procinfo::tree_cpu_secs(relay.pid) - cpu0) / secs * 100.0;
     Ok(rate)
 }
 
@@ -213,7 +219,7 @@ pub async fn session_rate(
 pub struct Idle {
     pub wanted: usize,
     pub held: usize,
-    /// Of `held`, still open when the memory was read.
+    /// Of `held`, still echoing end to end right after the memory was read.
     pub alive: usize,
     pub errors: Errors,
     pub before: Mem,
@@ -224,18 +230,18 @@ pub struct Idle {
 }
 
 impl Idle {
-    /// PSS growth per held session, KiB.
+    /// PSS growth per session still open when measured, KiB.
     pub fn pss_per_session_kib(&self) -> f64 {
-        if self.held == 0 {
+        if self.alive == 0 {
             return 0.0;
         }
-        (self.during.pss_kib as f64 - self.before.pss_kib as f64) / self.held as f64
+        (self.during.pss_kib as f64 - self.before.pss_kib as f64) / self.alive as f64
     }
     pub fn rss_per_session_kib(&self) -> f64 {
-        if self.held == 0 {
+        if self.alive == 0 {
             return 0.0;
         }
-        (self.during.rss_kib as f64 - self.before.rss_kib as f64) / self.held as f64
+        (self.during.rss_kib as f64 - self.before.rss_kib as f64) / self.alive as f64
     }
 }
 
@@ -265,7 +271,12 @@ pub async fn idle_memory(relay: &Relay, n: usize, workers: usize) -> anyhow::Res
     loop {
         while launched < n && tasks.len() < workers && idle.stopped_early.is_none() {
             let r = relay.clone();
-            tasks.spawn(async move { r.open(idle_cfg()).await });
+            tasks.spawn(async move {
+                // Echo mode, so that liveness can be checked end to end later.
+                let mut ws = r.open(idle_cfg()).await?;
+                ws.send(Message::Binary(vec![MODE_ECHO].into())).await?;
+                Ok::<_, anyhow::Error>(ws)
+            });
             launched += 1;
         }
         let Some(res) = tasks.join_next().await else {
@@ -292,22 +303,36 @@ pub async fn idle_memory(relay: &Relay, n: usize, workers: usize) -> anyhow::Res
     idle.held = held.len();
     tokio::time::sleep(Duration::from_secs(2)).await;
     idle.during = procinfo::tree_mem(relay.pid);
-    // Count the sessions the relay still holds open: poll each once without waiting (an
-    // idle session has nothing to read; a closed one reads Close or the end).
-    idle.alive = held.iter_mut().map(is_open).filter(|open| *open).count();
+    // Count the sessions that still work end to end: one byte through each to the echo
+    // backend and back (a relay process that died may leave the socket open, held by a
+    // sibling that inherited it: websockify does).
+    idle.alive = futures_util::future::join_all(held.iter_mut().map(echoes))
+        .await
+        .into_iter()
+        .filter(|ok| *ok)
+        .count();
     drop(held);
     tokio::time::sleep(Duration::from_secs(3)).await;
     idle.after_close = procinfo::tree_mem(relay.pid);
     Ok(idle)
 }
 
-fn is_open(ws: &mut Wss) -> bool {
-    use futures_util::FutureExt;
-    match ws.next().now_or_never() {
-        None => true,
-        Some(Some(Ok(Message::Close(_)))) | Some(Some(Err(_))) | Some(None) => false,
-        Some(Some(Ok(_))) => true,
-    }
+/// Whether one byte sent on an echo session comes back within 5 s.
+async fn echoes(ws: &mut Wss) -> bool {
+    let probe = async {
+        ws.send(Message::Binary(vec![b'?'].into())).await.ok()?;
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Binary(b))) if !b.is_empty() => return Some(()),
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return None,
+                Some(Ok(_)) => {}
+            }
+        }
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), probe).await,
+        Ok(Some(()))
+    )
 }
 
 #[derive(Debug, Default, Clone, Copy)]
