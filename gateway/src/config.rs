@@ -107,6 +107,7 @@ pub struct RawLimits {
     pub ws_max_message_bytes: Option<usize>,
     pub ws_ping_interval_secs: Option<u64>,
     pub ws_idle_timeout_secs: Option<u64>,
+    pub ws_close_timeout_secs: Option<u64>,
     pub relay_buffer_bytes: Option<usize>,
     pub exchanges_per_ip_per_minute: Option<u32>,
     pub password_failures_before_lockout: Option<u32>,
@@ -120,9 +121,18 @@ pub struct RawLimits {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawProxy {
-    /// Addresses or CIDR blocks of reverse proxies whose X-Forwarded-For is believed.
+    /// Addresses or CIDR blocks of reverse proxies whose client-address header (and PROXY
+    /// protocol header) is believed.
     #[serde(default)]
     pub trusted: Vec<String>,
+    /// Which header trusted proxies put the client's address in: `x-forwarded-for`
+    /// (default), `forwarded` (RFC 7239) or `none`. Only that one is read.
+    pub client_header: Option<String>,
+    /// Connections from trusted proxies begin with a PROXY protocol (v1 or v2) header.
+    #[serde(default)]
+    pub protocol: bool,
+    /// The PROXY header must arrive within this many seconds (default 5).
+    pub header_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -187,6 +197,17 @@ impl Cidr {
     }
 }
 
+/// The request header that trusted reverse proxies name the client's address in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientHeader {
+    /// `X-Forwarded-For: client, proxy1, …`
+    XForwardedFor,
+    /// `Forwarded: for=client;proto=https, for=proxy1` (RFC 7239)
+    Forwarded,
+    /// Neither: the connection's (or PROXY header's) address is the client.
+    None,
+}
+
 /// Limits and timeouts (all with safe defaults).
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -208,6 +229,10 @@ pub struct Limits {
     /// Pings are sent this often; a session silent for `ws_idle_timeout` is closed.
     pub ws_ping_interval: Duration,
     pub ws_idle_timeout: Duration,
+    /// After its close frame, how long the gateway waits for the visitor's answering
+    /// close (reading and discarding what comes before it) so the visitor reads the
+    /// close code before the connection ends; then it closes anyway.
+    pub ws_close_timeout: Duration,
     /// Bytes read from a console per WebSocket message (and the relay's buffer size).
     pub relay_buffer_bytes: usize,
     /// Session exchanges (`POST /s/session`) per client address per minute.
@@ -238,6 +263,7 @@ impl Default for Limits {
             ws_max_message_bytes: 4 << 20,
             ws_ping_interval: Duration::from_secs(20),
             ws_idle_timeout: Duration::from_secs(60),
+            ws_close_timeout: Duration::from_secs(3),
             relay_buffer_bytes: 64 * 1024,
             exchanges_per_ip_per_minute: 30,
             password_failures_before_lockout: 5,
@@ -267,6 +293,12 @@ pub struct Config {
     pub token_leeway: Duration,
     pub limits: Limits,
     pub trusted_proxies: Vec<Cidr>,
+    /// The header trusted proxies name the client in.
+    pub client_header: ClientHeader,
+    /// Connections from trusted proxies start with a PROXY protocol header.
+    pub proxy_protocol: bool,
+    /// How long a trusted proxy has to send its PROXY header.
+    pub proxy_header_timeout: Duration,
     pub qemu_binary: PathBuf,
     pub shutdown_grace: Duration,
     pub guest_agent_timeout: Duration,
@@ -372,6 +404,11 @@ impl RawConfig {
                 d.ws_idle_timeout,
                 "limits.ws_idle_timeout_secs",
             )?,
+            ws_close_timeout: secs(
+                l.ws_close_timeout_secs,
+                d.ws_close_timeout,
+                "limits.ws_close_timeout_secs",
+            )?,
             relay_buffer_bytes: count(
                 l.relay_buffer_bytes,
                 d.relay_buffer_bytes,
@@ -474,6 +511,23 @@ impl RawConfig {
                 )
             })?);
         }
+        let client_header = match self.proxy.client_header.as_deref() {
+            None | Some("x-forwarded-for") => ClientHeader::XForwardedFor,
+            Some("forwarded") => ClientHeader::Forwarded,
+            Some("none") => ClientHeader::None,
+            Some(other) => {
+                return Err(invalid(
+                    "proxy.client_header",
+                    format!("{other:?} is not x-forwarded-for, forwarded or none"),
+                ))
+            }
+        };
+        if self.proxy.protocol && trusted_proxies.is_empty() {
+            return Err(invalid(
+                "proxy.protocol",
+                "needs proxy.trusted: PROXY headers are read only from trusted proxies",
+            ));
+        }
         let max_link_ttl = secs(
             self.links.max_ttl_secs,
             Duration::from_secs(30 * 86_400),
@@ -512,6 +566,13 @@ impl RawConfig {
             token_leeway,
             limits,
             trusted_proxies,
+            client_header,
+            proxy_protocol: self.proxy.protocol,
+            proxy_header_timeout: secs(
+                self.proxy.header_timeout_secs,
+                Duration::from_secs(5),
+                "proxy.header_timeout_secs",
+            )?,
             qemu_binary: self
                 .vms
                 .qemu_binary
@@ -576,6 +637,14 @@ mod tests {
         assert!(raw.validate(Path::new("/")).is_err());
         let raw: RawConfig = toml::from_str("[public]\ncert = \"c.pem\"\n").expect("toml");
         assert!(raw.validate(Path::new("/")).is_err());
+        // PROXY headers need trusted proxies; the client header is one of three
+        let raw: RawConfig = toml::from_str("[proxy]\nprotocol = true\n").expect("toml");
+        let err = raw.validate(Path::new("/")).expect_err("invalid");
+        assert!(err.to_string().contains("proxy.protocol"), "{err}");
+        let raw: RawConfig =
+            toml::from_str("[proxy]\nclient_header = \"x-real-ip\"\n").expect("toml");
+        let err = raw.validate(Path::new("/")).expect_err("invalid");
+        assert!(err.to_string().contains("proxy.client_header"), "{err}");
     }
 
     #[test]

@@ -33,15 +33,30 @@ pub fn token(data: &[u8]) {
     }
 }
 
-/// X-Forwarded-For values behind a trusted proxy.
+/// X-Forwarded-For and Forwarded values behind a trusted proxy.
 pub fn forwarded_for(data: &[u8]) {
     let trusted = [crate::config::Cidr {
         addr: [127, 0, 0, 1].into(),
         prefix: 8,
     }];
     if let Ok(s) = std::str::from_utf8(data) {
-        let _ = crate::http::forwarded_client([127, 0, 0, 1].into(), s.split('\n'), &trusted);
+        for which in [
+            crate::config::ClientHeader::XForwardedFor,
+            crate::config::ClientHeader::Forwarded,
+        ] {
+            let _ = crate::http::forwarded_client(
+                [127, 0, 0, 1].into(),
+                which,
+                s.split('\n'),
+                &trusted,
+            );
+        }
     }
+}
+
+/// A PROXY protocol header from a trusted proxy.
+pub fn proxy_header(data: &[u8]) {
+    let _ = crate::proxy_protocol::parse(data);
 }
 
 /// Admin JSON bodies: link requests (validated too) and exchange bodies.
@@ -98,6 +113,11 @@ mod tests {
     #[test]
     fn replay_forwarded_for_corpus() {
         replay("forwarded_for", super::forwarded_for);
+    }
+
+    #[test]
+    fn replay_proxy_header_corpus() {
+        replay("proxy_header", super::proxy_header);
     }
 
     #[test]

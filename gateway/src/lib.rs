@@ -10,6 +10,7 @@ pub mod limits;
 pub mod links;
 pub mod metrics;
 pub mod passwords;
+pub mod proxy_protocol;
 pub mod relay;
 pub mod server;
 pub mod sessions;

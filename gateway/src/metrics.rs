@@ -18,6 +18,7 @@ pub struct Metrics {
     pub hash_pool_full: AtomicU64,
     pub connections_refused: AtomicU64,
     pub tls_handshake_failures: AtomicU64,
+    pub proxy_header_failures: AtomicU64,
     pub input_messages_dropped: AtomicU64,
     pub links_created: AtomicU64,
     pub links_revoked: AtomicU64,
@@ -99,6 +100,11 @@ impl Metrics {
             "vmgw_tls_handshake_failures_total",
             "Failed or timed-out TLS handshakes.",
             &self.tls_handshake_failures,
+        );
+        counter(
+            "vmgw_proxy_header_failures_total",
+            "Connections from trusted proxies closed for a malformed, missing or late PROXY header.",
+            &self.proxy_header_failures,
         );
         counter(
             "vmgw_view_only_input_dropped_total",

@@ -19,6 +19,7 @@ use tracing::Instrument;
 
 use crate::app::App;
 use crate::metrics::Metrics;
+use crate::proxy_protocol;
 use crate::sessions::EndReason;
 
 /// Errors setting up listeners and TLS.
@@ -189,12 +190,29 @@ async fn accept_loop(
 
 async fn serve_connection(
     app: Arc<App>,
-    stream: TcpStream,
-    peer: SocketAddr,
+    mut stream: TcpStream,
+    mut peer: SocketAddr,
     tls: Option<TlsAcceptor>,
     side: Side,
 ) {
-    let _slot = if side == Side::Public {
+    let from_proxy = |ip| app.cfg.trusted_proxies.iter().any(|c| c.contains(ip));
+    if side == Side::Public && app.cfg.proxy_protocol && from_proxy(peer.ip()) {
+        match proxy_protocol::read_header(&mut stream, app.cfg.proxy_header_timeout).await {
+            Ok(proxy_protocol::Header::Proxied(client)) => {
+                tracing::debug!(%client, "PROXY header");
+                peer = client;
+            }
+            Ok(proxy_protocol::Header::Local) => {}
+            Err(e) => {
+                Metrics::inc(&app.metrics.proxy_header_failures);
+                tracing::debug!(error = %e, "bad PROXY header");
+                return;
+            }
+        }
+    }
+    // A trusted proxy's connections carry many clients: the per-address cap would
+    // throttle them all as one, so only the global cap applies to them.
+    let _slot = if side == Side::Public && !from_proxy(peer.ip()) {
         match app.limiter.connection(peer.ip()) {
             Some(s) => Some(s),
             None => {

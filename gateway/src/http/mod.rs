@@ -207,21 +207,42 @@ pub fn check_framing(h: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// The client's address: the peer, or — only when the peer is a trusted proxy — the
-/// right-most X-Forwarded-For address that is not itself a trusted proxy. Never
-/// auto-detected; a malformed hop stops the walk at the last address believed.
+/// right-most address in the configured header (`X-Forwarded-For` or RFC 7239
+/// `Forwarded`) that is not itself a trusted proxy. Never auto-detected; a malformed,
+/// obfuscated or `unknown` hop stops the walk at the last address believed.
 pub fn forwarded_client<'a>(
     peer: std::net::IpAddr,
-    xff_headers: impl Iterator<Item = &'a str>,
+    which: crate::config::ClientHeader,
+    values: impl Iterator<Item = &'a str>,
     trusted: &[crate::config::Cidr],
 ) -> std::net::IpAddr {
+    use crate::config::ClientHeader;
     let is_trusted = |ip: std::net::IpAddr| trusted.iter().any(|c| c.contains(ip));
     if !is_trusted(peer) {
         return peer;
     }
-    let hops: Vec<&str> = xff_headers.flat_map(|v| v.split(',')).take(64).collect();
+    let hops: Vec<Option<std::net::IpAddr>> = match which {
+        ClientHeader::None => return peer,
+        ClientHeader::XForwardedFor => values
+            .flat_map(|v| v.split(','))
+            .take(64)
+            .map(hop_address)
+            .collect(),
+        ClientHeader::Forwarded => values
+            .flat_map(|v| v.split(','))
+            .take(64)
+            .map(|element| {
+                element
+                    .split(';')
+                    .filter_map(|pair| pair.trim().split_once('='))
+                    .find(|(k, _)| k.trim().eq_ignore_ascii_case("for"))
+                    .and_then(|(_, v)| hop_address(v.trim().trim_matches('"')))
+            })
+            .collect(),
+    };
     let mut client = peer;
     for hop in hops.iter().rev() {
-        let Ok(ip) = hop.trim().parse::<std::net::IpAddr>() else {
+        let Some(ip) = *hop else {
             break;
         };
         client = ip;
@@ -230,6 +251,22 @@ pub fn forwarded_client<'a>(
         }
     }
     client
+}
+
+/// One hop's address: `192.0.2.1`, `2001:db8::1`, `192.0.2.1:4711`, `[2001:db8::1]` or
+/// `[2001:db8::1]:4711`. Anything else (`unknown`, `_hidden`, garbage) is `None`.
+fn hop_address(hop: &str) -> Option<std::net::IpAddr> {
+    let hop = hop.trim();
+    if let Ok(ip) = hop.parse() {
+        return Some(ip);
+    }
+    if let Ok(sa) = hop.parse::<std::net::SocketAddr>() {
+        return Some(sa.ip());
+    }
+    hop.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .and_then(|h| h.parse::<std::net::Ipv6Addr>().ok())
+        .map(std::net::IpAddr::V6)
 }
 
 /// The value of one cookie from the request's Cookie headers.
@@ -326,14 +363,17 @@ mod tests {
     fn forwarded_for_is_believed_only_from_trusted_proxies() {
         let trusted = [crate::config::Cidr::parse("10.0.0.0/8").expect("cidr")];
         let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
+        let xff = |peer, values: std::array::IntoIter<&str, 1>, t: &[crate::config::Cidr]| {
+            forwarded_client(peer, crate::config::ClientHeader::XForwardedFor, values, t)
+        };
         // an untrusted peer's header is ignored
         assert_eq!(
-            forwarded_client(ip("192.0.2.9"), ["1.2.3.4"].into_iter(), &trusted),
+            xff(ip("192.0.2.9"), ["1.2.3.4"].into_iter(), &trusted),
             ip("192.0.2.9")
         );
         // right-most untrusted hop wins; a spoofed left-most entry does not
         assert_eq!(
-            forwarded_client(
+            xff(
                 ip("10.0.0.1"),
                 ["6.6.6.6, 198.51.100.7, 10.0.0.2"].into_iter(),
                 &trusted
@@ -344,6 +384,7 @@ mod tests {
         assert_eq!(
             forwarded_client(
                 ip("10.0.0.1"),
+                crate::config::ClientHeader::XForwardedFor,
                 ["6.6.6.6", "198.51.100.7"].into_iter(),
                 &trusted
             ),
@@ -351,13 +392,72 @@ mod tests {
         );
         // garbage stops the walk at the last believed address
         assert_eq!(
-            forwarded_client(ip("10.0.0.1"), ["1.1.1.1, junk"].into_iter(), &trusted),
+            xff(ip("10.0.0.1"), ["1.1.1.1, junk"].into_iter(), &trusted),
             ip("10.0.0.1")
         );
         // all trusted: the left-most
         assert_eq!(
-            forwarded_client(ip("10.0.0.1"), ["10.9.9.9"].into_iter(), &trusted),
+            xff(ip("10.0.0.1"), ["10.9.9.9"].into_iter(), &trusted),
             ip("10.9.9.9")
+        );
+    }
+
+    #[test]
+    fn forwarded_rfc7239_and_the_configured_header_only() {
+        use crate::config::ClientHeader;
+        let trusted = [crate::config::Cidr::parse("10.0.0.0/8").expect("cidr")];
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
+        let fwd = |v: &str| {
+            forwarded_client(
+                ip("10.0.0.1"),
+                ClientHeader::Forwarded,
+                [v].into_iter(),
+                &trusted,
+            )
+        };
+        assert_eq!(
+            fwd("for=192.0.2.60;proto=https;by=203.0.113.43"),
+            ip("192.0.2.60")
+        );
+        assert_eq!(
+            fwd(r#"for=6.6.6.6, For="[2001:db8:cafe::17]:4711", for=10.1.1.1"#),
+            ip("2001:db8:cafe::17")
+        );
+        assert_eq!(fwd(r#"for="192.0.2.43:47011""#), ip("192.0.2.43"));
+        assert_eq!(fwd(r#"for="[2001:db8::1]""#), ip("2001:db8::1"));
+        // obfuscated or unknown hops stop the walk
+        assert_eq!(fwd("for=198.51.100.1, for=_hidden"), ip("10.0.0.1"));
+        assert_eq!(fwd("for=unknown"), ip("10.0.0.1"));
+        assert_eq!(fwd("proto=https"), ip("10.0.0.1"));
+        // the other header is not read, whatever it says
+        assert_eq!(
+            forwarded_client(
+                ip("10.0.0.1"),
+                ClientHeader::None,
+                ["1.2.3.4"].into_iter(),
+                &trusted
+            ),
+            ip("10.0.0.1")
+        );
+        // an untrusted peer is the client
+        assert_eq!(
+            forwarded_client(
+                ip("192.0.2.9"),
+                ClientHeader::Forwarded,
+                ["for=1.2.3.4"].into_iter(),
+                &trusted
+            ),
+            ip("192.0.2.9")
+        );
+        // XFF entries with ports
+        assert_eq!(
+            forwarded_client(
+                ip("10.0.0.1"),
+                ClientHeader::XForwardedFor,
+                ["198.51.100.7:1234, [2001:db8::2]:80"].into_iter(),
+                &trusted
+            ),
+            ip("2001:db8::2")
         );
     }
 

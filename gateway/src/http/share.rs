@@ -61,11 +61,18 @@ struct ExchangeRequest {
 
 /// The visitor's address (see [`super::forwarded_client`]).
 pub fn client_ip(app: &App, peer: IpAddr, headers: &http::HeaderMap) -> IpAddr {
-    let hops = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok());
-    super::forwarded_client(peer, hops, &app.cfg.trusted_proxies)
+    let name = match app.cfg.client_header {
+        crate::config::ClientHeader::XForwardedFor => "x-forwarded-for",
+        crate::config::ClientHeader::Forwarded => "forwarded",
+        crate::config::ClientHeader::None => return peer,
+    };
+    let values = headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
+    super::forwarded_client(
+        peer,
+        app.cfg.client_header,
+        values,
+        &app.cfg.trusted_proxies,
+    )
 }
 
 pub async fn handle(app: Arc<App>, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
@@ -434,7 +441,7 @@ async fn run_session(
         limits,
         metrics: &app.metrics,
     };
-    let reason = relay::relay(ws, io, initial, filter, ctx).await;
+    let (reason, closing) = relay::relay(ws, io, initial, filter, ctx).await;
     Metrics::inc(&app.metrics.sessions_ended);
     let detail = format!(
         "reason={} to_client={} to_console={}",
@@ -465,5 +472,8 @@ async fn run_session(
         )
         .await;
     }
+    // The viewer slot is free and the end recorded before the close handshake, which
+    // waits on the visitor.
     drop(guard);
+    closing.finish().await;
 }

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use time::OffsetDateTime;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -86,7 +87,13 @@ where
         code: CloseCode::from(code),
         reason: reason.to_owned().into(),
     };
-    let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame))).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        if ws.close(Some(frame)).await.is_ok() {
+            while let Some(Ok(_)) = ws.next().await {}
+        }
+        let _ = ws.get_mut().shutdown().await;
+    })
+    .await;
 }
 
 /// Runs the VNC handshakes: as a client towards the console (answering its password if
@@ -169,14 +176,16 @@ pub struct RelayContext<'a> {
 }
 
 /// The relay loop. `filter` sees every visitor→console byte (VNC); `initial` holds
-/// visitor bytes already read (after a handshake) that go through it first.
+/// visitor bytes already read (after a handshake) that go through it first. Returns why it
+/// ended and the visitor's connection, to be closed (after the caller's bookkeeping) with
+/// [`Closing::finish`].
 pub async fn relay<S, B>(
     ws: WebSocketStream<S>,
     console: B,
     initial: Bytes,
     mut filter: Option<rfb::ClientFilter>,
     ctx: RelayContext<'_>,
-) -> EndReason
+) -> (EndReason, Closing<S>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
     B: AsyncRead + AsyncWrite + Unpin + Send,
@@ -302,14 +311,53 @@ where
             f.dropped().saturating_sub(dropped_before),
         );
     }
-    if reason != EndReason::ClientClosed {
-        let frame = close_frame(reason);
-        let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            let _ = ws_tx.send(Message::Close(Some(frame))).await;
-            let _ = ws_tx.flush().await;
+    let _ = tokio::time::timeout(Duration::from_millis(500), con_w.shutdown()).await;
+    let closing = Closing {
+        ws_tx,
+        ws_rx,
+        frame: (reason != EndReason::ClientClosed).then(|| close_frame(reason)),
+        timeout: limits.ws_close_timeout,
+    };
+    (reason, closing)
+}
+
+/// A visitor connection whose relay has ended, still to be closed.
+#[derive(Debug)]
+pub struct Closing<S> {
+    ws_tx: SplitSink<WebSocketStream<S>, Message>,
+    ws_rx: SplitStream<WebSocketStream<S>>,
+    frame: Option<CloseFrame>,
+    timeout: Duration,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Closing<S> {
+    /// The gateway's side of the WebSocket closing handshake: sends the close frame (if
+    /// the visitor did not close first), then reads and discards what the visitor still
+    /// sends until its answering close, so that the connection is not torn down under the
+    /// visitor's feet (a reset can lose the close code it has not read yet), and ends with
+    /// a TLS close_notify. Bounded by `limits.ws_close_timeout` in all.
+    pub async fn finish(self) {
+        let Closing {
+            mut ws_tx,
+            mut ws_rx,
+            frame,
+            timeout,
+        } = self;
+        let _ = tokio::time::timeout(timeout, async {
+            if let Some(frame) = frame {
+                if ws_tx.send(Message::Close(Some(frame))).await.is_err() {
+                    return;
+                }
+                // The stream ends once the visitor's close has arrived (or the connection).
+                while let Some(Ok(_)) = ws_rx.next().await {}
+            } else {
+                // The visitor closed first: its close is answered (queued by tungstenite).
+                let _ = ws_tx.close().await;
+            }
+            if let Ok(mut ws) = ws_tx.reunite(ws_rx) {
+                let _ = ws.get_mut().shutdown().await;
+            }
         })
         .await;
     }
-    let _ = tokio::time::timeout(Duration::from_millis(500), con_w.shutdown()).await;
-    reason
 }
