@@ -22,16 +22,8 @@ use crate::links::{ConsoleType, Link, LinkPolicy, LinkRequest, Refusal};
 use crate::metrics::Metrics;
 use crate::passwords::{PasswordError, PasswordPolicy, PasswordVerifier};
 use crate::sessions::{EndReason, Sessions};
-use crate::store::{AuditEvent, AuditKind, RedeemError, Store, Target, TargetAddress};
+use crate::store::{AuditEvent, AuditKind, Grant, RedeemError, Store, Target, TargetAddress};
 use crate::tokens::{TokenConfig, TokenError, TokenKeys};
-
-/// A visitor's right to open console sessions of one link, after a successful exchange.
-/// Kept in memory, keyed by the SHA-256 of the cookie value.
-#[derive(Debug, Clone)]
-pub struct Grant {
-    pub link_id: String,
-    pub expires_at: OffsetDateTime,
-}
 
 /// Where a console lives.
 #[derive(Debug, Clone)]
@@ -95,6 +87,10 @@ pub struct App {
 
 fn sha256(b: &[u8]) -> [u8; 32] {
     Sha256::digest(b).into()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// The cookie that carries a visitor's grant for one link.
@@ -422,13 +418,14 @@ impl App {
         )
         .await;
         let cookie_value = crate::links::random_token(32);
-        self.grants.insert(
-            sha256(cookie_value.as_bytes()),
-            Grant {
-                link_id: link.id.clone(),
-                expires_at: link.expires_at,
-            },
-        );
+        let key = sha256(cookie_value.as_bytes());
+        let grant = Grant {
+            link_id: link.id.clone(),
+            expires_at: link.expires_at,
+        };
+        // Stored, so that a restart does not cost the visitor a use to reconnect.
+        self.store.put_grant(&hex(&key), &grant).await?;
+        self.grants.insert(key, grant);
         let max_age = (link.expires_at - now).whole_seconds().max(1);
         Ok(Exchange {
             cookie_name: cookie_name(&link.id),
@@ -442,11 +439,21 @@ impl App {
     pub async fn check_grant(&self, link_id: &str, cookie: Option<&str>) -> Result<Link, ApiError> {
         let now = OffsetDateTime::now_utc();
         let cookie = cookie.ok_or(ApiError::Unauthorized("no_session"))?;
-        let grant = self
-            .grants
-            .get(&sha256(cookie.as_bytes()))
-            .map(|g| g.clone())
-            .ok_or(ApiError::Unauthorized("no_session"))?;
+        let key = sha256(cookie.as_bytes());
+        let cached = self.grants.get(&key).map(|g| g.clone());
+        let grant = match cached {
+            Some(g) => g,
+            // Not seen since this process started: perhaps granted before a restart.
+            None => {
+                let g = self
+                    .store
+                    .get_grant(&hex(&key))
+                    .await?
+                    .ok_or(ApiError::Unauthorized("no_session"))?;
+                self.grants.insert(key, g.clone());
+                g
+            }
+        };
         if grant.link_id != link_id || grant.expires_at <= now {
             return Err(ApiError::Unauthorized("no_session"));
         }
@@ -522,6 +529,9 @@ pub async fn background(app: Arc<App>) {
             app.limiter.prune();
             let now = OffsetDateTime::now_utc();
             app.grants.retain(|_, g| g.expires_at > now);
+            if let Err(e) = app.store.prune_grants(now).await {
+                tracing::warn!(error = %e, "pruning expired grants failed");
+            }
         }
         if app.sessions.count() == 0 {
             continue;

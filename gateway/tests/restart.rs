@@ -1,6 +1,6 @@
 //! A gateway restart (graceful, or kill -9 of the process in spirit: the store is all
-//! there is) keeps links, use counts and audit records; live sessions get a close frame
-//! on graceful shutdown.
+//! there is) keeps links, use counts, visitors' grants and audit records; live sessions
+//! get a close frame on graceful shutdown.
 
 #![allow(clippy::unwrap_used)]
 
@@ -19,7 +19,16 @@ async fn links_counts_and_audit_survive_a_restart() {
         .create_link(json!({"vm": "keep", "ttl_seconds": 600, "max_uses": 5, "password": "pw"}))
         .await;
     let id = link["id"].as_str().unwrap().to_owned();
-    let mut c = WsBytes::new(gw.open_console(&link, Some("pw")).await);
+    let token = link["token"].as_str().unwrap().to_owned();
+    let (s, cookie, v) = gw.exchange(&token, Some("pw")).await;
+    assert_eq!(s, 200, "{v}");
+    let cookie = cookie.unwrap();
+    let ws_path = v["ws_path"].as_str().unwrap().to_owned();
+    let mut c = WsBytes::new(
+        gw.ws(&ws_path, Some(&cookie), Some(&gw.origin()))
+            .await
+            .unwrap(),
+    );
     c.rfb_connect().await;
     assert_eq!(
         gw.exchange(link["token"].as_str().unwrap(), Some("bad"))
@@ -57,11 +66,34 @@ async fn links_counts_and_audit_survive_a_restart() {
     ] {
         assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
     }
-    // the old token still works after the restart (same signing keys), VM still running
-    let (s, _, v) = gw
-        .exchange(link["token"].as_str().unwrap(), Some("pw"))
-        .await;
+    // the visitor's cookie still opens the console: no new exchange, no use spent
+    let mut c = WsBytes::new(
+        gw.ws(&ws_path, Some(&cookie), Some(&gw.origin()))
+            .await
+            .unwrap(),
+    );
+    c.rfb_connect().await;
+    let (_, v) = gw.admin("GET", &format!("/api/v1/links/{id}"), None).await;
+    assert_eq!(v["uses"], 1);
+    // the old token still works after the restart (same signing keys)
+    let (s, _, v) = gw.exchange(&token, Some("pw")).await;
     assert_eq!(s, 200, "{v}");
+    // revoking the link ends that grant too, after a restart as before
+    let (s, _) = gw
+        .admin("DELETE", &format!("/api/v1/links/{id}"), None)
+        .await;
+    assert_eq!(s, 200);
+    assert!(gw
+        .ws(&ws_path, Some(&cookie), Some(&gw.origin()))
+        .await
+        .is_err());
+    let dir = gw.stop().await;
+    let gw = TestGateway::start_in(dir, "").await;
+    assert!(gw
+        .ws(&ws_path, Some(&cookie), Some(&gw.origin()))
+        .await
+        .is_err());
+    // the VM outlived both restarts
     let (_, vm) = gw.admin("GET", "/api/v1/vms/keep", None).await;
     assert_eq!(vm["state"], "running");
 }

@@ -417,7 +417,15 @@ impl AuditEvent {
     }
 }
 
-/// Link, token, key, target and audit persistence.
+/// A visitor's right to open console sessions of one link, after a successful exchange.
+/// Stored (and cached in memory) under the SHA-256 of the cookie that carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub link_id: String,
+    pub expires_at: OffsetDateTime,
+}
+
+/// Link, token, key, target, grant and audit persistence.
 ///
 /// Every method runs its I/O off the async runtime. Times passed in (`now`) are the
 /// caller's clock so that tests can move time.
@@ -474,6 +482,14 @@ pub trait Store: Send + Sync + fmt::Debug {
     ) -> Result<Vec<AuditEvent>, StoreError>;
     /// Deletes events older than `before`; returns how many.
     async fn prune_audit(&self, before: OffsetDateTime) -> Result<u64, StoreError>;
+
+    /// Stores a visitor's grant under the SHA-256 (hex) of its cookie.
+    async fn put_grant(&self, cookie_sha256: &str, grant: &Grant) -> Result<(), StoreError>;
+    /// The grant stored under this cookie hash, expired or not.
+    async fn get_grant(&self, cookie_sha256: &str) -> Result<Option<Grant>, StoreError>;
+    /// Deletes grants that expired at or before `now`; returns how many. (Revoking a
+    /// link deletes its grants.)
+    async fn prune_grants(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
 
     /// A trivial query, for `/healthz`.
     async fn health(&self) -> Result<(), StoreError>;

@@ -22,7 +22,7 @@ use time::OffsetDateTime;
 
 use super::{
     admin_token_hash, new_admin_token, plausible_admin_token, AdminTokenInfo, AuditEvent,
-    AuditKind, RedeemError, Store, StoreError, Target, TargetAddress, MAX_AUDIT_DETAIL,
+    AuditKind, Grant, RedeemError, Store, StoreError, Target, TargetAddress, MAX_AUDIT_DETAIL,
     MAX_AUDIT_LIST,
 };
 use crate::links::{random_token, validate_name, ConsoleType, Link};
@@ -39,10 +39,16 @@ pub(crate) struct Migration {
 }
 
 /// The schema, in order. Append new versions; never edit a released one.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sql: include_str!("migrations/0001_init.sql"),
-}];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sql: include_str!("migrations/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        sql: include_str!("migrations/0002_grants.sql"),
+    },
+];
 
 /// SQLite-backed [`Store`].
 #[derive(Clone)]
@@ -537,10 +543,13 @@ impl Store for SqliteStore {
         let id = id.to_owned();
         let now = to_ms(now)?;
         self.run(move |c| {
-            let n = c.execute(
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let n = tx.execute(
                 "UPDATE links SET revoked_at_ms = ?2 WHERE id = ?1 AND revoked_at_ms IS NULL",
                 params![id, now],
             )?;
+            tx.execute("DELETE FROM grants WHERE link_id = ?1", params![id])?;
+            tx.commit()?;
             Ok(n == 1)
         })
         .await
@@ -852,6 +861,52 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn put_grant(&self, cookie_sha256: &str, grant: &Grant) -> Result<(), StoreError> {
+        let key = cookie_sha256.to_owned();
+        let link_id = grant.link_id.clone();
+        let expires = to_ms(grant.expires_at)?;
+        let created = to_ms(OffsetDateTime::now_utc())?;
+        self.run(move |c| {
+            c.execute(
+                "INSERT INTO grants (cookie_sha256, link_id, expires_at_ms, created_at_ms) \
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![key, link_id, expires, created],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_grant(&self, cookie_sha256: &str) -> Result<Option<Grant>, StoreError> {
+        let key = cookie_sha256.to_owned();
+        self.run(move |c| {
+            let row = c
+                .query_row(
+                    "SELECT link_id, expires_at_ms FROM grants WHERE cookie_sha256 = ?1",
+                    params![key],
+                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
+                )
+                .optional()?;
+            row.map(|(link_id, exp)| {
+                Ok(Grant {
+                    link_id,
+                    expires_at: from_ms(exp)?,
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn prune_grants(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        let now = to_ms(now)?;
+        self.run(move |c| {
+            let n = c.execute("DELETE FROM grants WHERE expires_at_ms <= ?1", params![now])?;
+            Ok(u64::try_from(n).unwrap_or(u64::MAX))
+        })
+        .await
+    }
+
     async fn health(&self) -> Result<(), StoreError> {
         self.run(|c| {
             c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?;
@@ -1027,6 +1082,37 @@ mod tests {
         for s in &stores {
             assert_eq!(s.get_link(&l.id).await.expect("get").expect("l").uses, 10);
         }
+    }
+
+    #[tokio::test]
+    async fn grants_are_kept_pruned_and_dropped_on_revoke() {
+        let s = SqliteStore::open_in_memory().expect("open");
+        let l = link_with(None, None);
+        let other = link_with(None, None);
+        s.create_link(&l).await.expect("create");
+        s.create_link(&other).await.expect("create");
+        let g = Grant {
+            link_id: l.id.clone(),
+            expires_at: NOW + time::Duration::hours(1),
+        };
+        let short = Grant {
+            link_id: other.id.clone(),
+            expires_at: NOW - time::Duration::seconds(1),
+        };
+        s.put_grant("aa", &g).await.expect("put");
+        s.put_grant("bb", &short).await.expect("put");
+        s.put_grant("cc", &g).await.expect("put");
+        assert!(
+            s.put_grant("aa", &g).await.is_err(),
+            "a cookie hash is one grant"
+        );
+        assert_eq!(s.get_grant("aa").await.expect("get"), Some(g.clone()));
+        assert_eq!(s.get_grant("zz").await.expect("get"), None);
+        assert_eq!(s.prune_grants(NOW).await.expect("prune"), 1);
+        assert_eq!(s.get_grant("bb").await.expect("get"), None);
+        assert!(s.revoke_link(&l.id, NOW).await.expect("revoke"));
+        assert_eq!(s.get_grant("aa").await.expect("get"), None);
+        assert_eq!(s.get_grant("cc").await.expect("get"), None);
     }
 
     #[tokio::test]
@@ -1370,47 +1456,75 @@ mod tests {
         drop(SqliteStore::open(&path).expect("open"));
         drop(SqliteStore::open(&path).expect("reopen"));
         let mut c = Connection::open(&path).expect("conn");
-        assert_eq!(version(&c), vec![1]);
+        assert_eq!(version(&c), vec![1, 2]);
         // A later migration is applied once, in order, after the existing ones; given
         // out of order it still applies in version order.
         let more = [
             Migration {
-                version: 3,
-                sql: "ALTER TABLE links ADD COLUMN c3 TEXT; UPDATE links SET c3 = c2;",
+                version: 4,
+                sql: "ALTER TABLE links ADD COLUMN c4 TEXT; UPDATE links SET c4 = c3;",
             },
             MIGRATIONS[0],
+            MIGRATIONS[1],
             Migration {
-                version: 2,
-                sql: "ALTER TABLE links ADD COLUMN c2 TEXT;",
+                version: 3,
+                sql: "ALTER TABLE links ADD COLUMN c3 TEXT;",
             },
         ];
-        assert_eq!(migrate(&mut c, &more).expect("migrate"), 3);
-        assert_eq!(migrate(&mut c, &more).expect("again"), 3);
-        assert_eq!(version(&c), vec![1, 2, 3]);
+        assert_eq!(migrate(&mut c, &more).expect("migrate"), 4);
+        assert_eq!(migrate(&mut c, &more).expect("again"), 4);
+        assert_eq!(version(&c), vec![1, 2, 3, 4]);
         // A failing migration rolls back entirely.
         let broken = [Migration {
-            version: 4,
-            sql: "CREATE TABLE t4 (x); THIS IS NOT SQL;",
+            version: 5,
+            sql: "CREATE TABLE t5 (x); THIS IS NOT SQL;",
         }];
         assert!(migrate(&mut c, &broken).is_err());
-        assert_eq!(version(&c), vec![1, 2, 3]);
-        let t4: i64 = c
+        assert_eq!(version(&c), vec![1, 2, 3, 4]);
+        let t5: i64 = c
             .query_row(
-                "SELECT COUNT(*) FROM sqlite_master WHERE name = 't4'",
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 't5'",
                 [],
                 |r| r.get(0),
             )
             .expect("q");
-        assert_eq!(t4, 0);
+        assert_eq!(t5, 0);
         // A store written by a newer gateway is refused.
         drop(c);
         assert!(matches!(
             SqliteStore::open(&path),
             Err(StoreError::SchemaTooNew {
-                found: 3,
-                supported: 1
+                found: 4,
+                supported: 2
             })
         ));
+    }
+
+    #[tokio::test]
+    async fn a_version_1_store_is_upgraded_in_place() {
+        let (_d, path) = tmp();
+        let mut c = Connection::open(&path).expect("conn");
+        migrate(&mut c, &MIGRATIONS[..1]).expect("v1");
+        drop(c);
+        // what the previous release wrote
+        let l = link_with(Some(3), None);
+        {
+            let old = SqliteStore {
+                conn: Arc::new(Mutex::new(Connection::open(&path).expect("conn"))),
+                path: None,
+            };
+            old.create_link(&l).await.expect("create");
+        }
+        let s = SqliteStore::open(&path).expect("upgrade");
+        assert_eq!(s.get_link(&l.id).await.expect("get"), Some(l.clone()));
+        let g = Grant {
+            link_id: l.id.clone(),
+            expires_at: NOW,
+        };
+        s.put_grant("aa", &g).await.expect("grants table exists");
+        drop(s);
+        let c = Connection::open(&path).expect("conn");
+        assert_eq!(version(&c), vec![1, 2]);
     }
 
     #[tokio::test]
