@@ -20,16 +20,8 @@ const PROXIED: &str =
 
 /// A raw target and a password link to it (exchanges need no console).
 async fn password_link(gw: &TestGateway) -> String {
-    let (s, _) = gw
-        .admin(
-            "POST",
-            "/api/v1/targets",
-            Some(json!({"name": "t", "kind": "raw", "address": "127.0.0.1:9"})),
-        )
-        .await;
-    assert_eq!(s, 201);
     let link = gw
-        .create_link(json!({"vm": "t", "console": "raw", "ttl_seconds": 600, "password": "pw"}))
+        .raw_link("t", "127.0.0.1:9", json!({"password": "pw"}))
         .await;
     link["token"].as_str().unwrap().to_owned()
 }

@@ -54,17 +54,7 @@ async fn flooding_target() -> (std::net::SocketAddr, Arc<AtomicU64>) {
 async fn a_visitor_who_stops_reading_throttles_the_console() {
     let gw = TestGateway::start().await;
     let (addr, sent) = flooding_target().await;
-    let (s, _) = gw
-        .admin(
-            "POST",
-            "/api/v1/targets",
-            Some(json!({"name": "flood", "kind": "raw", "address": addr.to_string()})),
-        )
-        .await;
-    assert_eq!(s, 201);
-    let link = gw
-        .create_link(json!({"vm": "flood", "console": "raw", "ttl_seconds": 600}))
-        .await;
+    let link = gw.raw_link("flood", &addr.to_string(), json!({})).await;
     let mut c = WsBytes::new(gw.open_console(&link, None).await);
     // read a little, then stop reading altogether
     c.read_exact(1024).await;

@@ -26,17 +26,7 @@ async fn a_silent_visitor_is_timed_out() {
             });
         }
     });
-    let (s, _) = gw
-        .admin(
-            "POST",
-            "/api/v1/targets",
-            Some(json!({"name": "quiet", "kind": "raw", "address": addr.to_string()})),
-        )
-        .await;
-    assert_eq!(s, 201);
-    let link = gw
-        .create_link(json!({"vm": "quiet", "console": "raw", "ttl_seconds": 600}))
-        .await;
+    let link = gw.raw_link("quiet", &addr.to_string(), json!({})).await;
     let mut c = WsBytes::new(gw.open_console(&link, None).await);
     // not reading means not answering pings
     tokio::time::sleep(Duration::from_secs(4)).await;

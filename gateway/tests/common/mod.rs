@@ -174,6 +174,24 @@ impl TestGateway {
         v
     }
 
+    /// Registers a raw console target `name` at `address` and creates a link to it
+    /// (console `raw`, 10 minutes, plus the fields of `extra`); returns the link's JSON.
+    pub async fn raw_link(
+        &self,
+        name: &str,
+        address: &str,
+        extra: serde_json::Value,
+    ) -> serde_json::Value {
+        let target = serde_json::json!({"name": name, "kind": "raw", "address": address});
+        let (s, v) = self.admin("POST", "/api/v1/targets", Some(target)).await;
+        assert_eq!(s, 201, "{v}");
+        let mut link = serde_json::json!({"vm": name, "console": "raw", "ttl_seconds": 600});
+        if let (Some(l), Some(e)) = (link.as_object_mut(), extra.as_object()) {
+            l.extend(e.clone());
+        }
+        self.create_link(link).await
+    }
+
     /// Exchanges a token (and password): (status, Set-Cookie "name=value", body).
     pub async fn exchange(
         &self,
