@@ -13,6 +13,7 @@ PACKAGES=(
   iputils-ping      # ping: the network tests' LAN host
   ethtool           # the network tests turn off TX checksum offload on veths
   chromium          # the browser tests (headless, driven by playwright-core)
+  postgresql        # the PostgreSQL store's tests (they run their own throwaway clusters)
 )
 # Node.js (>= 20) builds the browser pages; install Debian's only when none is present.
 if ! command -v node >/dev/null 2>&1; then
@@ -41,3 +42,9 @@ for tool in qemu-system-x86_64 qemu-img cpio depmod ovs-vswitchd ovsdb-server ov
     exit 1
   }
 done
+# The PostgreSQL tests run initdb and postgres from here, as user postgres (never the
+# system cluster, which they leave alone).
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null && id postgres >/dev/null 2>&1 || {
+  echo "setup: PostgreSQL server binaries or the postgres user are missing" >&2
+  exit 1
+}

@@ -88,7 +88,7 @@ async fn engine(
     cfg: Config,
     public_url: Option<String>,
 ) -> anyhow::Result<std::sync::Arc<gateway::app::App>> {
-    let store = gateway::launch::open_store(&cfg.data_dir)?;
+    let store = gateway::launch::open_store(&cfg).await?;
     let backend = std::sync::Arc::new(gateway::launch::open_backend(&cfg, false)?);
     let base = public_url
         .or_else(|| cfg.public_url.clone())
@@ -133,7 +133,7 @@ pub async fn run_link(cmd: LinkCommand, cfg: Config) -> anyhow::Result<()> {
             }
         }
         LinkCommand::List(j) => {
-            let store = gateway::launch::open_store(&cfg.data_dir)?;
+            let store = gateway::launch::open_store(&cfg).await?;
             let links = store.list_links().await?;
             if j.json {
                 println!("{}", serde_json::to_string(&links)?);
@@ -165,7 +165,7 @@ pub async fn run_link(cmd: LinkCommand, cfg: Config) -> anyhow::Result<()> {
             }
         }
         LinkCommand::Show(a) => {
-            let store = gateway::launch::open_store(&cfg.data_dir)?;
+            let store = gateway::launch::open_store(&cfg).await?;
             let link = store
                 .get_link(&a.name)
                 .await?
@@ -196,7 +196,7 @@ pub async fn run_link(cmd: LinkCommand, cfg: Config) -> anyhow::Result<()> {
 }
 
 pub async fn run_admin_token(cmd: AdminTokenCommand, cfg: &Config) -> anyhow::Result<()> {
-    let store = gateway::launch::open_store(&cfg.data_dir)?;
+    let store = gateway::launch::open_store(cfg).await?;
     match cmd {
         AdminTokenCommand::Create(a) => {
             let (info, secret) = store.create_admin_token(&a.name).await?;
@@ -229,7 +229,7 @@ pub async fn run_admin_token(cmd: AdminTokenCommand, cfg: &Config) -> anyhow::Re
 }
 
 pub async fn run_key(cmd: KeyCommand, cfg: &Config) -> anyhow::Result<()> {
-    let store = gateway::launch::open_store(&cfg.data_dir)?;
+    let store = gateway::launch::open_store(cfg).await?;
     match cmd {
         KeyCommand::List(j) => {
             let keys = store.signing_keys().await?;

@@ -54,6 +54,8 @@ pub struct RawConfig {
     pub proxy: RawProxy,
     #[serde(default)]
     pub vms: RawVms,
+    #[serde(default)]
+    pub store: RawStore,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -143,6 +145,43 @@ pub struct RawVms {
     pub guest_agent_timeout_secs: Option<u64>,
     /// Directory for VM run directories (unix socket paths must stay under 108 bytes).
     pub run_dir: Option<PathBuf>,
+}
+
+/// `[store]`: where links, tokens, keys, targets, grants and the audit log live.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    /// PostgreSQL connection string (`postgres://user:pw@host:5432/db`,
+    /// `postgresql:///db?host=/run/postgresql&user=vmgw`, or the key-value form
+    /// `host=/run/postgresql user=vmgw dbname=vmgw`). Absent: SQLite in the data
+    /// directory. Several gateways pointed at one database share all state. No TLS:
+    /// use a unix socket, loopback or a private network.
+    pub url: Option<String>,
+    /// PostgreSQL connections per gateway (default 8, at most 256).
+    pub pool_size: Option<usize>,
+    /// Time allowed to connect to PostgreSQL, seconds (default 5).
+    pub connect_timeout_secs: Option<u64>,
+}
+
+impl std::fmt::Debug for RawStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password: show only that one is set.
+        f.debug_struct("RawStore")
+            .field("url", &self.url.as_ref().map(|_| "<set>"))
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout_secs", &self.connect_timeout_secs)
+            .finish()
+    }
+}
+
+/// Which store a gateway uses.
+#[derive(Debug, Clone, Default)]
+pub enum StoreSettings {
+    /// SQLite in the data directory (`gateway.sqlite3`).
+    #[default]
+    Sqlite,
+    /// PostgreSQL, shared by several gateways. `Debug` hides the password.
+    Postgres(Box<crate::store::PgSettings>),
 }
 
 /// Where a listener's TLS material comes from.
@@ -303,6 +342,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub guest_agent_timeout: Duration,
     pub run_dir: Option<PathBuf>,
+    /// The store: SQLite in the data directory, or PostgreSQL.
+    pub store: StoreSettings,
 }
 
 fn secs(v: Option<u64>, default: Duration, key: &'static str) -> Result<Duration, ConfigError> {
@@ -533,6 +574,39 @@ impl RawConfig {
             Duration::from_secs(30 * 86_400),
             "links.max_ttl_secs",
         )?;
+        let store = match self.store.url {
+            None => {
+                if self.store.pool_size.is_some() {
+                    return Err(invalid("store.pool_size", "only with store.url"));
+                }
+                if self.store.connect_timeout_secs.is_some() {
+                    return Err(invalid("store.connect_timeout_secs", "only with store.url"));
+                }
+                StoreSettings::Sqlite
+            }
+            Some(url) => {
+                // The error never repeats the URL (it may carry a password).
+                let mut pg = crate::store::PgSettings::parse(&url)
+                    .map_err(|e| invalid("store.url", e.to_string()))?;
+                pg.pool_size = count(
+                    self.store.pool_size,
+                    crate::store::DEFAULT_PG_POOL_SIZE,
+                    "store.pool_size",
+                )?;
+                if pg.pool_size > crate::store::MAX_PG_POOL_SIZE {
+                    return Err(invalid(
+                        "store.pool_size",
+                        format!("at most {}", crate::store::MAX_PG_POOL_SIZE),
+                    ));
+                }
+                pg.connect_timeout = secs(
+                    self.store.connect_timeout_secs,
+                    crate::store::DEFAULT_PG_CONNECT_TIMEOUT,
+                    "store.connect_timeout_secs",
+                )?;
+                StoreSettings::Postgres(Box::new(pg))
+            }
+        };
         let token_leeway = match self.links.leeway_secs {
             None => Duration::from_secs(5),
             Some(s) if s <= 60 => Duration::from_secs(s),
@@ -588,6 +662,7 @@ impl RawConfig {
                 "vms.guest_agent_timeout_secs",
             )?,
             run_dir: self.vms.run_dir.map(abs),
+            store,
         })
     }
 }
@@ -645,6 +720,57 @@ mod tests {
             toml::from_str("[proxy]\nclient_header = \"x-real-ip\"\n").expect("toml");
         let err = raw.validate(Path::new("/")).expect_err("invalid");
         assert!(err.to_string().contains("proxy.client_header"), "{err}");
+    }
+
+    #[test]
+    fn store_section() {
+        let c = RawConfig::default()
+            .validate(Path::new("/"))
+            .expect("valid");
+        assert!(matches!(c.store, StoreSettings::Sqlite));
+        let raw: RawConfig = toml::from_str(
+            "[store]\nurl = \"postgres://gw:hunter2pw@db:5432/vmgw\"\npool_size = 3\n",
+        )
+        .expect("toml");
+        assert!(!format!("{raw:?}").contains("hunter2pw"));
+        let c = raw.validate(Path::new("/")).expect("valid");
+        let StoreSettings::Postgres(pg) = &c.store else {
+            panic!("expected PostgreSQL: {:?}", c.store);
+        };
+        assert_eq!(pg.pool_size, 3);
+        assert_eq!(pg.connect_timeout, Duration::from_secs(5));
+        assert!(!format!("{c:?}").contains("hunter2pw"), "{c:?}");
+        let raw: RawConfig = toml::from_str(
+            "[store]\nurl = \"host=/run/postgresql user=vmgw dbname=vmgw\"\nconnect_timeout_secs = 2\n",
+        )
+        .expect("toml");
+        let c = raw.validate(Path::new("/")).expect("key-value form");
+        assert!(matches!(c.store, StoreSettings::Postgres(ref p) if p.pool_size == 8));
+        for (text, key) in [
+            ("[store]\npool_size = 4\n", "store.pool_size"),
+            (
+                "[store]\nurl = \"postgres://h/d\"\npool_size = 0\n",
+                "store.pool_size",
+            ),
+            (
+                "[store]\nurl = \"postgres://h/d\"\npool_size = 1000\n",
+                "store.pool_size",
+            ),
+            (
+                "[store]\nurl = \"postgres://h/d?sslmode=require\"\n",
+                "store.url",
+            ),
+            (
+                "[store]\nurl = \"postgres://u:hunter2pw@h/d?bogus=1\"\n",
+                "store.url",
+            ),
+        ] {
+            let raw: RawConfig = toml::from_str(text).expect("toml");
+            let err = raw.validate(Path::new("/")).expect_err(text);
+            assert!(err.to_string().contains(key), "{err}");
+            assert!(!err.to_string().contains("hunter2pw"), "{err}");
+        }
+        assert!(toml::from_str::<RawConfig>("[store]\nnope = 1\n").is_err());
     }
 
     #[test]

@@ -7,9 +7,9 @@ use tokio::net::TcpListener;
 use vmm_backend::{BackendConfig, QemuBackend, VmBackend};
 
 use crate::app::App;
-use crate::config::Config;
+use crate::config::{Config, StoreSettings};
 use crate::server::{self, Listeners, ServerError};
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{default_sqlite_path, PgStore, SqliteStore, Store, StoreError};
 
 /// Errors starting a gateway.
 #[derive(Debug, thiserror::Error)]
@@ -32,12 +32,16 @@ pub enum LaunchError {
     Engine(String),
 }
 
-/// Opens the SQLite store of a data directory.
-pub fn open_store(data_dir: &Path) -> Result<Arc<dyn Store>, LaunchError> {
-    std::fs::create_dir_all(data_dir).map_err(|e| LaunchError::DataDir(data_dir.to_owned(), e))?;
-    Ok(Arc::new(SqliteStore::open(
-        data_dir.join("gateway.sqlite3"),
-    )?))
+/// Opens the configured store: PostgreSQL when `[store] url` is set, else the SQLite
+/// file of the data directory. The data directory is created if needed either way (VMs
+/// and TLS material live there).
+pub async fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, LaunchError> {
+    let data_dir = &cfg.data_dir;
+    std::fs::create_dir_all(data_dir).map_err(|e| LaunchError::DataDir(data_dir.clone(), e))?;
+    match &cfg.store {
+        StoreSettings::Postgres(pg) => Ok(Arc::new(PgStore::open(pg).await?)),
+        StoreSettings::Sqlite => Ok(Arc::new(SqliteStore::open(default_sqlite_path(data_dir))?)),
+    }
 }
 
 /// The VM backend for a configuration.
@@ -69,7 +73,7 @@ impl Gateway {
         cfg: Config,
         backend: Option<Arc<dyn VmBackend>>,
     ) -> Result<Gateway, LaunchError> {
-        let store = open_store(&cfg.data_dir)?;
+        let store = open_store(&cfg).await?;
         let backend: Arc<dyn VmBackend> = match backend {
             Some(b) => b,
             None => Arc::new(open_backend(&cfg, true)?),

@@ -1,7 +1,10 @@
 //! Test infrastructure shared by the workspace's integration tests (in the spirit of
 //! Cloud Hypervisor's `test_infra`): where the workspace is, the small Linux test guest
 //! (built and cached by the project's script, never skipped), and finding and killing
-//! the QEMU processes of a run directory so that no test leaves one behind.
+//! the QEMU processes of a run directory so that no test leaves one behind, and a
+//! throwaway PostgreSQL server ([`postgres::PgServer`]).
+
+pub mod postgres;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

@@ -21,11 +21,12 @@ use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
 use super::{
-    admin_token_hash, new_admin_token, plausible_admin_token, AdminTokenInfo, AuditEvent,
-    AuditKind, Grant, RedeemError, Store, StoreError, Target, TargetAddress, MAX_AUDIT_DETAIL,
-    MAX_AUDIT_LIST,
+    admin_token_hash, audit_from, cut, from_ms, key_from, new_admin_token, opt_to_ms,
+    plausible_admin_token, target_from, to_ms, token_info, AdminTokenInfo, AuditEvent, AuditRowRaw,
+    Grant, LinkRow, RedeemError, Store, StoreError, Target, TargetAddress, TargetRowRaw, LINK_COLS,
+    MAX_AUDIT_DETAIL, MAX_AUDIT_LIST, TARGET_COLS, TOKEN_COLS,
 };
-use crate::links::{random_token, validate_name, ConsoleType, Link};
+use crate::links::{random_token, validate_name, Link};
 use crate::tokens::SigningKey;
 
 /// How long a statement waits for another process's lock.
@@ -220,28 +221,6 @@ pub(crate) fn migrate(conn: &mut Connection, migrations: &[Migration]) -> Result
     Ok(latest.max(current))
 }
 
-fn to_ms(t: OffsetDateTime) -> Result<i64, StoreError> {
-    i64::try_from(t.unix_timestamp_nanos().div_euclid(1_000_000))
-        .map_err(|_| StoreError::Invalid("time out of range".into()))
-}
-
-fn from_ms(ms: i64) -> Result<OffsetDateTime, StoreError> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .map_err(|_| StoreError::Corrupt(format!("time {ms} ms out of range")))
-}
-
-fn opt_from_ms(ms: Option<i64>) -> Result<Option<OffsetDateTime>, StoreError> {
-    ms.map(from_ms).transpose()
-}
-
-fn opt_to_ms(t: Option<OffsetDateTime>) -> Result<Option<i64>, StoreError> {
-    t.map(to_ms).transpose()
-}
-
-fn to_u32(v: i64, what: &str) -> Result<u32, StoreError> {
-    u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what} = {v} out of range")))
-}
-
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(
         e,
@@ -249,27 +228,6 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
             if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
                 || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
     )
-}
-
-const LINK_COLS: &str = "id, vm, console, expires_at_ms, not_before_ms, password_hash, \
-     max_uses, max_viewers, view_only, allow_power, note, uses, created_at_ms, revoked_at_ms";
-
-/// A `links` row as read, before conversion.
-struct LinkRow {
-    id: String,
-    vm: String,
-    console: String,
-    expires_at_ms: i64,
-    not_before_ms: Option<i64>,
-    password_hash: Option<String>,
-    max_uses: Option<i64>,
-    max_viewers: Option<i64>,
-    view_only: bool,
-    allow_power: bool,
-    note: Option<String>,
-    uses: i64,
-    created_at_ms: i64,
-    revoked_at_ms: Option<i64>,
 }
 
 impl LinkRow {
@@ -291,36 +249,6 @@ impl LinkRow {
             revoked_at_ms: r.get(13)?,
         })
     }
-
-    fn into_link(self) -> Result<Link, StoreError> {
-        let console: ConsoleType = self
-            .console
-            .parse()
-            .map_err(|_| StoreError::Corrupt(format!("link console {:?}", self.console)))?;
-        let revoked_at = opt_from_ms(self.revoked_at_ms)?;
-        Ok(Link {
-            console,
-            vm: self.vm,
-            expires_at: from_ms(self.expires_at_ms)?,
-            not_before: opt_from_ms(self.not_before_ms)?,
-            has_password: self.password_hash.is_some(),
-            password_hash: self.password_hash,
-            max_uses: self.max_uses.map(|v| to_u32(v, "max_uses")).transpose()?,
-            max_viewers: self
-                .max_viewers
-                .map(|v| to_u32(v, "max_viewers"))
-                .transpose()?,
-            view_only: self.view_only,
-            allow_power: self.allow_power,
-            note: self.note,
-            // Without max_uses the counter may in principle pass u32::MAX: saturate.
-            uses: u32::try_from(self.uses.max(0)).unwrap_or(u32::MAX),
-            created_at: from_ms(self.created_at_ms)?,
-            revoked: revoked_at.is_some(),
-            revoked_at,
-            id: self.id,
-        })
-    }
 }
 
 fn get_link_tx(conn: &Connection, id: &str) -> Result<Option<Link>, StoreError> {
@@ -334,38 +262,12 @@ fn get_link_tx(conn: &Connection, id: &str) -> Result<Option<Link>, StoreError> 
     row.map(LinkRow::into_link).transpose()
 }
 
-const TOKEN_COLS: &str = "id, name, created_at_ms, revoked_at_ms";
-
 fn read_token(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, i64, Option<i64>)> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
 }
 
-fn token_info(
-    (id, name, created, revoked): (String, String, i64, Option<i64>),
-) -> Result<AdminTokenInfo, StoreError> {
-    let revoked_at = opt_from_ms(revoked)?;
-    Ok(AdminTokenInfo {
-        id,
-        name,
-        created_at: from_ms(created)?,
-        revoked: revoked_at.is_some(),
-        revoked_at,
-    })
-}
-
 fn read_key(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, Vec<u8>, i64, bool)> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-}
-
-fn key_from(
-    (kid, secret, created, retired): (String, Vec<u8>, i64, bool),
-) -> Result<SigningKey, StoreError> {
-    Ok(SigningKey {
-        kid,
-        secret,
-        created_at: from_ms(created)?,
-        retired,
-    })
 }
 
 fn all_keys(conn: &Connection) -> Result<Vec<SigningKey>, StoreError> {
@@ -388,8 +290,6 @@ fn insert_key(conn: &Connection, key: &SigningKey) -> Result<(), StoreError> {
     Ok(())
 }
 
-type TargetRowRaw = (String, String, String, String, Option<String>, i64);
-
 fn read_target(r: &rusqlite::Row<'_>) -> rusqlite::Result<TargetRowRaw> {
     Ok((
         r.get(0)?,
@@ -401,41 +301,6 @@ fn read_target(r: &rusqlite::Row<'_>) -> rusqlite::Result<TargetRowRaw> {
     ))
 }
 
-fn target_from(
-    (name, kind, address_kind, address, vnc_password, created): TargetRowRaw,
-) -> Result<Target, StoreError> {
-    let kind: ConsoleType = kind
-        .parse()
-        .map_err(|_| StoreError::Corrupt(format!("target kind {kind:?}")))?;
-    let address = match address_kind.as_str() {
-        "tcp" => TargetAddress::Tcp(address),
-        "unix" => TargetAddress::Unix(PathBuf::from(address)),
-        other => {
-            return Err(StoreError::Corrupt(format!(
-                "target address kind {other:?}"
-            )))
-        }
-    };
-    Ok(Target {
-        name,
-        kind,
-        address,
-        vnc_password,
-        created_at: from_ms(created)?,
-    })
-}
-
-const TARGET_COLS: &str = "name, kind, address_kind, address, vnc_password, created_at_ms";
-
-type AuditRowRaw = (
-    i64,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-);
-
 fn read_audit(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRowRaw> {
     Ok((
         r.get(0)?,
@@ -445,30 +310,6 @@ fn read_audit(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRowRaw> {
         r.get(4)?,
         r.get(5)?,
     ))
-}
-
-fn audit_from(
-    (at, kind, link_id, session_id, client, detail): AuditRowRaw,
-) -> Result<AuditEvent, StoreError> {
-    Ok(AuditEvent {
-        at: from_ms(at)?,
-        kind: AuditKind::parse(&kind)
-            .ok_or_else(|| StoreError::Corrupt(format!("audit kind {kind:?}")))?,
-        link_id,
-        session_id,
-        client,
-        detail,
-    })
-}
-
-fn cut(s: Option<String>, max_chars: usize) -> Option<String> {
-    s.map(|s| {
-        if s.chars().count() > max_chars {
-            s.chars().take(max_chars).collect()
-        } else {
-            s
-        }
-    })
 }
 
 #[async_trait]
@@ -919,8 +760,8 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::links::{new_link_id, LinkPolicy, LinkRequest, Refusal};
-    use crate::store::TargetRequest;
+    use crate::links::{new_link_id, ConsoleType, LinkPolicy, LinkRequest, Refusal};
+    use crate::store::{AuditKind, TargetRequest};
     use crate::tokens::{TokenConfig, TokenKeys};
     use time::macros::datetime;
 
