@@ -571,6 +571,43 @@ async fn the_pool_is_bounded_and_replaces_dead_connections() {
     assert_eq!(s.get_link(&l.id).await.unwrap().unwrap().uses, 40);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_database_makes_callers_wait_a_bounded_time() {
+    let db = PgServer::shared().database();
+    let mut st = settings(&db);
+    st.pool_size = 1;
+    st.connect_timeout = Duration::from_secs(1);
+    let s = Arc::new(PgStore::open(&st).await.unwrap());
+    let l = link_with(None, None);
+    s.create_link(&l).await.unwrap();
+    // Another client holds the link's row for 3 s: a redemption waits on it, holding
+    // the pool's only connection.
+    let name = db.name.clone();
+    let id = l.id.clone();
+    let locker = std::thread::spawn(move || {
+        PgServer::shared().psql(
+            &name,
+            &format!(
+                "BEGIN; SELECT 1 FROM links WHERE id = '{id}' FOR UPDATE; \
+                 SELECT pg_sleep(3); COMMIT;"
+            ),
+        )
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (s2, id) = (Arc::clone(&s), l.id.clone());
+    let redeem = tokio::spawn(async move { s2.redeem(&id, NOW).await.map(|l| l.uses) });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t = Instant::now();
+    let err = s.health().await.unwrap_err();
+    assert!(err.is_unavailable(), "{err}");
+    assert!(err.to_string().contains("busy"), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    // the stall ends: the redemption completes and the pool serves again
+    locker.join().unwrap();
+    assert_eq!(redeem.await.unwrap().unwrap(), 1);
+    s.health().await.unwrap();
+}
+
 #[tokio::test]
 async fn connection_errors_name_the_target_but_never_the_password() {
     let mut st = PgSettings::parse(

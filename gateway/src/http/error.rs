@@ -136,6 +136,13 @@ impl ApiError {
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
+        if e.is_unavailable() {
+            tracing::warn!(error = %e, "store unavailable");
+            return ApiError::Unavailable {
+                retry_after: Duration::from_secs(5),
+                reason: "store_unavailable",
+            };
+        }
         ApiError::Internal(format!("store: {e}"))
     }
 }

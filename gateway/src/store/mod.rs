@@ -66,6 +66,19 @@ pub enum StoreError {
     Postgres(#[from] PgError),
 }
 
+impl StoreError {
+    /// The store cannot be reached or is overloaded right now (a retry later may work),
+    /// as opposed to a fault in the request or the data.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Postgres(
+                PgError::PoolBusy { .. } | PgError::ConnectTimeout { .. } | PgError::Connect { .. }
+            )
+        )
+    }
+}
+
 impl From<LinkError> for StoreError {
     fn from(e: LinkError) -> Self {
         StoreError::Invalid(e.to_string())

@@ -71,6 +71,10 @@ pub enum PgError {
     },
     #[error("connecting to PostgreSQL at {target} took longer than {secs} s")]
     ConnectTimeout { target: String, secs: u64 },
+    /// Every pooled connection stayed checked out for the wait limit
+    /// (`connect_timeout_secs`): the database is slow or the pool is too small.
+    #[error("all {size} PostgreSQL connections stayed busy for {secs} s")]
+    PoolBusy { size: usize, secs: u64 },
     #[error("not a PostgreSQL connection string (postgres://… or key=value): {0}")]
     BadUrl(String),
     #[error("sslmode=require is not supported: the gateway connects without TLS (use a unix socket, loopback or a private network)")]
@@ -90,7 +94,8 @@ pub struct PgSettings {
     pub config: tokio_postgres::Config,
     /// Connections in the pool (at most).
     pub pool_size: usize,
-    /// Time allowed to connect and authenticate one connection.
+    /// Time allowed to connect and authenticate one connection, and to wait for a free
+    /// one when all are in use.
     pub connect_timeout: Duration,
 }
 
@@ -205,7 +210,14 @@ impl Pool {
     }
 
     async fn get(&self) -> Result<Conn<'_>, StoreError> {
-        let permit = self.permits.acquire().await.map_err(|_| StoreError::Task)?;
+        let wait = self.settings.connect_timeout;
+        let permit = tokio::time::timeout(wait, self.permits.acquire())
+            .await
+            .map_err(|_| PgError::PoolBusy {
+                size: self.settings.pool_size,
+                secs: wait.as_secs(),
+            })?
+            .map_err(|_| StoreError::Task)?;
         let reused = loop {
             match self.idle().pop() {
                 Some(c) if c.is_closed() => continue,
