@@ -517,8 +517,12 @@ impl App {
 pub async fn background(app: Arc<App>) {
     let mut tick = tokio::time::interval(app.cfg.limits.revocation_poll);
     let mut prune_every = 0u32;
+    let mut trim = crate::memory::TrimPolicy::new(crate::memory::TRIM_AFTER_SESSIONS_ENDED);
     loop {
         tick.tick().await;
+        if trim.observe(app.sessions.count()) {
+            let _ = tokio::task::spawn_blocking(crate::memory::release_free_memory).await;
+        }
         prune_every += 1;
         if prune_every >= 60 {
             prune_every = 0;

@@ -8,6 +8,7 @@ pub mod http;
 pub mod launch;
 pub mod limits;
 pub mod links;
+pub mod memory;
 pub mod metrics;
 pub mod passwords;
 pub mod proxy_protocol;
