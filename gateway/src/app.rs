@@ -37,7 +37,7 @@ pub enum ConsoleAddress {
 pub struct ResolvedConsole {
     pub address: ConsoleAddress,
     pub kind: ConsoleType,
-    pub vnc_password: Option<String>,
+    pub vnc_password: Option<crate::secret::Secret>,
 }
 
 /// A link as the admin API returns it on creation.
@@ -236,10 +236,12 @@ impl App {
             Some(pw) => {
                 let pw = pw.clone();
                 let policy = self.password_policy.clone();
-                let h = tokio::task::spawn_blocking(move || crate::passwords::hash(&pw, &policy))
-                    .await
-                    .map_err(|e| ApiError::Internal(e.to_string()))?
-                    .map_err(|e| ApiError::Internal(format!("hashing: {e}")))?;
+                let h = tokio::task::spawn_blocking(move || {
+                    crate::passwords::hash(pw.expose(), &policy)
+                })
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?
+                .map_err(|e| ApiError::Internal(format!("hashing: {e}")))?;
                 Some(h)
             }
             None => None,

@@ -129,7 +129,7 @@ pub async fn run(args: DemoArgs, mut cfg: Config, data_dir_given: bool) -> anyho
                 expires_at: None,
                 ttl_seconds: Some(args.link_ttl),
                 not_before: None,
-                password: Some(password.clone()),
+                password: Some(password.clone().into()),
                 max_uses: None,
                 max_viewers: None,
                 view_only: false,

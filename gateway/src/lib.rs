@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod passwords;
 pub mod proxy_protocol;
 pub mod relay;
+pub mod secret;
 pub mod server;
 pub mod sessions;
 pub mod store;

@@ -17,6 +17,8 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::secret::Secret;
+
 /// Bytes of CSPRNG output in a link id (128 bits).
 pub const LINK_ID_BYTES: usize = 16;
 /// Longest VM / target / admin-token name accepted.
@@ -163,7 +165,7 @@ fn default_false() -> bool {
 }
 
 /// The administrator's request for a link (admin API input).
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LinkRequest {
     pub vm: String,
@@ -176,7 +178,7 @@ pub struct LinkRequest {
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub not_before: Option<OffsetDateTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     #[serde(default)]
     pub max_uses: Option<u32>,
     #[serde(default)]
@@ -187,24 +189,6 @@ pub struct LinkRequest {
     pub allow_power: bool,
     #[serde(default)]
     pub note: Option<String>,
-}
-
-impl fmt::Debug for LinkRequest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LinkRequest")
-            .field("vm", &self.vm)
-            .field("console", &self.console)
-            .field("expires_at", &self.expires_at)
-            .field("ttl_seconds", &self.ttl_seconds)
-            .field("not_before", &self.not_before)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field("max_uses", &self.max_uses)
-            .field("max_viewers", &self.max_viewers)
-            .field("view_only", &self.view_only)
-            .field("allow_power", &self.allow_power)
-            .field("note", &self.note)
-            .finish()
-    }
 }
 
 /// Truncates to whole seconds in UTC (tokens carry whole seconds).
@@ -313,35 +297,18 @@ impl LinkRequest {
 /// A request that passed [`LinkRequest::validate`]: the expiry is resolved, all times are
 /// whole seconds in UTC. The password is still in clear: hash it (see
 /// `crate::passwords`) and hand the hash to [`ValidLink::into_link`].
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidLink {
     pub vm: String,
     pub console: ConsoleType,
     pub expires_at: OffsetDateTime,
     pub not_before: Option<OffsetDateTime>,
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     pub max_uses: Option<u32>,
     pub max_viewers: Option<u32>,
     pub view_only: bool,
     pub allow_power: bool,
     pub note: Option<String>,
-}
-
-impl fmt::Debug for ValidLink {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ValidLink")
-            .field("vm", &self.vm)
-            .field("console", &self.console)
-            .field("expires_at", &self.expires_at)
-            .field("not_before", &self.not_before)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field("max_uses", &self.max_uses)
-            .field("max_viewers", &self.max_viewers)
-            .field("view_only", &self.view_only)
-            .field("allow_power", &self.allow_power)
-            .field("note", &self.note)
-            .finish()
-    }
 }
 
 impl ValidLink {
@@ -654,13 +621,13 @@ mod tests {
         r.max_viewers = Some(101);
         assert_eq!(err(r), LinkError::TooManyViewers { max: 100 });
         let mut r = req();
-        r.password = Some(String::new());
+        r.password = Some(Secret::from(String::new()));
         assert_eq!(err(r), LinkError::EmptyPassword);
         let mut r = req();
-        r.password = Some("é".repeat(65)); // 130 bytes, 65 chars
+        r.password = Some(Secret::from("é".repeat(65))); // 130 bytes, 65 chars
         assert_eq!(err(r), LinkError::PasswordTooLong { max: 128 });
         let mut r = req();
-        r.password = Some("x".repeat(128));
+        r.password = Some(Secret::from("x".repeat(128)));
         assert!(r.validate(NOW, &policy()).is_ok());
         let mut r = req();
         r.note = Some("é".repeat(1024));
@@ -707,19 +674,19 @@ mod tests {
     #[test]
     fn error_messages_do_not_echo_passwords() {
         let mut r = req();
-        r.password = Some("hunter2".repeat(40));
+        r.password = Some(Secret::from("hunter2".repeat(40)));
         let e = err(r.clone());
         assert!(!e.to_string().contains("hunter2"));
         assert!(!format!("{r:?}").contains("hunter2"));
         let mut r = req();
-        r.password = Some("hunter2".into());
+        r.password = Some(Secret::from("hunter2"));
         let v = r.validate(NOW, &policy()).expect("valid");
         assert!(!format!("{v:?}").contains("hunter2"));
     }
 
     fn link() -> Link {
         let mut r = req();
-        r.password = Some("pw".into());
+        r.password = Some(Secret::from("pw"));
         r.max_uses = Some(2);
         r.not_before = Some(NOW + time::Duration::minutes(10));
         r.validate(NOW, &policy())
@@ -731,7 +698,7 @@ mod tests {
     #[test]
     fn into_link_requires_matching_hash() {
         let mut r = req();
-        r.password = Some("pw".into());
+        r.password = Some(Secret::from("pw"));
         let v = r.validate(NOW, &policy()).expect("valid");
         assert_eq!(
             v.clone().into_link("x".into(), NOW, None),

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use gateway::links::{new_link_id, ConsoleType, Link, LinkPolicy, LinkRequest, Refusal};
 use gateway::store::{
-    admin_token_hash, AuditEvent, AuditKind, Grant, PgSettings, PgStore, RedeemError, Store,
-    StoreError, Target, TargetAddress, TargetRequest, MAX_AUDIT_DETAIL,
+    admin_token_hash, AuditEvent, AuditKind, Grant, PgSettings, PgStore, RedeemError, Secret,
+    Store, StoreError, Target, TargetAddress, TargetRequest, MAX_AUDIT_DETAIL,
 };
 use gateway::tokens::{TokenConfig, TokenKeys};
 use test_support::postgres::{PgDatabase, PgServer};
@@ -483,7 +483,7 @@ async fn reopen_keeps_everything() {
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0].kid, kid);
     let t = s.get_target("t1").await.unwrap().unwrap();
-    assert_eq!(t.vnc_password.as_deref(), Some("vncpw"));
+    assert_eq!(t.vnc_password.as_ref().map(Secret::expose), Some("vncpw"));
 }
 
 fn versions(db: &PgDatabase) -> Vec<i64> {

@@ -182,7 +182,7 @@ struct TargetRequest {
     #[serde(default)]
     socket: Option<std::path::PathBuf>,
     #[serde(default)]
-    vnc_password: Option<String>,
+    vnc_password: Option<crate::secret::Secret>,
 }
 
 async fn dispatch(

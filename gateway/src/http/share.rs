@@ -56,7 +56,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 struct ExchangeRequest {
     token: String,
     #[serde(default)]
-    password: Option<String>,
+    password: Option<crate::secret::Secret>,
 }
 
 /// The visitor's address (see [`super::forwarded_client`]).
@@ -216,7 +216,11 @@ async fn exchange(
     let r: ExchangeRequest = serde_json::from_slice(&body)
         .map_err(|_| ApiError::BadRequest("expected {\"token\": ..., \"password\": ...}".into()))?;
     let ex = app
-        .exchange(&r.token, r.password.as_deref(), client)
+        .exchange(
+            &r.token,
+            r.password.as_ref().map(crate::secret::Secret::expose),
+            client,
+        )
         .await?;
     let body = serde_json::json!({
         "link_id": ex.link.id,
@@ -408,7 +412,7 @@ async fn run_session(
             (guard, io, ws, Bytes::new(), None)
         }
         (ConsoleType::Vnc, Some((guard, mut io))) => {
-            let pw = console.vnc_password.as_deref().map(str::as_bytes);
+            let pw = console.vnc_password.as_ref().map(|p| p.expose().as_bytes());
             match relay::vnc_handshake(ws, &mut io, pw, HANDSHAKE_TIMEOUT).await {
                 Ok((ws, rest)) => {
                     let filter =

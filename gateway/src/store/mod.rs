@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use crate::links::{random_token, validate_name, ConsoleType, Link, LinkError, Refusal};
+pub use crate::secret::Secret;
 use crate::tokens::SigningKey;
 
 mod postgres;
@@ -205,30 +206,15 @@ impl TargetAddress {
 pub const MAX_VNC_PASSWORD: usize = 128;
 
 /// An external console endpoint, linked to by name like a VM.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub name: String,
     pub kind: ConsoleType,
     pub address: TargetAddress,
     /// Password the gateway presents to the console server. Stored (the gateway needs
     /// it in clear for VNC authentication); never serialized or logged.
-    pub vnc_password: Option<String>,
+    pub vnc_password: Option<Secret>,
     pub created_at: OffsetDateTime,
-}
-
-impl fmt::Debug for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Target")
-            .field("name", &self.name)
-            .field("kind", &self.kind)
-            .field("address", &self.address)
-            .field(
-                "vnc_password",
-                &self.vnc_password.as_ref().map(|_| "<redacted>"),
-            )
-            .field("created_at", &self.created_at)
-            .finish()
-    }
 }
 
 /// The admin API's view of a target: `has_vnc_password` instead of the password.
@@ -272,7 +258,7 @@ impl Target {
 }
 
 /// Admin API input for `POST /targets`.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetRequest {
     pub name: String,
@@ -280,21 +266,7 @@ pub struct TargetRequest {
     pub kind: Option<ConsoleType>,
     pub address: TargetAddress,
     #[serde(default)]
-    pub vnc_password: Option<String>,
-}
-
-impl fmt::Debug for TargetRequest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TargetRequest")
-            .field("name", &self.name)
-            .field("kind", &self.kind)
-            .field("address", &self.address)
-            .field(
-                "vnc_password",
-                &self.vnc_password.as_ref().map(|_| "<redacted>"),
-            )
-            .finish()
-    }
+    pub vnc_password: Option<Secret>,
 }
 
 impl TargetRequest {
@@ -641,7 +613,7 @@ fn target_from(
         name,
         kind,
         address,
-        vnc_password,
+        vnc_password: vnc_password.map(Secret::from),
         created_at: from_ms(created)?,
     })
 }

@@ -32,8 +32,8 @@ use super::sqlite::Migration;
 use super::{
     admin_token_hash, audit_from, cut, from_ms, key_from, new_admin_token, opt_to_ms,
     plausible_admin_token, target_from, to_ms, token_info, AdminTokenInfo, AuditEvent, AuditRowRaw,
-    Grant, LinkRow, RedeemError, Store, StoreError, Target, TargetAddress, TargetRowRaw, LINK_COLS,
-    MAX_AUDIT_DETAIL, MAX_AUDIT_LIST, TARGET_COLS, TOKEN_COLS,
+    Grant, LinkRow, RedeemError, Secret, Store, StoreError, Target, TargetAddress, TargetRowRaw,
+    LINK_COLS, MAX_AUDIT_DETAIL, MAX_AUDIT_LIST, TARGET_COLS, TOKEN_COLS,
 };
 use crate::links::{random_token, validate_name, Link};
 use crate::tokens::SigningKey;
@@ -748,7 +748,10 @@ impl Store for PgStore {
 
     async fn put_target(&self, target: &Target) -> Result<(), StoreError> {
         target.validate()?;
-        no_nul("vnc_password", target.vnc_password.as_deref())?;
+        no_nul(
+            "vnc_password",
+            target.vnc_password.as_ref().map(Secret::expose),
+        )?;
         let t = target;
         let address = match &t.address {
             TargetAddress::Tcp(s) => s.clone(),
@@ -766,7 +769,7 @@ impl Store for PgStore {
                     &t.kind.as_str(),
                     &t.address.kind_str(),
                     &address,
-                    &t.vnc_password,
+                    &t.vnc_password.as_ref().map(Secret::expose),
                     &to_ms(t.created_at)?,
                 ],
             )

@@ -23,8 +23,8 @@ use time::OffsetDateTime;
 use super::{
     admin_token_hash, audit_from, cut, from_ms, key_from, new_admin_token, opt_to_ms,
     plausible_admin_token, target_from, to_ms, token_info, AdminTokenInfo, AuditEvent, AuditRowRaw,
-    Grant, LinkRow, RedeemError, Store, StoreError, Target, TargetAddress, TargetRowRaw, LINK_COLS,
-    MAX_AUDIT_DETAIL, MAX_AUDIT_LIST, TARGET_COLS, TOKEN_COLS,
+    Grant, LinkRow, RedeemError, Secret, Store, StoreError, Target, TargetAddress, TargetRowRaw,
+    LINK_COLS, MAX_AUDIT_DETAIL, MAX_AUDIT_LIST, TARGET_COLS, TOKEN_COLS,
 };
 use crate::links::{random_token, validate_name, Link};
 use crate::tokens::SigningKey;
@@ -603,7 +603,7 @@ impl Store for SqliteStore {
                     t.kind.as_str(),
                     t.address.kind_str(),
                     address,
-                    t.vnc_password,
+                    t.vnc_password.as_ref().map(Secret::expose),
                     to_ms(t.created_at)?
                 ],
             );
@@ -1182,7 +1182,7 @@ mod tests {
         assert_eq!(keys.len(), 1);
         assert_eq!(keys[0].kid, kid);
         let t = s.get_target("t1").await.expect("t").expect("some");
-        assert_eq!(t.vnc_password.as_deref(), Some("vncpw"));
+        assert_eq!(t.vnc_password.as_ref().map(Secret::expose), Some("vncpw"));
     }
 
     /// Child half of `committed_writes_survive_abort`: only acts when re-run by it.
