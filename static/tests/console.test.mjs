@@ -6,7 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   startGateway, launchBrowser, newPage, shot, keepForReadme, createLink, admin,
-  waitForScreen, waitForSerial, serial, typeKeys, openShare, sleep,
+  waitForScreen, waitForSerial, serial, typeKeys, openShare, sleep, compareWithScreenshot,
 } from './helpers.mjs';
 
 let gw;
@@ -52,6 +52,21 @@ test('password link: wrong password is refused, right one opens the console, typ
   await sleep(500);
   const path = await shot(page, '1-console-typed');
   await keepForReadme(path);
+
+  // What the visitor sees is the VM's screen: the canvas matches QEMU's own screendump
+  // (block by block; a blinking cursor may differ), and a blank canvas would not.
+  let cmp;
+  for (let i = 0; i < 10; i++) {
+    cmp = await compareWithScreenshot(page, gw);
+    if (cmp.width === cmp.shotWidth && cmp.height === cmp.shotHeight && cmp.badBlocks <= cmp.blocks * 0.01) break;
+    await sleep(500);
+  }
+  console.log(`canvas vs screendump: ${JSON.stringify(cmp)}`);
+  assert.equal(cmp.width, cmp.shotWidth, 'canvas and screendump widths');
+  assert.equal(cmp.height, cmp.shotHeight, 'canvas and screendump heights');
+  assert.ok(cmp.badBlocks <= cmp.blocks * 0.01, `blocks differing: ${cmp.badBlocks} of ${cmp.blocks}`);
+  assert.ok(cmp.meanDiff < 2, `mean block difference ${cmp.meanDiff}`);
+  assert.ok(cmp.blackBadBlocks > 20 * Math.max(cmp.badBlocks, 1), `a blank canvas would score close: ${JSON.stringify(cmp)}`);
   assert.deepEqual(page.errors, []);
   await page.context().close();
 });

@@ -272,3 +272,65 @@ export async function openShare(page, url, password) {
   }
   await page.locator('#console[data-connected="true"]').waitFor({ timeout: 60_000 });
 }
+
+/**
+ * Compares the console canvas with the VM's screen as QEMU renders it (the admin API's
+ * screenshot, a QMP screendump). Both are cut into 8×8 blocks of mean luminance: lossy
+ * VNC encodings (noVNC asks for JPEG) blur edges but keep blocks close. Returns sizes,
+ * the mean block difference, how many blocks differ by more than 24 levels, and the same
+ * two figures against an all-black image (what a blank canvas would score).
+ */
+export async function compareWithScreenshot(page, gw, selector = '#screen canvas') {
+  const resp = await fetch(`${gw.info.admin_url}/api/v1/vms/${gw.info.vm}/screenshot`, {
+    headers: { Authorization: `Bearer ${gw.info.admin_token}` },
+  });
+  if (resp.status !== 200) throw new Error(`screenshot: ${resp.status} ${await resp.text()}`);
+  if (resp.headers.get('content-type') !== 'image/png') throw new Error('screenshot is not a PNG');
+  const png = Buffer.from(await resp.arrayBuffer()).toString('base64');
+  return page.evaluate(async ({ sel, png }) => {
+    const canvases = [...document.querySelectorAll(sel)].filter((c) => c.width > 0 && c.height > 0);
+    const c = canvases.sort((a, b) => b.width * b.height - a.width * a.height)[0];
+    const img = new Image();
+    img.src = `data:image/png;base64,${png}`;
+    await img.decode();
+    const ref = document.createElement('canvas');
+    ref.width = img.naturalWidth;
+    ref.height = img.naturalHeight;
+    ref.getContext('2d').drawImage(img, 0, 0);
+    const out = { width: c.width, height: c.height, shotWidth: ref.width, shotHeight: ref.height };
+    if (c.width !== ref.width || c.height !== ref.height) return out;
+    const a = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    const b = ref.getContext('2d').getImageData(0, 0, ref.width, ref.height).data;
+    const blocks = (data) => {
+      const res = [];
+      for (let by = 0; by + 8 <= c.height; by += 8) {
+        for (let bx = 0; bx + 8 <= c.width; bx += 8) {
+          let sum = 0;
+          for (let y = by; y < by + 8; y++) {
+            for (let x = bx; x < bx + 8; x++) {
+              const i = (y * c.width + x) * 4;
+              sum += 0.299 * data[i] + 0.587 * data[i + 1] + 0.114 * data[i + 2];
+            }
+          }
+          res.push(sum / 64);
+        }
+      }
+      return res;
+    };
+    const ba = blocks(a);
+    const bb = blocks(b);
+    const score = (x, y) => {
+      let total = 0;
+      let bad = 0;
+      for (let i = 0; i < x.length; i++) {
+        const d = Math.abs(x[i] - y[i]);
+        total += d;
+        if (d > 24) bad++;
+      }
+      return { mean: total / x.length, bad };
+    };
+    const same = score(ba, bb);
+    const black = score(ba, ba.map(() => 0));
+    return { ...out, blocks: ba.length, meanDiff: same.mean, badBlocks: same.bad, blackMeanDiff: black.mean, blackBadBlocks: black.bad };
+  }, { sel: selector, png });
+}

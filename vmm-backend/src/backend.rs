@@ -49,6 +49,12 @@ pub enum BackendError {
     Busy(String),
     #[error("VM {0:?} did not stop")]
     StopFailed(String),
+    #[error("reading the screenshot of VM {vm:?}")]
+    Screenshot {
+        vm: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl BackendError {
@@ -69,6 +75,7 @@ impl BackendError {
             BackendError::Qemu(_) => false,
             BackendError::Net(e) => e.is_client_error(),
             BackendError::StopFailed(_) | BackendError::Busy(_) => false,
+            BackendError::Screenshot { .. } => false,
             _ => true,
         }
     }
@@ -153,6 +160,22 @@ pub struct VmEvent {
     pub event: String,
 }
 
+/// Largest screenshot read back (a PNG of an 8K screen of noise is about 130 MiB; real
+/// screens compress far below this).
+pub const MAX_SCREENSHOT_BYTES: u64 = 64 << 20;
+
+/// Reads a file of at most `cap` bytes.
+async fn read_capped(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let f = tokio::fs::File::open(path).await?;
+    let mut buf = Vec::new();
+    f.take(cap + 1).read_to_end(&mut buf).await?;
+    if buf.len() as u64 > cap {
+        return Err(std::io::Error::other(format!("larger than {cap} bytes")));
+    }
+    Ok(buf)
+}
+
 /// The public API of the backend: the one thing the gateway depends on.
 #[async_trait]
 pub trait VmBackend: Send + Sync + std::fmt::Debug {
@@ -165,6 +188,8 @@ pub trait VmBackend: Send + Sync + std::fmt::Debug {
     async fn console(&self, name: &str, kind: ConsoleKind)
         -> Result<ConsoleEndpoint, BackendError>;
     async fn guest_addresses(&self, name: &str) -> Result<Vec<GuestAddress>, BackendError>;
+    /// A PNG of a running VM's screen, as QEMU renders it (QMP `screendump`).
+    async fn screenshot(&self, name: &str) -> Result<Vec<u8>, BackendError>;
     /// Events of all VMs (state changes seen on QMP).
     fn subscribe(&self) -> broadcast::Receiver<VmEvent>;
     /// Adds a NIC to a VM's spec, hot-plugging it when the VM runs.
@@ -936,6 +961,39 @@ impl VmBackend for QemuBackend {
         };
         let _turn = gate.lock().await;
         Ok(qemu::guest_addresses(&run.qga(), self.inner.cfg.guest_agent_timeout).await?)
+    }
+
+    async fn screenshot(&self, name: &str) -> Result<Vec<u8>, BackendError> {
+        let spec = self.inner.specs.get(name)?;
+        let run = self.run_dir(name);
+        if qemu::live_pid(&run, &spec.uuid).is_none() {
+            return Err(BackendError::NotRunning(name.to_owned()));
+        }
+        // QEMU writes the file itself, into the VM's private run directory.
+        let file = run
+            .dir
+            .join(format!("screendump-{}.png", uuid::Uuid::new_v4().simple()));
+        let mut q = self.qmp(&run).await?;
+        let done = q
+            .execute(qapi::qmp::screendump {
+                filename: file.to_string_lossy().into_owned(),
+                format: Some(qapi::qmp::ImageFormat::png),
+                device: None,
+                head: None,
+            })
+            .await;
+        let read = match done {
+            Ok(_) => read_capped(&file, MAX_SCREENSHOT_BYTES).await,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&file).await;
+                return Err(e.into());
+            }
+        };
+        let _ = tokio::fs::remove_file(&file).await;
+        read.map_err(|source| BackendError::Screenshot {
+            vm: name.to_owned(),
+            source,
+        })
     }
 
     fn subscribe(&self) -> broadcast::Receiver<VmEvent> {

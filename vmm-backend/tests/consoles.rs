@@ -1,5 +1,5 @@
 //! Each VM's VNC and SPICE servers listen on private unix sockets and speak their
-//! protocols there.
+//! protocols there; a running VM's screen can be captured as a PNG.
 
 #![allow(clippy::unwrap_used)]
 
@@ -71,7 +71,23 @@ async fn vnc_and_spice_answer_on_private_sockets() {
             .mode();
         assert_eq!(mode & 0o777, 0o600, "{sock}");
     }
+
+    // A screenshot is a PNG of the screen, and leaves no file behind.
+    let png = b.screenshot("screens").await.unwrap();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
+    let height = u32::from_be_bytes(png[20..24].try_into().unwrap());
+    assert!(width >= 320 && height >= 200, "{width}x{height}");
+    let left: Vec<_> = std::fs::read_dir(&run)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("screendump"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+
     b.power("screens", PowerAction::Poweroff).await.unwrap();
+    let err = b.screenshot("screens").await.unwrap_err();
+    assert!(matches!(err, BackendError::NotRunning(_)), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

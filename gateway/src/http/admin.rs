@@ -141,6 +141,10 @@ pub const ROUTES: &[Route] = &[
         method: "DELETE",
         pattern: "/api/v1/vms/{name}/nics/{id}",
     },
+    Route {
+        method: "GET",
+        pattern: "/api/v1/vms/{name}/screenshot",
+    },
 ];
 
 /// Routes that answer without a bearer token.
@@ -407,6 +411,20 @@ async fn dispatch(
             )
             .await;
             json_ok(StatusCode::OK, &spec)
+        }
+        (30, [name]) => {
+            let png = app.backend.screenshot(name).await?;
+            let mut r = Response::new(http_body_util::Full::new(bytes::Bytes::from(png)));
+            let h = r.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("image/png"),
+            );
+            h.insert(
+                header::CACHE_CONTROL,
+                header::HeaderValue::from_static("no-store"),
+            );
+            Ok(r)
         }
         _ => Err(ApiError::NotFound),
     }
