@@ -51,6 +51,10 @@ pub enum StoreError {
     },
     #[error("already exists: {0}")]
     Duplicate(String),
+    /// A batch of audit events this one was committed with failed (the cause is the
+    /// batch's, shared by all its events).
+    #[error("writing audit events: {0}")]
+    AuditBatch(String),
     #[error("invalid: {0}")]
     Invalid(String),
     #[error("stored data is corrupt: {0}")]

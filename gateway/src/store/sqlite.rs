@@ -56,6 +56,24 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
     path: Option<PathBuf>,
+    /// Audit events waiting to be written (see [`SqliteStore::audit`]).
+    audit_queue: Arc<Mutex<Vec<QueuedAudit>>>,
+}
+
+/// An audit row: at (ms), kind, link id, session id, client, detail.
+type AuditRow = (
+    i64,
+    &'static str,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+/// One audit row and the caller waiting for it to be durable.
+struct QueuedAudit {
+    row: AuditRow,
+    done: tokio::sync::oneshot::Sender<Result<(), String>>,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -115,6 +133,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             path: Some(path.to_path_buf()),
+            audit_queue: Arc::default(),
         })
     }
 
@@ -127,6 +146,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             path: None,
+            audit_queue: Arc::default(),
         })
     }
 
@@ -168,8 +188,8 @@ impl SqliteStore {
 /// A panic while the lock was held can only have happened inside a statement or an
 /// uncommitted transaction (which rolls back on drop), so the connection is still
 /// consistent: recover it instead of failing every later call.
-fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
-    conn.lock().unwrap_or_else(|p| p.into_inner())
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn configure(conn: &Connection, file: bool) -> Result<(), StoreError> {
@@ -660,15 +680,33 @@ impl Store for SqliteStore {
         let link_id = cut(event.link_id, 128);
         let session_id = cut(event.session_id, 128);
         let kind = event.kind.as_str();
+        // Group commit: the event joins the queue, then whoever holds the connection
+        // next writes every queued event in one transaction (one fsync for all the
+        // sessions that started or ended meanwhile). Each caller still returns only once
+        // its own event is durable.
+        let (done, committed) = tokio::sync::oneshot::channel();
+        lock(&self.audit_queue).push(QueuedAudit {
+            row: (at, kind, link_id, session_id, client, detail),
+            done,
+        });
+        let queue = Arc::clone(&self.audit_queue);
         self.run(move |c| {
-            c.execute(
-                "INSERT INTO audit (at_ms, kind, link_id, session_id, client, detail) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![at, kind, link_id, session_id, client, detail],
-            )?;
+            let batch = std::mem::take(&mut *lock(&queue));
+            if batch.is_empty() {
+                return Ok(()); // an earlier caller's transaction took ours along
+            }
+            let written = write_audit_batch(c, &batch).map_err(|e| e.to_string());
+            for q in batch {
+                let _ = q.done.send(written.clone());
+            }
             Ok(())
         })
-        .await
+        .await?;
+        match committed.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(StoreError::AuditBatch(e)),
+            Err(_) => Err(StoreError::Task),
+        }
     }
 
     async fn list_audit(
@@ -755,6 +793,23 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
+
+/// Inserts queued audit rows in one transaction.
+fn write_audit_batch(c: &mut Connection, batch: &[QueuedAudit]) -> Result<(), StoreError> {
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    {
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO audit (at_ms, kind, link_id, session_id, client, detail) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        for q in batch {
+            let (at, kind, link_id, session_id, client, detail) = &q.row;
+            stmt.execute(params![at, kind, link_id, session_id, client, detail])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1097,6 +1152,37 @@ mod tests {
         assert_eq!(s.list_targets().await.expect("list"), vec![u]);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_audit_events_are_all_committed_durably() {
+        let (_d, path) = tmp();
+        let s = Arc::new(SqliteStore::open(&path).expect("open"));
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let s = Arc::clone(&s);
+                tokio::spawn(async move {
+                    s.audit(
+                        AuditEvent::new(AuditKind::SessionStarted, NOW)
+                            .session(format!("s{i}"))
+                            .client("192.0.2.1"),
+                    )
+                    .await
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("join").expect("audit");
+        }
+        assert!(lock(&s.audit_queue).is_empty());
+        drop(s);
+        let s = SqliteStore::open(&path).expect("reopen");
+        let all = s.list_audit(None, MAX_AUDIT_LIST).await.expect("list");
+        assert_eq!(all.len(), 200);
+        let mut ids: Vec<_> = all.iter().filter_map(|e| e.session_id.clone()).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 200);
+    }
+
     #[tokio::test]
     async fn audit_log() {
         let s = SqliteStore::open_in_memory().expect("open");
@@ -1353,6 +1439,7 @@ mod tests {
             let old = SqliteStore {
                 conn: Arc::new(Mutex::new(Connection::open(&path).expect("conn"))),
                 path: None,
+                audit_queue: Arc::default(),
             };
             old.create_link(&l).await.expect("create");
         }
