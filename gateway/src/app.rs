@@ -401,7 +401,15 @@ impl App {
                 return Err(ApiError::Refused(Refusal::ViewersFull));
             }
         }
-        let link = match self.store.redeem(&link.id, now).await {
+        // The grant is stored with the redemption, so that a restart does not cost the
+        // visitor a use to reconnect.
+        let cookie_value = crate::links::random_token(32);
+        let key = sha256(cookie_value.as_bytes());
+        let link = match self
+            .store
+            .redeem_with_grant(&link.id, now, &hex(&key))
+            .await
+        {
             Ok(l) => l,
             Err(RedeemError::Refused(r)) => {
                 Metrics::inc(&self.metrics.redemptions_refused);
@@ -419,14 +427,10 @@ impl App {
             Some(format!("uses={}", link.uses)),
         )
         .await;
-        let cookie_value = crate::links::random_token(32);
-        let key = sha256(cookie_value.as_bytes());
         let grant = Grant {
             link_id: link.id.clone(),
             expires_at: link.expires_at,
         };
-        // Stored, so that a restart does not cost the visitor a use to reconnect.
-        self.store.put_grant(&hex(&key), &grant).await?;
         self.grants.insert(key, grant);
         let max_age = (link.expires_at - now).whole_seconds().max(1);
         Ok(Exchange {

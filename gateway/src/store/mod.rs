@@ -439,6 +439,25 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// `now` and counts one use, returning the updated link; or says why not. Exact
     /// under concurrency (one conditional UPDATE inside an immediate transaction).
     async fn redeem(&self, id: &str, now: OffsetDateTime) -> Result<Link, RedeemError>;
+    /// [`Store::redeem`], then stores the visitor's grant (under `cookie_sha256`, valid
+    /// until the link expires). A store may do both in one transaction (SQLite does: one
+    /// commit, and no use counted without its grant).
+    async fn redeem_with_grant(
+        &self,
+        id: &str,
+        now: OffsetDateTime,
+        cookie_sha256: &str,
+    ) -> Result<Link, RedeemError> {
+        let link = self.redeem(id, now).await?;
+        let grant = Grant {
+            link_id: link.id.clone(),
+            expires_at: link.expires_at,
+        };
+        self.put_grant(cookie_sha256, &grant)
+            .await
+            .map_err(RedeemError::Store)?;
+        Ok(link)
+    }
 
     /// Creates an admin token; returns its info and the secret token (shown once; only
     /// its SHA-256 is stored). Names follow the VM-name rule and are unique among

@@ -170,6 +170,64 @@ impl SqliteStore {
         .map_err(|_| StoreError::Task)?
     }
 
+    /// The redemption (and, with `grant`, the visitor's grant) in one transaction.
+    async fn redeem_and_grant(
+        &self,
+        id: &str,
+        now: OffsetDateTime,
+        grant: Option<String>,
+    ) -> Result<Link, RedeemError> {
+        let id = id.to_owned();
+        let now_ms = to_ms(now)?;
+        self.run_redeem(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(StoreError::from)?;
+            // The whole decision is one conditional UPDATE: no read-modify-write window.
+            let updated = tx
+                .query_row(
+                    &format!(
+                        "UPDATE links SET uses = uses + 1 \
+                         WHERE id = ?1 \
+                           AND revoked_at_ms IS NULL \
+                           AND expires_at_ms > ?2 \
+                           AND (not_before_ms IS NULL OR not_before_ms <= ?2) \
+                           AND (max_uses IS NULL OR uses < max_uses) \
+                         RETURNING {LINK_COLS}"
+                    ),
+                    params![id, now_ms],
+                    LinkRow::read,
+                )
+                .optional()
+                .map_err(StoreError::from)?;
+            if let Some(row) = updated {
+                let link = row.into_link()?;
+                if let Some(key) = &grant {
+                    tx.execute(
+                        "INSERT INTO grants (cookie_sha256, link_id, expires_at_ms, created_at_ms) \
+                         VALUES (?1, ?2, ?3, ?4)",
+                        params![key, link.id, to_ms(link.expires_at)?, now_ms],
+                    )
+                    .map_err(StoreError::from)?;
+                }
+                tx.commit().map_err(StoreError::from)?;
+                return Ok(link);
+            }
+            // Refused: read the row (same transaction) to say why.
+            let Some(link) = get_link_tx(&tx, &id)? else {
+                return Err(RedeemError::NotFound);
+            };
+            drop(tx);
+            match link.check(now) {
+                Err(refusal) => Err(RedeemError::Refused(refusal)),
+                Ok(()) => Err(RedeemError::Store(StoreError::Corrupt(
+                    "redeem: conditional update refused a redeemable link".into(),
+                ))),
+            }
+        })
+        .await
+    }
+
     async fn run_redeem<T, F>(&self, f: F) -> Result<T, RedeemError>
     where
         T: Send + 'static,
@@ -417,47 +475,17 @@ impl Store for SqliteStore {
     }
 
     async fn redeem(&self, id: &str, now: OffsetDateTime) -> Result<Link, RedeemError> {
-        let id = id.to_owned();
-        let now_ms = to_ms(now)?;
-        self.run_redeem(move |c| {
-            let tx = c
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(StoreError::from)?;
-            // The whole decision is one conditional UPDATE: no read-modify-write window.
-            let updated = tx
-                .query_row(
-                    &format!(
-                        "UPDATE links SET uses = uses + 1 \
-                         WHERE id = ?1 \
-                           AND revoked_at_ms IS NULL \
-                           AND expires_at_ms > ?2 \
-                           AND (not_before_ms IS NULL OR not_before_ms <= ?2) \
-                           AND (max_uses IS NULL OR uses < max_uses) \
-                         RETURNING {LINK_COLS}"
-                    ),
-                    params![id, now_ms],
-                    LinkRow::read,
-                )
-                .optional()
-                .map_err(StoreError::from)?;
-            if let Some(row) = updated {
-                let link = row.into_link()?;
-                tx.commit().map_err(StoreError::from)?;
-                return Ok(link);
-            }
-            // Refused: read the row (same transaction) to say why.
-            let Some(link) = get_link_tx(&tx, &id)? else {
-                return Err(RedeemError::NotFound);
-            };
-            drop(tx);
-            match link.check(now) {
-                Err(refusal) => Err(RedeemError::Refused(refusal)),
-                Ok(()) => Err(RedeemError::Store(StoreError::Corrupt(
-                    "redeem: conditional update refused a redeemable link".into(),
-                ))),
-            }
-        })
-        .await
+        self.redeem_and_grant(id, now, None).await
+    }
+
+    async fn redeem_with_grant(
+        &self,
+        id: &str,
+        now: OffsetDateTime,
+        cookie_sha256: &str,
+    ) -> Result<Link, RedeemError> {
+        self.redeem_and_grant(id, now, Some(cookie_sha256.to_owned()))
+            .await
     }
 
     async fn create_admin_token(&self, name: &str) -> Result<(AdminTokenInfo, String), StoreError> {
@@ -978,6 +1006,32 @@ mod tests {
         for s in &stores {
             assert_eq!(s.get_link(&l.id).await.expect("get").expect("l").uses, 10);
         }
+    }
+
+    #[tokio::test]
+    async fn a_redemption_and_its_grant_commit_together() {
+        let s = SqliteStore::open_in_memory().expect("open");
+        let l = link_with(Some(2), None);
+        s.create_link(&l).await.expect("create");
+        let got = s.redeem_with_grant(&l.id, NOW, "k1").await.expect("redeem");
+        assert_eq!(got.uses, 1);
+        let g = s.get_grant("k1").await.expect("get").expect("stored");
+        assert_eq!(
+            (g.link_id.as_str(), g.expires_at),
+            (l.id.as_str(), l.expires_at)
+        );
+        // a grant that cannot be stored undoes the use
+        assert!(s.redeem_with_grant(&l.id, NOW, "k1").await.is_err());
+        assert_eq!(s.get_link(&l.id).await.expect("get").expect("some").uses, 1);
+        // a refused redemption stores no grant
+        s.redeem_with_grant(&l.id, NOW, "k2")
+            .await
+            .expect("second use");
+        assert!(matches!(
+            s.redeem_with_grant(&l.id, NOW, "k3").await,
+            Err(RedeemError::Refused(Refusal::Exhausted))
+        ));
+        assert_eq!(s.get_grant("k3").await.expect("get"), None);
     }
 
     #[tokio::test]
