@@ -8,6 +8,7 @@ import { $, h, fetchJSON, secondsUntil, formatDuration, formatDate } from './lib
 const TOKEN_KEY = 'vmgw.adminToken';
 const REFRESH_MS = 5000;
 const IP_REFRESH_MS = 30000;
+const SHOT_REFRESH_MS = 10000;
 
 const st = {
   token: sessionStorage.getItem(TOKEN_KEY) ?? '',
@@ -15,6 +16,7 @@ const st = {
   links: [],
   sessions: [],
   ips: new Map(), // vm name -> {at, list|null, error}
+  shots: new Map(), // vm name -> {at, url (object URL of the PNG), pending}
   timer: null,
   busy: new Set(), // "vm:action" while a power action runs
   loading: false,
@@ -110,6 +112,7 @@ async function refresh() {
     renderSessions();
     fillVmSelect();
     refreshIPs();
+    refreshShots();
   } catch (err) {
     if (err.status === 401) return;
     $('app-error').textContent = `Could not load: ${err.message}`;
@@ -206,6 +209,9 @@ function renderVM(vm) {
       h('span', { class: `badge ${STATE_BADGE[state] ?? ''}`, 'data-role': 'state', text: state }),
     ),
     h('p', { class: 'vm-details muted small', text: details }),
+    state === 'running' && st.shots.get(name)?.url
+      ? h('img', { class: 'vm-thumb', src: st.shots.get(name).url, alt: `Screen of ${name}`, 'data-role': 'screen' })
+      : null,
     vm.exit_reason && state === 'stopped' ? h('p', { class: 'vm-details muted small', text: `Last stop: ${vm.exit_reason}` }) : null,
     ipText ? h('p', { class: 'vm-ips small', text: ipText }) : null,
     h('div', { class: 'vm-actions' }, ...actions, ...consoleButtons,
@@ -250,6 +256,36 @@ async function refreshIPs() {
       st.ips.set(name, { ...entry, at: Date.now(), pending: false });
       renderVMs();
     });
+  }
+}
+
+/** Screen thumbnails of running VMs (the screenshot API, refreshed every 10 s). */
+function refreshShots() {
+  const now = Date.now();
+  for (const [name, shot] of st.shots) {
+    if (!st.vms.some((vm) => vmName(vm) === name && vm.state === 'running')) {
+      if (shot.url) URL.revokeObjectURL(shot.url);
+      st.shots.delete(name);
+    }
+  }
+  for (const vm of st.vms) {
+    const name = vmName(vm);
+    if (vm.state !== 'running') continue;
+    const cur = st.shots.get(name);
+    if (cur && (cur.pending || now - cur.at < SHOT_REFRESH_MS)) continue;
+    st.shots.set(name, { ...(cur ?? {}), pending: true, at: now });
+    fetch(`/api/v1/vms/${encodeURIComponent(name)}/screenshot`, {
+      headers: { Authorization: `Bearer ${st.token}` },
+      cache: 'no-store',
+    })
+      .then(async (r) => (r.ok && r.headers.get('content-type') === 'image/png' ? r.blob() : null))
+      .catch(() => null)
+      .then((blob) => {
+        const old = st.shots.get(name);
+        if (old?.url && blob) URL.revokeObjectURL(old.url);
+        st.shots.set(name, { url: blob ? URL.createObjectURL(blob) : old?.url, at: Date.now(), pending: false });
+        renderVMs();
+      });
   }
 }
 

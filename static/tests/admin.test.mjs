@@ -32,6 +32,18 @@ test('admin page: sign in, create a link, power the VM off and on, kill a sessio
   const vm = page.locator(`.vm-card[data-vm="${gw.info.vm}"]`);
   await vm.waitFor();
   await vm.locator('[data-role="state"]', { hasText: 'running' }).waitFor({ timeout: 30_000 });
+  // A thumbnail of the VM's screen (the screenshot API, fetched with the token).
+  // (The cards are re-rendered every few seconds: look the image up each time.)
+  const thumbSel = `.vm-card[data-vm="${gw.info.vm}"] img[data-role="screen"]`;
+  await page.waitForFunction((sel) => {
+    const el = document.querySelector(sel);
+    return el && el.complete && el.naturalWidth > 0;
+  }, thumbSel, { timeout: 30_000 });
+  const size = await page.evaluate((sel) => {
+    const el = document.querySelector(sel);
+    return [el.naturalWidth, el.naturalHeight];
+  }, thumbSel);
+  assert.ok(size[0] >= 640 && size[1] >= 400, `thumbnail ${size}`);
 
   // Create a link: 2 hours, power allowed, a note.
   const note = `admin page test ${Date.now()}`;
