@@ -78,22 +78,23 @@ pub fn close_frame(reason: EndReason) -> CloseFrame {
     }
 }
 
-/// Sends a close frame (best effort, bounded in time).
-pub async fn close_with<S>(ws: &mut WebSocketStream<S>, code: u16, reason: &str)
+/// Closes a visitor's connection before any relay ran (a refusal): the same closing
+/// handshake as [`Closing::finish`], bounded by one second.
+pub async fn close_with<S>(ws: WebSocketStream<S>, code: u16, reason: &str)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let frame = CloseFrame {
-        code: CloseCode::from(code),
-        reason: reason.to_owned().into(),
+    let (ws_tx, ws_rx) = ws.split();
+    let closing = Closing {
+        ws_tx,
+        ws_rx,
+        frame: Some(CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.to_owned().into(),
+        }),
+        timeout: Duration::from_secs(1),
     };
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        if ws.close(Some(frame)).await.is_ok() {
-            while let Some(Ok(_)) = ws.next().await {}
-        }
-        let _ = ws.get_mut().shutdown().await;
-    })
-    .await;
+    closing.finish().await;
 }
 
 /// Runs the VNC handshakes: as a client towards the console (answering its password if
@@ -335,7 +336,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Closing<S> {
     /// the visitor did not close first), then reads and discards what the visitor still
     /// sends until its answering close, so that the connection is not torn down under the
     /// visitor's feet (a reset can lose the close code it has not read yet), and ends with
-    /// a TLS close_notify. Bounded by `limits.ws_close_timeout` in all.
+    /// a TLS close_notify. Bounded in all by its timeout (`limits.ws_close_timeout` after
+    /// a relay).
     pub async fn finish(self) {
         let Closing {
             mut ws_tx,
