@@ -84,11 +84,17 @@ fn parse_v1(buf: &[u8]) -> Result<Option<(Header, usize)>, ProxyError> {
     let header = match fields.as_slice() {
         ["UNKNOWN", ..] => Header::Local,
         [proto @ ("TCP4" | "TCP6"), src, dst, sport, dport] => {
-            let (src, dst) = match *proto {
-                "TCP4" => (v1_ip::<Ipv4Addr>(src)?, v1_ip::<Ipv4Addr>(dst)?),
-                _ => (v1_ip::<Ipv6Addr>(src)?, v1_ip::<Ipv6Addr>(dst)?),
+            // The destination is checked for form only; the source is the client.
+            let src = match *proto {
+                "TCP4" => {
+                    v1_ip::<Ipv4Addr>(dst)?;
+                    v1_ip::<Ipv4Addr>(src)?
+                }
+                _ => {
+                    v1_ip::<Ipv6Addr>(dst)?;
+                    v1_ip::<Ipv6Addr>(src)?
+                }
             };
-            let _ = dst;
             let sport = v1_port(sport)?;
             v1_port(dport)?;
             Header::Proxied(SocketAddr::new(src, sport))
