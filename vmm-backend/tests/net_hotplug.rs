@@ -10,8 +10,8 @@ mod net_util;
 
 use std::time::{Duration, Instant};
 
-use net_util::{uniq, NetHarness};
-use vmm_backend::net::{tap_name, SwitchRequest};
+use net_util::NetHarness;
+use vmm_backend::net::tap_name;
 use vmm_backend::nic::NicRequest;
 use vmm_backend::{BackendError, PowerAction, VmBackend};
 
@@ -19,16 +19,7 @@ use vmm_backend::{BackendError, PowerAction, VmBackend};
 async fn hotplug_each_model_and_unplug() {
     let nh = NetHarness::new();
     let b = nh.backend();
-    let sw = uniq("hsw");
-    b.net()
-        .create_switch(SwitchRequest {
-            name: sw.clone(),
-            uplinks: vec![],
-            bond_mode: None,
-            bond_name: None,
-        })
-        .await
-        .unwrap();
+    let sw = nh.private_switch("hsw").await.name;
     b.define(nh.h.linux("hot", "", &[])).await.unwrap();
     b.power("hot", PowerAction::Start).await.unwrap();
     nh.wait_serial("hot", "VMGW-GUEST-READY", Duration::from_secs(120))

@@ -8,25 +8,16 @@ mod net_util;
 
 use std::time::{Duration, Instant};
 
-use net_util::{uniq, NetHarness};
-use vmm_backend::net::{SwitchKind, SwitchRequest};
+use net_util::NetHarness;
+use vmm_backend::net::SwitchKind;
 use vmm_backend::{PowerAction, VmBackend};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_guests_on_a_private_switch_ping_each_other() {
     let nh = NetHarness::new();
     let b = nh.backend();
-    let sw = uniq("prv");
-    let info = b
-        .net()
-        .create_switch(SwitchRequest {
-            name: sw.clone(),
-            uplinks: vec![],
-            bond_mode: None,
-            bond_name: None,
-        })
-        .await
-        .unwrap();
+    let info = nh.private_switch("prv").await;
+    let sw = info.name.clone();
     assert_eq!(info.kind, SwitchKind::Private);
     assert_eq!(
         info.datapath, "netdev",

@@ -9,8 +9,7 @@ mod net_util;
 
 use std::time::Duration;
 
-use net_util::{uniq, NetHarness};
-use vmm_backend::net::SwitchRequest;
+use net_util::NetHarness;
 use vmm_backend::{PowerAction, VmBackend};
 
 /// The guest's interface name for `mac` (found in its sysfs).
@@ -40,16 +39,7 @@ async fn ping(nh: &NetHarness, from: &str, to: &str) -> (i64, String) {
 async fn guests_on_different_vlans_of_one_switch_do_not_reach_each_other() {
     let nh = NetHarness::new();
     let b = nh.backend();
-    let sw = uniq("vln");
-    b.net()
-        .create_switch(SwitchRequest {
-            name: sw.clone(),
-            uplinks: vec![],
-            bond_mode: None,
-            bond_name: None,
-        })
-        .await
-        .unwrap();
+    let sw = nh.private_switch("vln").await.name;
     let on = |model: &str, vlan: u16| format!("{model},switch={sw},vlan={vlan}");
     b.define(nh.h.linux("va", "", &[on("virtio", 10).as_str()]))
         .await

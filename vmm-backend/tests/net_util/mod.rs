@@ -155,6 +155,20 @@ impl NetHarness {
         NetHarness { h }
     }
 
+    /// Creates a private vSwitch (no uplinks) named `uniq(prefix)`; returns it.
+    pub async fn private_switch(&self, prefix: &str) -> vmm_backend::net::SwitchInfo {
+        self.backend()
+            .net()
+            .create_switch(vmm_backend::net::SwitchRequest {
+                name: uniq(prefix),
+                uplinks: vec![],
+                bond_mode: None,
+                bond_name: None,
+            })
+            .await
+            .unwrap()
+    }
+
     pub fn backend(&self) -> &vmm_backend::QemuBackend {
         &self.h.backend
     }
