@@ -83,6 +83,8 @@ pub struct App {
     pub tasks: TaskTracker,
     /// The browser pages.
     pub assets: crate::http::assets::Assets,
+    /// Where unix-socket targets may point (checked at registration and connect).
+    pub confinement: crate::confine::SocketConfinement,
 }
 
 fn sha256(b: &[u8]) -> [u8; 32] {
@@ -123,7 +125,15 @@ impl App {
             max_concurrent: cfg.limits.max_concurrent_hashes,
             ..PasswordPolicy::default()
         };
+        let mut own_dirs = vec![cfg.data_dir.as_path()];
+        own_dirs.extend(cfg.run_dir.as_deref());
+        let confinement = crate::confine::SocketConfinement::new(
+            &cfg.targets.unix_socket_dirs,
+            &own_dirs,
+            &cfg.targets.unix_socket_owners,
+        );
         Ok(Arc::new(App {
+            confinement,
             limiter: Limiter::new(&cfg.limits),
             passwords: PasswordVerifier::new(password_policy.clone()),
             password_policy,
@@ -510,7 +520,16 @@ impl App {
         Ok(ResolvedConsole {
             address: match target.address {
                 TargetAddress::Tcp(a) => ConsoleAddress::Tcp(a),
-                TargetAddress::Unix(p) => ConsoleAddress::Unix(p),
+                TargetAddress::Unix(p) => {
+                    // Checked again at every connect: the socket may have been replaced,
+                    // or the target stored before confinement existed.
+                    if let Err(e) = self.confinement.check(&p) {
+                        tracing::warn!(target_name = %target.name, error = %e,
+                            "unix-socket target refused by confinement");
+                        return Err(ApiError::BadGateway("console_unavailable"));
+                    }
+                    ConsoleAddress::Unix(p)
+                }
             },
             kind: target.kind,
             vnc_password: target.vnc_password,

@@ -56,6 +56,74 @@ pub struct RawConfig {
     pub vms: RawVms,
     #[serde(default)]
     pub store: RawStore,
+    #[serde(default)]
+    pub targets: RawTargets,
+}
+
+/// `[targets]`: where external console targets may point.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTargets {
+    /// Directories under which unix-socket targets may lie (absolute). Empty (the
+    /// default): unix-socket targets are refused. Paths in the gateway's own data and run
+    /// directories are refused whatever this says.
+    #[serde(default)]
+    pub unix_socket_dirs: Vec<PathBuf>,
+    /// Users (names or numeric uids) who may own a target's socket. Default: the
+    /// gateway's own user.
+    #[serde(default)]
+    pub unix_socket_owners: Vec<OwnerSpec>,
+}
+
+/// A user, by name or uid.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OwnerSpec {
+    Uid(u32),
+    Name(String),
+}
+
+/// Validated `[targets]`.
+#[derive(Debug, Clone, Default)]
+pub struct TargetSettings {
+    pub unix_socket_dirs: Vec<PathBuf>,
+    pub unix_socket_owners: Vec<u32>,
+}
+
+impl RawTargets {
+    fn validate(self) -> Result<TargetSettings, ConfigError> {
+        let key = "targets.unix_socket_dirs";
+        let mut dirs = Vec::new();
+        for d in self.unix_socket_dirs {
+            let normal = crate::confine::is_normal(&d);
+            if !normal || d.parent().is_none() {
+                return Err(invalid(
+                    key,
+                    format!("{d:?} must be an absolute directory in normal form, not /"),
+                ));
+            }
+            dirs.push(d);
+        }
+        let mut owners = Vec::new();
+        for o in self.unix_socket_owners {
+            owners.push(match o {
+                OwnerSpec::Uid(u) => u,
+                OwnerSpec::Name(n) => match nix::unistd::User::from_name(&n) {
+                    Ok(Some(u)) => u.uid.as_raw(),
+                    _ => {
+                        return Err(invalid(
+                            "targets.unix_socket_owners",
+                            format!("no user named {n:?}"),
+                        ))
+                    }
+                },
+            });
+        }
+        Ok(TargetSettings {
+            unix_socket_dirs: dirs,
+            unix_socket_owners: owners,
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -344,6 +412,8 @@ pub struct Config {
     pub run_dir: Option<PathBuf>,
     /// The store: SQLite in the data directory, or PostgreSQL.
     pub store: StoreSettings,
+    /// Where external console targets may point.
+    pub targets: TargetSettings,
 }
 
 fn secs(v: Option<u64>, default: Duration, key: &'static str) -> Result<Duration, ConfigError> {
@@ -663,6 +733,7 @@ impl RawConfig {
             )?,
             run_dir: self.vms.run_dir.map(abs),
             store,
+            targets: self.targets.validate()?,
         })
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod config;
+pub mod confine;
 pub mod fuzzing;
 pub mod http;
 pub mod launch;

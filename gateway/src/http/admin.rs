@@ -318,7 +318,12 @@ async fn dispatch(
                     }
                     TargetAddress::Tcp(a)
                 }
-                (None, Some(p)) if p.is_absolute() => TargetAddress::Unix(p),
+                (None, Some(p)) => {
+                    app.confinement
+                        .check(&p)
+                        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+                    TargetAddress::Unix(p)
+                }
                 _ => {
                     return Err(ApiError::BadRequest(
                         "give exactly one of address (host:port) or socket (an absolute path)"
