@@ -1,50 +1,94 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the project needs. Idempotent: quick when all is present.
+# Installs what the project needs from Debian's packages, then checks that every tool it
+# uses is present and runs. Idempotent: quick when all is present.
+#
+# It checks tools, not package names: an install can remove another package's tools (the
+# image's backported qemu-utils is removed by Debian's qemu-system-x86), or a package can
+# be "installed" with its binary gone. Whatever a check finds broken is installed again
+# from its package; if that still fails, the script names the tool, the package and what
+# apt said, and exits 1.
 # Run as root (or with sudo available) on Debian 12.
 set -euo pipefail
 
-PACKAGES=(
-  qemu-system-x86   # the VMs
-  qemu-utils        # qemu-img, for disk images
-  cpio kmod         # building the test guest's initramfs
-  ca-certificates
-  openvswitch-switch  # vSwitches and bonds (the project runs its own daemons if needed)
-  iproute2          # ip: taps, and the network tests' namespaces and veths
-  iputils-ping      # ping: the network tests' LAN host
-  ethtool           # the network tests turn off TX checksum offload on veths
-  chromium          # the browser tests (headless, driven by playwright-core)
-  postgresql        # the PostgreSQL store's tests (they run their own throwaway clusters)
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+
+# tool | package | command that must succeed
+CHECKS=(
+  "qemu-system-x86_64|qemu-system-x86|qemu-system-x86_64 --version"
+  "qemu-img|qemu-utils|qemu-img --version"
+  "cpio|cpio|cpio --version"
+  "depmod|kmod|depmod --version"
+  "ovs-vswitchd|openvswitch-switch|ovs-vswitchd --version"
+  "ovsdb-server|openvswitch-switch|ovsdb-server --version"
+  "ovs-vsctl|openvswitch-switch|ovs-vsctl --version"
+  "ip|iproute2|ip -V"
+  "ping|iputils-ping|ping -V"
+  "ethtool|ethtool|ethtool --version"
+  "chromium|chromium|chromium --version"
+  "initdb|postgresql|compgen -G /usr/lib/postgresql/*/bin/initdb"
+  "update-ca-certificates|ca-certificates|test -d /etc/ssl/certs"
 )
-# Node.js (>= 20) builds the browser pages; install Debian's only when none is present.
-if ! command -v node >/dev/null 2>&1; then
-  PACKAGES+=(nodejs npm)
+# Node.js (>= 18) builds the browser pages; Debian's only when none is present.
+node_ok() { command -v node >/dev/null && node -e 'process.exit(Number(process.versions.node.split(".")[0]) < 18 ? 1 : 0)'; }
+if ! node_ok; then
+  CHECKS+=("node|nodejs|node --version" "npm|npm|npm --version")
+else
+  command -v npm >/dev/null || CHECKS+=("npm|npm|npm --version")
 fi
 
-missing=()
-for p in "${PACKAGES[@]}"; do
-  # one dpkg-query per package: "install ok installed" when present
-  if [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" != "install ok installed" ]; then
-    missing+=("$p")
-  fi
-done
-
-if [ "${#missing[@]}" -gt 0 ]; then
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  echo "setup: installing ${missing[*]}" >&2
+apt_updated=""
+apt_update() {
+  [ -n "$apt_updated" ] && return 0
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+  apt_updated=1
+}
 
-for tool in qemu-system-x86_64 qemu-img cpio depmod ovs-vswitchd ovsdb-server ovs-vsctl ip ping ethtool chromium node npm; do
-  command -v "$tool" >/dev/null || PATH="$PATH:/sbin:/usr/sbin" command -v "$tool" >/dev/null || {
-    echo "setup: $tool is still missing after installing packages" >&2
-    exit 1
+# The packages whose tool check fails now.
+broken_packages() {
+  local line tool pkg cmd seen=" "
+  for line in "${CHECKS[@]}"; do
+    IFS='|' read -r tool pkg cmd <<<"$line"
+    if ! bash -c "$cmd" >/dev/null 2>&1; then
+      case "$seen" in *" $pkg "*) ;; *) seen="$seen$pkg "; echo "$pkg" ;; esac
+    fi
+  done
+}
+
+# Up to three rounds: install what is broken, then look again (an install may have
+# removed something that worked before it).
+for round in 1 2 3; do
+  mapfile -t broken < <(broken_packages)
+  [ "${#broken[@]}" -eq 0 ] && break
+  echo "setup: installing ${broken[*]} (round $round)" >&2
+  apt_update
+  # --reinstall brings back files of a package that is installed but broken.
+  $SUDO apt-get install -y -qq --no-install-recommends --reinstall "${broken[@]}" \
+    >/tmp/vmgw-setup-apt.log 2>&1 || {
+    echo "setup: apt-get install ${broken[*]} failed:" >&2
+    tail -n 20 /tmp/vmgw-setup-apt.log >&2
   }
 done
-# The PostgreSQL tests run initdb and postgres from here, as user postgres (never the
-# system cluster, which they leave alone).
-compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null && id postgres >/dev/null 2>&1 || {
-  echo "setup: PostgreSQL server binaries or the postgres user are missing" >&2
+
+failed=0
+for line in "${CHECKS[@]}"; do
+  IFS='|' read -r tool pkg cmd <<<"$line"
+  if ! bash -c "$cmd" >/dev/null 2>&1; then
+    failed=1
+    echo "setup: $tool does not work after installing package $pkg." >&2
+    echo "setup:   dpkg says: $(dpkg-query -W -f='${Status} ${Version}' "$pkg" 2>&1)" >&2
+    echo "setup:   apt says: $(apt-cache policy "$pkg" 2>&1 | tr -s ' \n' ' ')" >&2
+    held=$(apt-mark showhold 2>/dev/null | tr '\n' ' ')
+    [ -n "$held" ] && echo "setup:   held packages (apt-mark showhold): $held" >&2
+  fi
+done
+[ "$failed" -eq 0 ] || exit 1
+
+# The PostgreSQL tests run initdb and postgres as user postgres (never the system
+# cluster, which they leave alone).
+id postgres >/dev/null 2>&1 || {
+  echo "setup: package postgresql is installed but the postgres user is missing" >&2
   exit 1
 }
