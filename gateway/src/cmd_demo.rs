@@ -116,8 +116,9 @@ pub async fn run(args: DemoArgs, mut cfg: Config, data_dir_given: bool) -> anyho
 
     let gw = gateway::launch::Gateway::bind(cfg, Some(backend.clone())).await?;
     let app = gw.app.clone();
+    let gw_assets_empty = gw.assets.is_empty();
     let (_, admin_token) = app
-        .store
+        .store()
         .create_admin_token(&format!("demo-{}", std::process::id()))
         .await?;
     let password = random_password();
@@ -145,7 +146,7 @@ pub async fn run(args: DemoArgs, mut cfg: Config, data_dir_given: bool) -> anyho
         println!(
             "{}",
             serde_json::json!({
-                "public_url": app.public_base,
+                "public_url": app.public_base(),
                 "admin_url": admin_url,
                 "admin_token": admin_token,
                 "share_url": created.url,
@@ -162,7 +163,7 @@ pub async fn run(args: DemoArgs, mut cfg: Config, data_dir_given: bool) -> anyho
         println!("  Admin token:    {admin_token}");
         println!("  Data directory: {}\n", data_dir.display());
         println!("The certificate is self-signed: your browser will ask you to accept it.");
-        if app.assets.is_empty() {
+        if gw_assets_empty {
             println!("Note: the browser pages are not built; run static/build.sh (scripts/demo.sh does).");
         }
     }

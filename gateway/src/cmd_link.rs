@@ -87,13 +87,13 @@ fn rfc3339(s: &str) -> anyhow::Result<time::OffsetDateTime> {
 async fn engine(
     cfg: Config,
     public_url: Option<String>,
-) -> anyhow::Result<std::sync::Arc<gateway::app::App>> {
+) -> anyhow::Result<std::sync::Arc<gateway::engine::App>> {
     let store = gateway::launch::open_store(&cfg).await?;
     let backend = std::sync::Arc::new(gateway::launch::open_backend(&cfg, false)?);
     let base = public_url
         .or_else(|| cfg.public_url.clone())
         .unwrap_or_else(|| cfg.public_base(cfg.public_listen));
-    gateway::app::App::new(cfg, base.trim_end_matches('/').to_owned(), store, backend)
+    gateway::engine::App::new(cfg, base.trim_end_matches('/').to_owned(), store, backend)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))
 }

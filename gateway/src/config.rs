@@ -172,6 +172,7 @@ pub struct RawLimits {
     pub request_timeout_secs: Option<u64>,
     pub max_connections: Option<usize>,
     pub max_connections_per_ip: Option<usize>,
+    pub max_admin_connections: Option<usize>,
     pub max_header_bytes: Option<usize>,
     pub max_body_bytes: Option<usize>,
     pub ws_max_message_bytes: Option<usize>,
@@ -327,6 +328,9 @@ pub struct Limits {
     /// Open connections on the public listener, and per client address.
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
+    /// Open connections on the admin listener (it has its own cap, so it stays
+    /// reachable when the public one is full).
+    pub max_admin_connections: usize,
     /// Largest request head (headers) accepted.
     pub max_header_bytes: usize,
     /// Largest request body accepted (admin JSON); the visitor exchange is capped at 1 KiB.
@@ -365,6 +369,7 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(30),
             max_connections: 9_000,
             max_connections_per_ip: 256,
+            max_admin_connections: 256,
             max_header_bytes: 16 * 1024,
             max_body_bytes: 64 * 1024,
             ws_max_message_bytes: 4 << 20,
@@ -436,6 +441,15 @@ fn count<T: Copy + PartialOrd + From<u8>>(
     }
 }
 
+/// The default directory of the browser pages: `VMGW_STATIC_DIR`, else the workspace's
+/// `static/dist`.
+pub fn default_static_dir() -> PathBuf {
+    match std::env::var_os("VMGW_STATIC_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../static/dist"),
+    }
+}
+
 /// The origin (`scheme://host[:port]`) of a URL, lower-cased.
 pub fn origin_of(url: &str) -> Option<String> {
     let (scheme, rest) = url.split_once("://")?;
@@ -493,6 +507,11 @@ impl RawConfig {
                 l.max_connections_per_ip,
                 d.max_connections_per_ip,
                 "limits.max_connections_per_ip",
+            )?,
+            max_admin_connections: count(
+                l.max_admin_connections,
+                d.max_admin_connections,
+                "limits.max_admin_connections",
             )?,
             max_header_bytes: count(
                 l.max_header_bytes,
@@ -695,7 +714,7 @@ impl RawConfig {
                 .public
                 .static_dir
                 .map(abs)
-                .unwrap_or_else(crate::http::assets::default_dir),
+                .unwrap_or_else(default_static_dir),
             admin_listen: self
                 .admin
                 .listen

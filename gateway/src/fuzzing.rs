@@ -79,12 +79,13 @@ pub fn routes(data: &[u8]) {
     let Ok(method) = http::Method::from_bytes(m.as_bytes()) else {
         return;
     };
-    for table in [crate::http::admin::ROUTES, crate::http::share::ROUTES] {
-        if let Ok((i, params)) = crate::http::route(table, &method, path) {
-            assert!(i < table.len());
+    fn check<H: Copy>(table: &[crate::http::Route<H>], method: &http::Method, path: &str) {
+        if let Ok((_, params)) = crate::http::route(table, method, path) {
             assert!(params.iter().all(|p| !p.is_empty() && !p.contains('/')));
         }
     }
+    check(crate::http::admin::ROUTES, &method, path);
+    check(crate::http::share::ROUTES, &method, path);
 }
 
 #[cfg(test)]

@@ -6,8 +6,10 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use vmm_backend::{BackendConfig, QemuBackend, VmBackend};
 
-use crate::app::App;
 use crate::config::{Config, StoreSettings};
+use crate::engine::App;
+use crate::http::assets::Assets;
+use crate::http::Site;
 use crate::server::{self, Listeners, ServerError};
 use crate::store::{default_sqlite_path, PgStore, SqliteStore, Store, StoreError};
 
@@ -28,8 +30,8 @@ pub enum LaunchError {
     },
     #[error("TLS")]
     Tls(#[from] ServerError),
-    #[error("starting the engine: {0}")]
-    Engine(String),
+    #[error("starting the engine")]
+    Engine(#[from] crate::engine::EngineError),
 }
 
 /// Opens the configured store: PostgreSQL when `[store] url` is set, else the SQLite
@@ -61,6 +63,8 @@ pub fn open_backend(cfg: &Config, watch_events: bool) -> Result<QemuBackend, Lau
 #[derive(Debug)]
 pub struct Gateway {
     pub app: Arc<App>,
+    /// The browser pages.
+    pub assets: Assets,
     pub listeners: Listeners,
     pub public_addr: std::net::SocketAddr,
     pub admin_addr: std::net::SocketAddr,
@@ -127,11 +131,11 @@ impl Gateway {
             source,
         })?;
         let base = cfg.public_base(public_addr);
-        let app = App::new(cfg, base, store, backend)
-            .await
-            .map_err(|e| LaunchError::Engine(e.to_string()))?;
+        let assets = Assets::load(&cfg.static_dir);
+        let app = App::new(cfg, base, store, backend).await?;
         Ok(Gateway {
             app,
+            assets,
             listeners: Listeners {
                 public,
                 public_tls,
@@ -145,7 +149,11 @@ impl Gateway {
 
     /// Serves until `shutdown` completes.
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
-        server::run(self.app, self.listeners, shutdown).await;
+        let site = Arc::new(Site {
+            app: self.app,
+            assets: self.assets,
+        });
+        server::run(site, self.listeners, shutdown).await;
     }
 }
 

@@ -1,9 +1,9 @@
 //! The share-link gateway: a public TLS listener for visitors (token exchange, console
 //! WebSocket relay) and an admin listener (JSON API), on top of `vmm-backend`.
 
-pub mod app;
 pub mod config;
 pub mod confine;
+pub mod engine;
 pub mod fuzzing;
 pub mod http;
 pub mod launch;

@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -39,7 +40,7 @@ pub struct Limiter {
     failures: DashMap<String, Failures>,
     max_failures: u32,
     lockout: Duration,
-    conns_per_ip: DashMap<IpAddr, usize>,
+    conns_per_ip: Arc<DashMap<IpAddr, usize>>,
     max_conns_per_ip: usize,
 }
 
@@ -54,16 +55,17 @@ impl RetryAfter {
     }
 }
 
-/// Counts one open connection of a client until dropped.
+/// Counts one open connection of a client until dropped (also after a WebSocket
+/// upgrade: the relay keeps it).
 #[derive(Debug)]
-pub struct ConnSlot<'a> {
-    limiter: &'a Limiter,
+pub struct ConnSlot {
+    conns: Arc<DashMap<IpAddr, usize>>,
     key: IpAddr,
 }
 
-impl Drop for ConnSlot<'_> {
+impl Drop for ConnSlot {
     fn drop(&mut self) {
-        if let dashmap::Entry::Occupied(mut e) = self.limiter.conns_per_ip.entry(self.key) {
+        if let dashmap::Entry::Occupied(mut e) = self.conns.entry(self.key) {
             *e.get_mut() = e.get().saturating_sub(1);
             if *e.get() == 0 {
                 e.remove();
@@ -80,7 +82,7 @@ impl Limiter {
             failures: DashMap::new(),
             max_failures: l.password_failures_before_lockout.max(1),
             lockout: l.lockout,
-            conns_per_ip: DashMap::new(),
+            conns_per_ip: Arc::new(DashMap::new()),
             max_conns_per_ip: l.max_connections_per_ip,
         }
     }
@@ -124,14 +126,18 @@ impl Limiter {
     }
 
     /// Takes a connection slot for a client address, or refuses past the per-IP cap.
-    pub fn connection(&self, ip: IpAddr) -> Option<ConnSlot<'_>> {
+    pub fn connection(&self, ip: IpAddr) -> Option<ConnSlot> {
         let key = client_key(ip);
         let mut n = self.conns_per_ip.entry(key).or_default();
         if *n >= self.max_conns_per_ip {
             return None;
         }
         *n += 1;
-        Some(ConnSlot { limiter: self, key })
+        drop(n);
+        Some(ConnSlot {
+            conns: self.conns_per_ip.clone(),
+            key,
+        })
     }
 
     /// Drops state that no longer matters, so memory does not grow with the number of

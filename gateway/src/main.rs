@@ -115,7 +115,7 @@ pub async fn shutdown_signal() {
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
     let gw = gateway::launch::Gateway::bind(cfg, None).await?;
-    tracing::info!(public = %gw.public_addr, admin = %gw.admin_addr, url = %gw.app.public_base, "serving");
+    tracing::info!(public = %gw.public_addr, admin = %gw.admin_addr, url = %gw.app.public_base(), "serving");
     eprintln!(
         "public listener https://{}  admin listener {}",
         gw.public_addr, gw.admin_addr

@@ -12,12 +12,14 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::app::App;
+use crate::engine::App;
+use crate::http::{ConnInfo, Hold, Side, Site};
+use crate::limits::ConnSlot;
 use crate::metrics::Metrics;
 use crate::proxy_protocol;
 use crate::sessions::EndReason;
@@ -41,23 +43,6 @@ pub enum ServerError {
     SelfSigned(#[from] rcgen::Error),
 }
 
-/// Which listener a connection came in on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    Public,
-    Admin,
-}
-
-/// What handlers know about the connection.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnInfo {
-    pub peer: SocketAddr,
-    pub tls: bool,
-    pub side: Side,
-}
-
-/// A rustls server configuration: TLS 1.3 and 1.2 only (rustls has no renegotiation and
-/// no legacy ciphers), HTTP/1.1 by ALPN.
 pub fn tls_config(
     certs: Vec<rustls_pki_types::CertificateDer<'static>>,
     key: rustls_pki_types::PrivateKeyDer<'static>,
@@ -110,16 +95,16 @@ pub struct Listeners {
     pub admin_tls: Option<Arc<rustls::ServerConfig>>,
 }
 
-/// Serves both listeners until `shutdown` completes, then stops accepting, ends every
-/// session with a close frame, and waits (bounded) for connections to finish.
-pub async fn run(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Output = ()>) {
+/// Serves both listeners until `shutdown` completes, then drains: live sessions get
+/// their close frames within `limits.shutdown_drain_secs`.
+pub async fn run(site: Arc<Site>, listeners: Listeners, shutdown: impl Future<Output = ()>) {
+    let app = site.app.clone();
+    let limits = &app.config().limits;
     let tracker = TaskTracker::new();
-    let public_cap = Arc::new(Semaphore::new(app.cfg.limits.max_connections));
-    // The admin listener has its own small budget, so it stays reachable when the
-    // public one is full.
-    let admin_cap = Arc::new(Semaphore::new(256));
+    let public_cap = Arc::new(Semaphore::new(limits.max_connections));
+    let admin_cap = Arc::new(Semaphore::new(limits.max_admin_connections));
     let public = tokio::spawn(accept_loop(
-        app.clone(),
+        site.clone(),
         listeners.public,
         Some(TlsAcceptor::from(listeners.public_tls)),
         Side::Public,
@@ -127,24 +112,24 @@ pub async fn run(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Outp
         tracker.clone(),
     ));
     let admin = tokio::spawn(accept_loop(
-        app.clone(),
+        site.clone(),
         listeners.admin,
         listeners.admin_tls.map(TlsAcceptor::from),
         Side::Admin,
         admin_cap,
         tracker.clone(),
     ));
-    let background = tokio::spawn(crate::app::background(app.clone()));
+    let background = tokio::spawn(crate::engine::background(app.clone()));
 
     shutdown.await;
     tracing::info!("shutting down");
-    app.shutdown.cancel();
+    app.shutdown_token().cancel();
     public.abort();
     admin.abort();
     background.abort();
-    app.sessions.end_all(EndReason::Shutdown);
+    app.sessions().end_all(EndReason::Shutdown);
     tracker.close();
-    if tokio::time::timeout(app.cfg.limits.shutdown_drain, tracker.wait())
+    if tokio::time::timeout(limits.shutdown_drain, tracker.wait())
         .await
         .is_err()
     {
@@ -153,7 +138,7 @@ pub async fn run(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Outp
 }
 
 async fn accept_loop(
-    app: Arc<App>,
+    site: Arc<Site>,
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     side: Side,
@@ -164,59 +149,92 @@ async fn accept_loop(
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             }
         };
         let Ok(permit) = cap.clone().try_acquire_owned() else {
-            Metrics::inc(&app.metrics.connections_refused);
+            Metrics::inc(&site.app.metrics().connections_refused);
             drop(stream);
             continue;
         };
-        let app2 = app.clone();
+        let site = site.clone();
         let tls = tls.clone();
         let span = tracing::debug_span!("conn", %peer, side = ?side);
         tracker.spawn(
             async move {
-                let _permit = permit;
-                serve_connection(app2, stream, peer, tls, side).await;
+                serve_connection(site, stream, peer, tls, side, permit).await;
             }
             .instrument(span),
         );
     }
 }
 
-async fn serve_connection(
-    app: Arc<App>,
-    mut stream: TcpStream,
-    mut peer: SocketAddr,
-    tls: Option<TlsAcceptor>,
-    side: Side,
-) {
-    let from_proxy = |ip| app.cfg.trusted_proxies.iter().any(|c| c.contains(ip));
-    if side == Side::Public && app.cfg.proxy_protocol && from_proxy(peer.ip()) {
-        match proxy_protocol::read_header(&mut stream, app.cfg.proxy_header_timeout).await {
-            Ok(proxy_protocol::Header::Proxied(client)) => {
-                tracing::debug!(%client, "PROXY header");
-                peer = client;
-            }
-            Ok(proxy_protocol::Header::Local) => {}
-            Err(e) => {
-                Metrics::inc(&app.metrics.proxy_header_failures);
-                tracing::debug!(error = %e, "bad PROXY header");
-                return;
-            }
+/// What one connection holds while it lives, and while a console relayed over it after
+/// the WebSocket upgrade lives: its place under the listener's cap, its slot under the
+/// per-address cap, and its count in `/metrics`.
+struct ConnHold {
+    _permit: OwnedSemaphorePermit,
+    _slot: Option<ConnSlot>,
+    counted: Option<Arc<App>>,
+}
+
+impl Drop for ConnHold {
+    fn drop(&mut self) {
+        if let Some(app) = &self.counted {
+            app.open_public_conns().fetch_sub(1, Ordering::Relaxed);
         }
     }
-    // A trusted proxy's connections carry many clients: the per-address cap would
-    // throttle them all as one, so only the global cap applies to them.
-    let _slot = if side == Side::Public && !from_proxy(peer.ip()) {
-        match app.limiter.connection(peer.ip()) {
+}
+
+/// Reads a PROXY header when the peer is a trusted proxy that must send one; the
+/// client's address, or `None` when the connection is to be closed.
+async fn proxied_peer(app: &App, stream: &mut TcpStream, peer: SocketAddr) -> Option<SocketAddr> {
+    let cfg = app.config();
+    if !cfg.proxy_protocol || !cfg.trusted_proxies.iter().any(|c| c.contains(peer.ip())) {
+        return Some(peer);
+    }
+    match proxy_protocol::read_header(stream, cfg.proxy_header_timeout).await {
+        Ok(proxy_protocol::Header::Proxied(client)) => {
+            tracing::debug!(%client, "PROXY header");
+            Some(client)
+        }
+        Ok(proxy_protocol::Header::Local) => Some(peer),
+        Err(e) => {
+            Metrics::inc(&app.metrics().proxy_header_failures);
+            tracing::debug!(error = %e, "bad PROXY header");
+            None
+        }
+    }
+}
+
+async fn serve_connection(
+    site: Arc<Site>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    side: Side,
+    permit: OwnedSemaphorePermit,
+) {
+    let app = &site.app;
+    let peer = match side {
+        Side::Public => match proxied_peer(app, &mut stream, peer).await {
+            Some(p) => p,
+            None => return,
+        },
+        Side::Admin => peer,
+    };
+    let from_proxy = app
+        .config()
+        .trusted_proxies
+        .iter()
+        .any(|c| c.contains(peer.ip()));
+    let slot = if side == Side::Public && !from_proxy {
+        match app.limiter().connection(peer.ip()) {
             Some(s) => Some(s),
             None => {
-                Metrics::inc(&app.metrics.connections_refused);
+                Metrics::inc(&app.metrics().connections_refused);
                 tracing::debug!("per-address connection cap reached");
                 return;
             }
@@ -224,77 +242,76 @@ async fn serve_connection(
     } else {
         None
     };
-    if side == Side::Public {
-        app.open_public_conns.fetch_add(1, Ordering::Relaxed);
-    }
-    let _count = scopeguard(&app, side);
+    let counted = (side == Side::Public).then(|| {
+        app.open_public_conns().fetch_add(1, Ordering::Relaxed);
+        app.clone()
+    });
+    let hold: Hold = Arc::new(ConnHold {
+        _permit: permit,
+        _slot: slot,
+        counted,
+    });
     let _ = stream.set_nodelay(true);
     let info = ConnInfo {
         peer,
         tls: tls.is_some(),
         side,
+        hold,
     };
-    match tls {
-        Some(acceptor) => {
-            let hs = tokio::time::timeout(
-                app.cfg.limits.tls_handshake_timeout,
-                acceptor.accept(stream),
-            )
-            .await;
-            match hs {
-                Ok(Ok(s)) => serve_http(app.clone(), TokioIo::new(s), info).await,
-                Ok(Err(e)) => {
-                    Metrics::inc(&app.metrics.tls_handshake_failures);
-                    tracing::debug!(error = %e, "TLS handshake failed");
-                }
-                Err(_) => {
-                    Metrics::inc(&app.metrics.tls_handshake_failures);
-                    tracing::debug!("TLS handshake timed out");
-                }
-            }
+    let Some(acceptor) = tls else {
+        return serve_http(site.clone(), TokioIo::new(stream), info).await;
+    };
+    let hs = tokio::time::timeout(
+        app.config().limits.tls_handshake_timeout,
+        acceptor.accept(stream),
+    )
+    .await;
+    match hs {
+        Ok(Ok(s)) => serve_http(site.clone(), TokioIo::new(s), info).await,
+        Ok(Err(e)) => {
+            Metrics::inc(&app.metrics().tls_handshake_failures);
+            tracing::debug!(error = %e, "TLS handshake failed");
         }
-        None => serve_http(app.clone(), TokioIo::new(stream), info).await,
-    }
-}
-
-/// Decrements the public connection gauge when the connection ends.
-struct ConnCount<'a> {
-    app: &'a App,
-    side: Side,
-}
-
-impl Drop for ConnCount<'_> {
-    fn drop(&mut self) {
-        if self.side == Side::Public {
-            self.app.open_public_conns.fetch_sub(1, Ordering::Relaxed);
+        Err(_) => {
+            Metrics::inc(&app.metrics().tls_handshake_failures);
+            tracing::debug!("TLS handshake timed out");
         }
     }
 }
 
-fn scopeguard(app: &App, side: Side) -> ConnCount<'_> {
-    ConnCount { app, side }
-}
-
-async fn serve_http<I>(app: Arc<App>, io: TokioIo<I>, info: ConnInfo)
+async fn serve_http<I>(site: Arc<Site>, io: TokioIo<I>, info: ConnInfo)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let app_svc = app.clone();
+    let limits = site.app.config().limits.clone();
+    let svc_site = site.clone();
     let service = service_fn(move |req| {
-        let app = app_svc.clone();
+        let site = svc_site.clone();
+        let info = info.clone();
+        let request_timeout = limits.request_timeout;
         async move {
-            let resp = match info.side {
-                Side::Public => crate::http::share::handle(app, req, info).await,
-                Side::Admin => crate::http::admin::handle(app, req, info).await,
+            let side = info.side;
+            let tls = info.tls;
+            let handler = async move {
+                match side {
+                    Side::Public => crate::http::share::handle(site, req, info).await,
+                    Side::Admin => crate::http::admin::handle(site, req, info).await,
+                }
+            };
+            // A request (its body included) must be done within `request_timeout`.
+            let resp = match tokio::time::timeout(request_timeout, handler).await {
+                Ok(r) => r,
+                Err(_) => crate::http::request_timed_out(tls),
             };
             Ok::<_, std::convert::Infallible>(resp)
         }
     });
+    let limits = &site.app.config().limits;
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(app.cfg.limits.header_read_timeout)
-        .max_buf_size(app.cfg.limits.max_header_bytes.max(8192))
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
         .max_headers(100)
         .keep_alive(true);
     let conn = builder.serve_connection(io, service).with_upgrades();
@@ -305,9 +322,9 @@ where
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         }
-        _ = app.shutdown.cancelled() => {
+        _ = site.app.shutdown_token().cancelled() => {
             conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(app.cfg.limits.shutdown_drain, conn).await;
+            let _ = tokio::time::timeout(limits.shutdown_drain, conn).await;
         }
     }
 }

@@ -13,7 +13,7 @@ struct OvsGuard<'a>(&'a TestGateway);
 
 impl Drop for OvsGuard<'_> {
     fn drop(&mut self) {
-        let _ = self.0.app.backend.network().stop_daemons();
+        let _ = self.0.app.backend().network().stop_daemons();
     }
 }
 

@@ -136,3 +136,52 @@ async fn a_link_for_vm_a_never_reaches_vm_b() {
         (1, 0)
     );
 }
+
+/// Cross-site request forgery on the visitor's state-changing requests: a power action
+/// with the visitor's cookie from a foreign page (a `text/plain` body, so no CORS
+/// preflight) or with no Origin is refused and the VM is untouched; a foreign page
+/// cannot run the exchange either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_site_power_and_exchange_are_refused() {
+    let gw = TestGateway::start().await;
+    gw.start_firmware_vm("csrf").await;
+    let link = gw
+        .create_link(json!({"vm": "csrf", "ttl_seconds": 600, "allow_power": true}))
+        .await;
+    let token = link["token"].as_str().unwrap();
+    let body = json!({"token": token}).to_string();
+    for origin in ["https://evil.example", "null"] {
+        let h = format!("Origin: {origin}\r\nContent-Type: text/plain\r\n");
+        let (s, _, v) = gw
+            .public("POST", "/s/session", &h, Some(body.clone()))
+            .await;
+        assert_eq!((s, v["reason"].as_str()), (403, Some("origin")), "{origin}");
+    }
+    let (s, cookie, v) = gw.exchange(token, None).await;
+    assert_eq!(s, 200, "{v}");
+    let id = v["link_id"].as_str().unwrap();
+    let cookie = cookie.unwrap();
+    let poweroff = Some(json!({"action": "poweroff"}).to_string());
+    for origin in [Some("https://evil.example"), Some("null"), None] {
+        let h = match origin {
+            Some(o) => format!("Cookie: {cookie}\r\nOrigin: {o}\r\nContent-Type: text/plain\r\n"),
+            None => format!("Cookie: {cookie}\r\nContent-Type: text/plain\r\n"),
+        };
+        let (s, _, v) = gw
+            .public("POST", &format!("/s/power/{id}"), &h, poweroff.clone())
+            .await;
+        assert_eq!(
+            (s, v["reason"].as_str()),
+            (403, Some("origin")),
+            "{origin:?}"
+        );
+    }
+    let (s, vm) = gw.admin("GET", "/api/v1/vms/csrf", None).await;
+    assert_eq!((s, vm["state"].as_str()), (200, Some("running")), "{vm}");
+    // The visitor's own page may.
+    let h = format!("Cookie: {cookie}\r\nOrigin: {}\r\n", gw.origin());
+    let (s, _, v) = gw
+        .public("POST", &format!("/s/power/{id}"), &h, poweroff)
+        .await;
+    assert_eq!((s, v["vm_state"].as_str()), (200, Some("stopped")), "{v}");
+}

@@ -207,7 +207,7 @@ async fn visitors_see_the_vm_state_and_power_it_only_when_allowed() {
     let (s, cookie, v) = gw.exchange(plain["token"].as_str().unwrap(), None).await;
     assert_eq!(s, 200);
     let id = v["link_id"].as_str().unwrap().to_owned();
-    let cookie_h = format!("Cookie: {}\r\n", cookie.unwrap());
+    let cookie_h = format!("Cookie: {}\r\nOrigin: {}\r\n", cookie.unwrap(), gw.origin());
     let (s, _, st) = gw
         .public("GET", &format!("/s/status/{id}"), &cookie_h, None)
         .await;
@@ -231,7 +231,7 @@ async fn visitors_see_the_vm_state_and_power_it_only_when_allowed() {
         .await;
     let (_, cookie, v) = gw.exchange(power["token"].as_str().unwrap(), None).await;
     let id = v["link_id"].as_str().unwrap().to_owned();
-    let cookie_h = format!("Cookie: {}\r\n", cookie.unwrap());
+    let cookie_h = format!("Cookie: {}\r\nOrigin: {}\r\n", cookie.unwrap(), gw.origin());
     let (s, _, v) = gw
         .public("POST", &format!("/s/power/{id}"), &cookie_h, body)
         .await;

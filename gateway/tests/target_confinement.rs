@@ -141,7 +141,7 @@ async fn a_share_link_never_reaches_qmp() {
 
     // A target stored some other way (an old database, another tool): refused at connect.
     gw.app
-        .store
+        .store()
         .put_target(&Target {
             name: "old".into(),
             kind: ConsoleType::Raw,

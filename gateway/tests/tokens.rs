@@ -100,7 +100,7 @@ async fn forged_tokens_are_refused() {
     let (fh, mut fc, _) = parts(foreign["token"].as_str().unwrap());
     fc["jti"] = claims["jti"].clone();
     let resigned = {
-        let key = other.app.store.signing_keys().await.unwrap();
+        let key = other.app.store().signing_keys().await.unwrap();
         let k = key
             .iter()
             .find(|k| Some(k.kid.as_str()) == fh["kid"].as_str())
@@ -112,7 +112,7 @@ async fn forged_tokens_are_refused() {
     assert_eq!(refused(&gw, &resigned).await.0, 401);
 
     // signed with our own key but for another audience / issuer
-    let keys = gw.app.store.signing_keys().await.unwrap();
+    let keys = gw.app.store().signing_keys().await.unwrap();
     let k = keys
         .iter()
         .find(|k| Some(k.kid.as_str()) == header["kid"].as_str())

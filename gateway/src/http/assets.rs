@@ -3,7 +3,7 @@
 //! map, so there is no traversal (`..`, `%2e%2e`, `%5c`, `//host`) and no listing.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
@@ -14,14 +14,6 @@ use super::Body;
 /// Most files and bytes loaded (a misconfigured directory cannot eat the memory).
 const MAX_FILES: usize = 2_000;
 const MAX_TOTAL_BYTES: u64 = 64 << 20;
-
-/// The default directory: `VMGW_STATIC_DIR`, else the workspace's `static/dist`.
-pub fn default_dir() -> PathBuf {
-    match std::env::var_os("VMGW_STATIC_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../static/dist"),
-    }
-}
 
 /// In-memory static files.
 #[derive(Debug, Default)]

@@ -8,6 +8,7 @@ use http::{header, Response, StatusCode};
 use http_body_util::Full;
 use serde_json::json;
 
+use crate::engine::EngineError;
 use crate::links::Refusal;
 
 /// An HTTP-level error.
@@ -42,7 +43,7 @@ pub enum ApiError {
     #[error("console unavailable")]
     BadGateway(&'static str),
     #[error("internal error")]
-    Internal(String),
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 pub type Body = Full<Bytes>;
@@ -119,8 +120,8 @@ impl ApiError {
                 json!({"error": "console_unavailable", "reason": what}),
                 None,
             ),
-            ApiError::Internal(detail) => {
-                tracing::warn!(error = %detail, "internal error");
+            ApiError::Internal(source) => {
+                tracing::warn!(error = %Chain(source.as_ref()), "internal error");
                 (json!({"error": "internal"}), None)
             }
         };
@@ -134,46 +135,63 @@ impl ApiError {
     }
 }
 
-impl From<crate::store::StoreError> for ApiError {
-    fn from(e: crate::store::StoreError) -> Self {
-        if e.is_unavailable() {
-            tracing::warn!(error = %e, "store unavailable");
-            return ApiError::Unavailable {
-                retry_after: Duration::from_secs(5),
-                reason: "store_unavailable",
-            };
-        }
-        ApiError::Internal(format!("store: {e}"))
-    }
-}
-
-impl From<vmm_backend::BackendError> for ApiError {
-    fn from(e: vmm_backend::BackendError) -> Self {
-        if e.is_not_found() {
-            ApiError::NotFound
-        } else if e.is_client_error() {
+/// The one map from the engine's errors to HTTP. Admin-facing messages (invalid input,
+/// wrong state) pass through; faults are logged with their whole chain and answered as
+/// `internal` without detail.
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Invalid(m) => ApiError::BadRequest(m),
+            EngineError::Link(e) => ApiError::BadRequest(e.to_string()),
+            EngineError::Unauthorized(r) => ApiError::Unauthorized(r),
+            EngineError::Refused(r) => ApiError::Refused(r),
+            EngineError::Forbidden(r) => ApiError::Forbidden(r),
+            EngineError::NotFound => ApiError::NotFound,
+            EngineError::Conflict(m) => ApiError::Conflict(m),
+            EngineError::RateLimited {
+                retry_after,
+                reason,
+            } => ApiError::TooManyRequests {
+                retry_after,
+                reason,
+            },
+            EngineError::Unavailable {
+                retry_after,
+                reason,
+            } => ApiError::Unavailable {
+                retry_after,
+                reason,
+            },
+            EngineError::ConsoleUnavailable(r) => ApiError::BadGateway(r),
+            EngineError::Store(e) if e.is_unavailable() => {
+                tracing::warn!(error = %Chain(&e), "store unavailable");
+                ApiError::Unavailable {
+                    retry_after: Duration::from_secs(5),
+                    reason: "store_unavailable",
+                }
+            }
+            EngineError::Backend(e) if e.is_not_found() => ApiError::NotFound,
             // Admin-facing: the backend's messages say what is wrong with the VM.
-            ApiError::Conflict(e.to_string())
-        } else {
-            ApiError::Internal(format!("backend: {e}"))
+            EngineError::Backend(e) if e.is_client_error() => ApiError::Conflict(e.to_string()),
+            EngineError::Net(e) if e.is_not_found() => ApiError::NotFound,
+            EngineError::Net(e) if e.is_client_error() => ApiError::Conflict(e.to_string()),
+            other => ApiError::Internal(Box::new(other)),
         }
     }
 }
 
-impl From<vmm_backend::net::NetError> for ApiError {
-    fn from(e: vmm_backend::net::NetError) -> Self {
-        if e.is_not_found() {
-            ApiError::NotFound
-        } else if e.is_client_error() {
-            ApiError::Conflict(e.to_string())
-        } else {
-            ApiError::Internal(format!("network: {e}"))
-        }
-    }
-}
+/// Displays an error with its sources: `a: b: c`.
+#[derive(Debug)]
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
 
-impl From<crate::links::LinkError> for ApiError {
-    fn from(e: crate::links::LinkError) -> Self {
-        ApiError::BadRequest(e.to_string())
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut src = self.0.source();
+        while let Some(s) = src {
+            write!(f, ": {s}")?;
+            src = s.source();
+        }
+        Ok(())
     }
 }

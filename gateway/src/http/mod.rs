@@ -17,11 +17,62 @@ use hyper::body::Incoming;
 
 pub use error::{ApiError, Body};
 
-/// A route: method and path pattern (`{name}` matches one non-empty segment).
+/// What the HTTP layer serves with: the engine and the browser pages.
+#[derive(Debug)]
+pub struct Site {
+    pub app: std::sync::Arc<crate::engine::App>,
+    pub assets: assets::Assets,
+}
+
+/// Which listener a connection came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Route {
+pub enum Side {
+    Public,
+    Admin,
+}
+
+/// Whatever the server keeps alive while a connection lives, and while a console
+/// relayed over it after a WebSocket upgrade lives (its slots under the caps).
+pub type Hold = std::sync::Arc<dyn std::any::Any + Send + Sync>;
+
+/// What a handler knows of its connection.
+#[derive(Clone)]
+pub struct ConnInfo {
+    /// The client: the TCP peer, or the address a trusted PROXY header named.
+    pub peer: std::net::SocketAddr,
+    pub tls: bool,
+    pub side: Side,
+    /// Held by a relay for as long as its console is open.
+    pub hold: Hold,
+}
+
+impl std::fmt::Debug for ConnInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnInfo")
+            .field("peer", &self.peer)
+            .field("tls", &self.tls)
+            .field("side", &self.side)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A route: method, path pattern (`{name}` matches one non-empty segment) and the
+/// operation it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route<H> {
     pub method: &'static str,
     pub pattern: &'static str,
+    pub op: H,
+}
+
+impl<H> Route<H> {
+    pub const fn new(method: &'static str, pattern: &'static str, op: H) -> Route<H> {
+        Route {
+            method,
+            pattern,
+            op,
+        }
+    }
 }
 
 /// Matches `path` against `pattern`, returning the `{…}` segments in order.
@@ -47,18 +98,18 @@ pub fn match_path<'a>(pattern: &str, path: &'a str) -> Option<Vec<&'a str>> {
     }
 }
 
-/// Finds the route for a request: `Ok((index, params))`, or 404 / 405.
-pub fn route<'a>(
-    table: &[Route],
+/// Finds the route for a request: `Ok((operation, params))`, or 404 / 405.
+pub fn route<'a, H: Copy>(
+    table: &[Route<H>],
     method: &Method,
     path: &'a str,
-) -> Result<(usize, Vec<&'a str>), ApiError> {
+) -> Result<(H, Vec<&'a str>), ApiError> {
     let mut path_matched = false;
-    for (i, r) in table.iter().enumerate() {
+    for r in table {
         if let Some(params) = match_path(r.pattern, path) {
             path_matched = true;
             if r.method == method.as_str() {
-                return Ok((i, params));
+                return Ok((r.op, params));
             }
         }
     }
@@ -69,24 +120,24 @@ pub fn route<'a>(
     }
 }
 
-/// What a request addresses: an API route (its index and parameters) or a page.
+/// What a request addresses: an API operation (with its parameters) or a page.
 #[derive(Debug)]
-pub enum Dispatch<'a> {
-    Route(usize, Vec<&'a str>),
+pub enum Dispatch<'a, H> {
+    Route(H, Vec<&'a str>),
     Page(Response<Body>),
 }
 
 /// Routes a request; a GET that matches no route may name a page file (`page` maps the
 /// path to a file name of `assets`).
-pub fn route_or_page<'a>(
-    table: &[Route],
+pub fn route_or_page<'a, H: Copy>(
+    table: &[Route<H>],
     method: &Method,
     path: &'a str,
     assets: &assets::Assets,
     page: impl Fn(&'a str) -> Option<&'a str>,
-) -> Result<Dispatch<'a>, ApiError> {
+) -> Result<Dispatch<'a, H>, ApiError> {
     match route(table, method, path) {
-        Ok((i, params)) => Ok(Dispatch::Route(i, params)),
+        Ok((op, params)) => Ok(Dispatch::Route(op, params)),
         Err(ApiError::NotFound) if method == Method::GET => page(path)
             .and_then(|name| assets.get(name))
             .map(Dispatch::Page)
@@ -111,6 +162,20 @@ pub fn finish(result: Result<Response<Body>, ApiError>, tls: bool) -> Response<B
     };
     security_headers(resp.headers_mut(), tls);
     resp
+}
+
+/// The answer to a request that was not done within `limits.request_timeout_secs`
+/// (a slow body, a stalled handler): 408, and the connection is closed.
+pub fn request_timed_out(tls: bool) -> Response<Body> {
+    tracing::debug!("request timed out");
+    let mut r = error::json_response(
+        StatusCode::REQUEST_TIMEOUT,
+        &serde_json::json!({"error": "request_timeout"}),
+    );
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    security_headers(r.headers_mut(), tls);
+    r
 }
 
 /// Reads a request body of at most `max` bytes (413 past it, before reading it all).
@@ -141,7 +206,7 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
 
 /// A JSON 200/201 response from a serializable value.
 pub fn json_ok<T: serde::Serialize>(status: StatusCode, v: &T) -> Result<Response<Body>, ApiError> {
-    let value = serde_json::to_value(v).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let value = serde_json::to_value(v).map_err(|e| ApiError::Internal(Box::new(e)))?;
     Ok(error::json_response(status, &value))
 }
 
@@ -284,23 +349,11 @@ pub fn cookie<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 mod tests {
     use super::*;
 
-    const TABLE: &[Route] = &[
-        Route {
-            method: "GET",
-            pattern: "/api/v1/links",
-        },
-        Route {
-            method: "POST",
-            pattern: "/api/v1/links",
-        },
-        Route {
-            method: "GET",
-            pattern: "/api/v1/links/{id}",
-        },
-        Route {
-            method: "POST",
-            pattern: "/api/v1/vms/{name}/actions/{action}",
-        },
+    const TABLE: &[Route<u8>] = &[
+        Route::new("GET", "/api/v1/links", 0),
+        Route::new("POST", "/api/v1/links", 1),
+        Route::new("GET", "/api/v1/links/{id}", 2),
+        Route::new("POST", "/api/v1/vms/{name}/actions/{action}", 3),
     ];
 
     #[test]

@@ -194,18 +194,19 @@ mod tests {
         let doc = document();
         let paths = doc["paths"].as_object().expect("paths");
         let mut routed = Vec::new();
-        for r in crate::http::admin::ROUTES
+        let admin = crate::http::admin::ROUTES
             .iter()
-            .chain(crate::http::share::ROUTES)
-        {
-            let m = r.method.to_ascii_lowercase();
+            .map(|r| (r.method, r.pattern));
+        let share = crate::http::share::ROUTES
+            .iter()
+            .map(|r| (r.method, r.pattern));
+        for (method, pattern) in admin.chain(share) {
+            let m = method.to_ascii_lowercase();
             assert!(
-                paths.get(r.pattern).and_then(|p| p.get(&m)).is_some(),
-                "{} {} is not in the OpenAPI document",
-                r.method,
-                r.pattern
+                paths.get(pattern).and_then(|p| p.get(&m)).is_some(),
+                "{method} {pattern} is not in the OpenAPI document"
             );
-            routed.push((m, r.pattern.to_owned()));
+            routed.push((m, pattern.to_owned()));
         }
         for (path, ops) in paths {
             for method in ops.as_object().expect("ops").keys() {

@@ -15,33 +15,29 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
-use super::{ApiError, Body, Route};
-use crate::app::{cookie_name, App, ConsoleAddress, ResolvedConsole};
+use super::{ApiError, Body, ConnInfo, Route, Site};
+use crate::engine::{cookie_name, App, ConsoleAddress, ResolvedConsole, VisitorPower};
 use crate::links::{ConsoleType, Link};
 use crate::metrics::Metrics;
 use crate::relay::{self, ConsoleIo, RelayOptions};
-use crate::server::ConnInfo;
 use crate::sessions::{EndReason, SessionGuard};
 use crate::store::AuditKind;
 
+/// The visitor's operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Exchange,
+    Console,
+    Status,
+    Power,
+}
+
 /// The public listener's routes.
-pub const ROUTES: &[Route] = &[
-    Route {
-        method: "POST",
-        pattern: "/s/session",
-    },
-    Route {
-        method: "GET",
-        pattern: "/s/ws/{link_id}",
-    },
-    Route {
-        method: "GET",
-        pattern: "/s/status/{link_id}",
-    },
-    Route {
-        method: "POST",
-        pattern: "/s/power/{link_id}",
-    },
+pub const ROUTES: &[Route<Op>] = &[
+    Route::new("POST", "/s/session", Op::Exchange),
+    Route::new("GET", "/s/ws/{link_id}", Op::Console),
+    Route::new("GET", "/s/status/{link_id}", Op::Status),
+    Route::new("POST", "/s/power/{link_id}", Op::Power),
 ];
 
 /// The exchange body is tiny; anything bigger is refused before parsing or hashing.
@@ -61,68 +57,70 @@ struct ExchangeRequest {
 
 /// The visitor's address (see [`super::forwarded_client`]).
 pub fn client_ip(app: &App, peer: IpAddr, headers: &http::HeaderMap) -> IpAddr {
-    let name = match app.cfg.client_header {
+    let cfg = app.config();
+    let name = match cfg.client_header {
         crate::config::ClientHeader::XForwardedFor => "x-forwarded-for",
         crate::config::ClientHeader::Forwarded => "forwarded",
         crate::config::ClientHeader::None => return peer,
     };
     let values = headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
-    super::forwarded_client(
-        peer,
-        app.cfg.client_header,
-        values,
-        &app.cfg.trusted_proxies,
-    )
+    super::forwarded_client(peer, cfg.client_header, values, &cfg.trusted_proxies)
 }
 
-pub async fn handle(app: Arc<App>, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
-    super::finish(dispatch(&app, req, conn).await, conn.tls)
+pub async fn handle(site: Arc<Site>, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
+    let tls = conn.tls;
+    super::finish(dispatch(&site, req, conn).await, tls)
 }
 
 async fn dispatch(
-    app: &Arc<App>,
+    site: &Site,
     req: Request<Incoming>,
     conn: ConnInfo,
 ) -> Result<Response<Body>, ApiError> {
     super::check_framing(req.headers())?;
     let path = req.uri().path().to_owned();
     // The share page and its files live under /s/ too.
-    let (idx, params) = match super::route_or_page(ROUTES, req.method(), &path, &app.assets, |p| {
+    let (op, params) = match super::route_or_page(ROUTES, req.method(), &path, &site.assets, |p| {
         match p.strip_prefix("/s/") {
             Some("") => Some("share.html"),
             other => other,
         }
     })? {
-        super::Dispatch::Route(i, params) => (i, params),
+        super::Dispatch::Route(op, params) => (op, params),
         super::Dispatch::Page(r) => return Ok(r),
     };
+    let app = &site.app;
     let client = client_ip(app, conn.peer.ip(), req.headers());
-    match (idx, params.as_slice()) {
-        (0, []) => exchange(app, req, client).await,
-        (1, [link_id]) => websocket(app, req, link_id, client).await,
-        (2, [link_id]) => status(app, &req, link_id).await,
-        (3, [link_id]) => power(app, req, link_id, client).await,
-        _ => Err(ApiError::NotFound),
+    let link_id = params.first().copied().unwrap_or("");
+    match op {
+        Op::Exchange => exchange(app, req, client).await,
+        Op::Console => websocket(app, req, link_id, client, conn.hold).await,
+        Op::Status => status(app, &req, link_id).await,
+        Op::Power => power(app, req, link_id, client).await,
+    }
+}
+
+/// Cross-site requests: an `Origin` that is not one of ours is refused (403 `origin`)
+/// before anything else; with `required`, so is a request without one. Browsers send
+/// `Origin` on every WebSocket and every POST, so requests that act with the visitor's
+/// cookie (console, power) require it; the exchange, which carries its own token, only
+/// refuses a foreign one.
+fn check_origin(app: &App, h: &http::HeaderMap, required: bool) -> Result<(), ApiError> {
+    let origin = h
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .map(str::to_ascii_lowercase);
+    match origin {
+        Some(o) if app.origin_allowed(&o) => Ok(()),
+        None if !required => Ok(()),
+        _ => Err(ApiError::Forbidden("origin")),
     }
 }
 
 /// The cookie-bound link of a visitor request.
 async fn visitor_link(app: &App, h: &http::HeaderMap, link_id: &str) -> Result<Link, ApiError> {
     let cookie = super::cookie(h, &cookie_name(link_id)).map(str::to_owned);
-    app.check_grant(link_id, cookie.as_deref()).await
-}
-
-async fn vm_state(app: &App, vm: &str) -> &'static str {
-    match app.backend.get(vm).await {
-        Ok(info) => match info.state {
-            vmm_backend::VmState::Running => "running",
-            vmm_backend::VmState::Stopped => "stopped",
-            vmm_backend::VmState::Paused => "paused",
-            vmm_backend::VmState::Other => "other",
-        },
-        // External targets: their state is not known here.
-        Err(_) => "unknown",
-    }
+    Ok(app.check_grant(link_id, cookie.as_deref()).await?)
 }
 
 /// What the console page needs to know: whether the VM runs, until when the link lasts.
@@ -133,12 +131,12 @@ async fn status(
 ) -> Result<Response<Body>, ApiError> {
     let link = visitor_link(app, req.headers(), link_id).await?;
     let body = serde_json::json!({
-        "vm_state": vm_state(app, &link.vm).await,
+        "vm_state": app.vm_state(&link.vm).await,
         "expires_at": link.expires_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
         "allow_power": link.allow_power,
         "view_only": link.view_only,
         "console": link.console,
-        "viewers": app.sessions.count_viewers(&link.id),
+        "viewers": app.sessions().count_viewers(&link.id),
         "max_viewers": link.max_viewers,
     });
     Ok(super::error::json_response(StatusCode::OK, &body))
@@ -157,6 +155,7 @@ async fn power(
     link_id: &str,
     client: IpAddr,
 ) -> Result<Response<Body>, ApiError> {
+    check_origin(app, req.headers(), true)?;
     let link = visitor_link(app, req.headers(), link_id).await?;
     if !link.allow_power {
         return Err(ApiError::Forbidden("power_not_allowed"));
@@ -165,46 +164,24 @@ async fn power(
     let r: PowerRequest = serde_json::from_slice(&body)
         .map_err(|_| ApiError::BadRequest("expected {\"action\": ...}".into()))?;
     let action = match r.action.as_str() {
-        "start" => vmm_backend::PowerAction::Start,
-        "shutdown" => vmm_backend::PowerAction::Shutdown,
-        "poweroff" => vmm_backend::PowerAction::Poweroff,
-        "reset" => vmm_backend::PowerAction::Reset,
+        "start" => VisitorPower::Start,
+        "shutdown" => VisitorPower::Shutdown,
+        "poweroff" => VisitorPower::Poweroff,
+        "reset" => VisitorPower::Reset,
         _ => {
             return Err(ApiError::BadRequest(
                 "action must be start, shutdown, poweroff or reset".into(),
             ))
         }
     };
-    app.audit(
-        AuditKind::VmAction,
-        Some(&link.id),
-        None,
-        Some(client),
-        Some(format!("visitor {}", r.action)),
-    )
-    .await;
-    if action == vmm_backend::PowerAction::Shutdown {
-        // The guest may take up to the grace period: answer now, finish in the background.
-        let app2 = app.clone();
-        let vm = link.vm.clone();
-        app.tasks.spawn(async move {
-            if let Err(e) = app2.backend.power(&vm, action).await {
-                tracing::debug!(error = %e, "visitor shutdown failed");
-            }
-        });
-        let body = serde_json::json!({"vm_state": vm_state(app, &link.vm).await});
-        return Ok(super::error::json_response(StatusCode::ACCEPTED, &body));
-    }
-    match app.backend.power(&link.vm, action).await {
-        Ok(_) => {}
-        Err(e) if e.is_client_error() => {
-            tracing::debug!(error = %e, "visitor power action refused");
-            return Err(ApiError::Conflict("not_possible_now".into()));
-        }
-        Err(e) => return Err(e.into()),
-    }
-    let body = serde_json::json!({"vm_state": vm_state(app, &link.vm).await});
-    Ok(super::error::json_response(StatusCode::OK, &body))
+    let done = app.visitor_power(&link, action, client).await?;
+    let status = if done {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    let body = serde_json::json!({"vm_state": app.vm_state(&link.vm).await});
+    Ok(super::error::json_response(status, &body))
 }
 
 async fn exchange(
@@ -212,6 +189,7 @@ async fn exchange(
     req: Request<Incoming>,
     client: IpAddr,
 ) -> Result<Response<Body>, ApiError> {
+    check_origin(app, req.headers(), false)?;
     let body = super::read_body(req, MAX_EXCHANGE_BODY).await?;
     let r: ExchangeRequest = serde_json::from_slice(&body)
         .map_err(|_| ApiError::BadRequest("expected {\"token\": ..., \"password\": ...}".into()))?;
@@ -236,7 +214,7 @@ async fn exchange(
         "{}={}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={}",
         ex.cookie_name, ex.cookie_value, ex.max_age
     );
-    let v = HeaderValue::from_str(&cookie).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let v = HeaderValue::from_str(&cookie).map_err(|e| ApiError::Internal(Box::new(e)))?;
     resp.headers_mut().insert(header::SET_COOKIE, v);
     Ok(resp)
 }
@@ -270,6 +248,7 @@ async fn websocket(
     mut req: Request<Incoming>,
     link_id: &str,
     client: IpAddr,
+    hold: super::Hold,
 ) -> Result<Response<Body>, ApiError> {
     let h = req.headers();
     if req.method() != Method::GET
@@ -284,13 +263,7 @@ async fn websocket(
         .map(|k| derive_accept_key(k.as_bytes()))
         .ok_or_else(|| ApiError::BadRequest("missing Sec-WebSocket-Key".into()))?;
     // Cross-site WebSocket hijacking: only our own pages may open consoles.
-    let origin = h
-        .get(header::ORIGIN)
-        .and_then(|o| o.to_str().ok())
-        .map(str::to_ascii_lowercase);
-    if !origin.is_some_and(|o| app.allowed_origins.contains(&o)) {
-        return Err(ApiError::Forbidden("origin"));
-    }
+    check_origin(app, h, true)?;
     let wants_binary = header_has_token(h, header::SEC_WEBSOCKET_PROTOCOL, "binary");
     let cookie = super::cookie(h, &cookie_name(link_id)).map(str::to_owned);
     let link = app.check_grant(link_id, cookie.as_deref()).await?;
@@ -301,18 +274,7 @@ async fn websocket(
     let early = if link.console == ConsoleType::Spice {
         None
     } else {
-        let guard = app
-            .sessions
-            .open(&link.id, &link.vm, client, link.max_viewers, true)
-            .map_err(|e| match e {
-                crate::sessions::SessionError::ViewersFull(_) => {
-                    ApiError::Refused(crate::links::Refusal::ViewersFull)
-                }
-                crate::sessions::SessionError::ShuttingDown => ApiError::Unavailable {
-                    retry_after: Duration::from_secs(5),
-                    reason: "shutting_down",
-                },
-            })?;
+        let guard = app.open_session(&link, client, true)?;
         let io = connect(&console.address).await.map_err(|e| {
             tracing::debug!(error = %e, "console connect failed");
             ApiError::BadGateway("console_unavailable")
@@ -322,7 +284,9 @@ async fn websocket(
 
     let upgrade = hyper::upgrade::on(&mut req);
     let app2 = app.clone();
-    app.tasks.spawn(async move {
+    app.tasks().spawn(async move {
+        // The console counts as this connection until it closes (connection caps).
+        let _hold = hold;
         let upgraded = match upgrade.await {
             Ok(u) => u,
             Err(e) => {
@@ -333,7 +297,7 @@ async fn websocket(
         let ws = WebSocketStream::from_raw_socket(
             TokioIo::new(upgraded),
             Role::Server,
-            Some(relay::ws_config(&app2.cfg.limits)),
+            Some(relay::ws_config(&app2.config().limits)),
         )
         .await;
         run_session(app2, ws, link, console, early, client).await;
@@ -345,7 +309,7 @@ async fn websocket(
     hm.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     hm.insert(
         header::SEC_WEBSOCKET_ACCEPT,
-        HeaderValue::from_str(&key).map_err(|e| ApiError::Internal(e.to_string()))?,
+        HeaderValue::from_str(&key).map_err(|e| ApiError::Internal(Box::new(e)))?,
     );
     if wants_binary {
         hm.insert(
@@ -370,7 +334,7 @@ async fn run_session(
         view_only: link.view_only,
         expires_at: link.expires_at,
     };
-    let limits = &app.cfg.limits;
+    let limits = &app.config().limits;
     let (guard, io, ws, initial, filter) = match (link.console, early) {
         (ConsoleType::Spice, _) => {
             let (hdr, first) = match relay::spice_link(&mut ws, HANDSHAKE_TIMEOUT).await {
@@ -386,17 +350,13 @@ async fn run_session(
                 return;
             }
             let viewer = hdr.channel_type == relay::spice::ChannelType::Main;
-            let guard =
-                match app
-                    .sessions
-                    .open(&link.id, &link.vm, client, link.max_viewers, viewer)
-                {
-                    Ok(g) => g,
-                    Err(_) => {
-                        relay::close_with(ws, 4009, "viewers_full").await;
-                        return;
-                    }
-                };
+            let guard = match app.open_session(&link, client, viewer) {
+                Ok(g) => g,
+                Err(_) => {
+                    relay::close_with(ws, 4009, "viewers_full").await;
+                    return;
+                }
+            };
             let mut io = match connect(&console.address).await {
                 Ok(io) => io,
                 Err(e) => {
@@ -429,7 +389,7 @@ async fn run_session(
         (_, None) => return,
     };
     let session = guard.session.clone();
-    Metrics::inc(&app.metrics.sessions_started);
+    Metrics::inc(&app.metrics().sessions_started);
     app.audit(
         AuditKind::SessionStarted,
         Some(&link.id),
@@ -443,10 +403,10 @@ async fn run_session(
         session: &session,
         opts: &opts,
         limits,
-        metrics: &app.metrics,
+        metrics: app.metrics(),
     };
     let (reason, closing) = relay::relay(ws, io, initial, filter, ctx).await;
-    Metrics::inc(&app.metrics.sessions_ended);
+    Metrics::inc(&app.metrics().sessions_ended);
     let detail = format!(
         "reason={} to_client={} to_console={}",
         reason.as_str(),

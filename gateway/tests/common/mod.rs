@@ -7,8 +7,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gateway::app::App;
 use gateway::config::{Config, RawConfig};
+use gateway::engine::App;
 use gateway::launch::Gateway;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -79,7 +79,7 @@ impl TestGateway {
             let _ = rx.await;
         }));
         let (_, admin_token) = app
-            .store
+            .store()
             .create_admin_token(&format!("test-{}", rand_suffix()))
             .await
             .unwrap();
@@ -274,12 +274,12 @@ impl TestGateway {
     /// Defines and starts a firmware-only VM (fast, no OS) with both consoles.
     pub async fn start_firmware_vm(&self, name: &str) {
         self.app
-            .backend
+            .backend()
             .define(test_support::firmware_vm(name))
             .await
             .unwrap();
         self.app
-            .backend
+            .backend()
             .power(name, PowerAction::Start)
             .await
             .unwrap();

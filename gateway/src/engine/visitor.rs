@@ -1,0 +1,338 @@
+//! The visitor's side: the token exchange, the grant cookie, the console behind a link,
+//! and what a visitor may do to the VM.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use vmm_backend::{ConsoleKind, PowerAction};
+
+use super::{
+    cookie_name, hex, sha256, App, ConsoleAddress, EngineError, Exchange, ResolvedConsole,
+};
+use crate::links::{ConsoleType, Link, Refusal};
+use crate::metrics::Metrics;
+use crate::passwords::PasswordError;
+use crate::sessions::{SessionError, SessionGuard};
+use crate::store::{AuditKind, Grant, RedeemError, Target, TargetAddress};
+use crate::tokens::TokenError;
+
+impl App {
+    /// The visitor's exchange: token (+ password) → a grant cookie for the link.
+    pub async fn exchange(
+        &self,
+        token: &str,
+        password: Option<&str>,
+        client: IpAddr,
+    ) -> Result<Exchange, EngineError> {
+        let now = OffsetDateTime::now_utc();
+        if let Err(retry) = self.limiter.exchange(client) {
+            Metrics::inc(&self.metrics.rate_limited);
+            return Err(EngineError::RateLimited {
+                retry_after: retry.0,
+                reason: "rate_limited",
+            });
+        }
+        if password.is_some_and(|p| p.len() > self.password_policy.max_len) {
+            return Err(EngineError::Invalid("password too long".into()));
+        }
+        let mut verified = self.keys().verify(token, now);
+        if matches!(verified, Err(TokenError::UnknownKey)) {
+            // A key rotated by another process (CLI, another gateway): reload once.
+            self.reload_keys().await?;
+            verified = self.keys().verify(token, now);
+        }
+        let claims = verified.map_err(|e| {
+            tracing::debug!(error = %e, "token refused");
+            match e {
+                TokenError::Expired => EngineError::Refused(Refusal::Expired),
+                TokenError::NotYetValid { opens_at } => {
+                    EngineError::Refused(Refusal::NotYetValid { opens_at })
+                }
+                _ => EngineError::Unauthorized("invalid_token"),
+            }
+        })?;
+        let link = self
+            .store
+            .get_link(&claims.jti)
+            .await?
+            .ok_or(EngineError::Unauthorized("invalid_token"))?;
+        if link.vm != claims.vm || link.console != claims.console {
+            return Err(EngineError::Unauthorized("invalid_token"));
+        }
+        if let Err(r) = link.check(now) {
+            Metrics::inc(&self.metrics.redemptions_refused);
+            return Err(EngineError::Refused(r));
+        }
+        if let Err(retry) = self.limiter.locked(&link.id) {
+            Metrics::inc(&self.metrics.rate_limited);
+            return Err(EngineError::RateLimited {
+                retry_after: retry.0,
+                reason: "locked_out",
+            });
+        }
+        if let Some(hash) = &link.password_hash {
+            let Some(pw) = password else {
+                return Err(EngineError::Unauthorized("password_required"));
+            };
+            match self.passwords.verify(pw, hash).await {
+                Ok(true) => self.limiter.password_ok(&link.id),
+                Ok(false) => {
+                    Metrics::inc(&self.metrics.password_failures);
+                    self.audit(
+                        AuditKind::PasswordFailure,
+                        Some(&link.id),
+                        None,
+                        Some(client),
+                        None,
+                    )
+                    .await;
+                    if let Some(lock) = self.limiter.password_failed(&link.id) {
+                        Metrics::inc(&self.metrics.lockouts);
+                        self.audit(
+                            AuditKind::LockedOut,
+                            Some(&link.id),
+                            None,
+                            Some(client),
+                            Some(format!("for {}s", lock.secs())),
+                        )
+                        .await;
+                    }
+                    return Err(EngineError::Unauthorized("wrong_password"));
+                }
+                Err(PasswordError::Busy) => {
+                    Metrics::inc(&self.metrics.hash_pool_full);
+                    return Err(EngineError::Unavailable {
+                        retry_after: Duration::from_secs(1),
+                        reason: "busy",
+                    });
+                }
+                Err(e) => return Err(EngineError::Hashing(e)),
+            }
+        }
+        if let Some(max) = link.max_viewers {
+            if self.sessions.count_viewers(&link.id) >= usize::try_from(max).unwrap_or(usize::MAX) {
+                Metrics::inc(&self.metrics.redemptions_refused);
+                return Err(EngineError::Refused(Refusal::ViewersFull));
+            }
+        }
+        // The grant is stored with the redemption, so that a restart does not cost the
+        // visitor a use to reconnect.
+        let cookie_value = crate::links::random_token(32);
+        let key = sha256(cookie_value.as_bytes());
+        let link = match self
+            .store
+            .redeem_with_grant(&link.id, now, &hex(&key))
+            .await
+        {
+            Ok(l) => l,
+            Err(RedeemError::Refused(r)) => {
+                Metrics::inc(&self.metrics.redemptions_refused);
+                return Err(EngineError::Refused(r));
+            }
+            Err(RedeemError::NotFound) => return Err(EngineError::Unauthorized("invalid_token")),
+            Err(RedeemError::Store(e)) => return Err(e.into()),
+        };
+        Metrics::inc(&self.metrics.redemptions);
+        self.audit(
+            AuditKind::LinkRedeemed,
+            Some(&link.id),
+            None,
+            Some(client),
+            Some(format!("uses={}", link.uses)),
+        )
+        .await;
+        let grant = Grant {
+            link_id: link.id.clone(),
+            expires_at: link.expires_at,
+        };
+        self.grants.insert(key, grant);
+        let max_age = (link.expires_at - now).whole_seconds().max(1);
+        Ok(Exchange {
+            cookie_name: cookie_name(&link.id),
+            cookie_value,
+            max_age,
+            link,
+        })
+    }
+
+    /// Checks a grant cookie for `link_id` and returns the current link.
+    pub async fn check_grant(
+        &self,
+        link_id: &str,
+        cookie: Option<&str>,
+    ) -> Result<Link, EngineError> {
+        let now = OffsetDateTime::now_utc();
+        let cookie = cookie.ok_or(EngineError::Unauthorized("no_session"))?;
+        let key = sha256(cookie.as_bytes());
+        let cached = self.grants.get(&key).map(|g| g.clone());
+        let grant = match cached {
+            Some(g) => g,
+            // Not seen since this process started: perhaps granted before a restart.
+            None => {
+                let g = self
+                    .store
+                    .get_grant(&hex(&key))
+                    .await?
+                    .ok_or(EngineError::Unauthorized("no_session"))?;
+                self.grants.insert(key, g.clone());
+                g
+            }
+        };
+        if grant.link_id != link_id || grant.expires_at <= now {
+            return Err(EngineError::Unauthorized("no_session"));
+        }
+        let link = self
+            .store
+            .get_link(link_id)
+            .await?
+            .ok_or(EngineError::Unauthorized("no_session"))?;
+        // Uses were counted at the exchange; a grant may reconnect until the link ends.
+        match link.check(now) {
+            Ok(()) | Err(Refusal::Exhausted) => Ok(link),
+            Err(r) => Err(EngineError::Refused(r)),
+        }
+    }
+
+    /// The console of a link, from the stored link only.
+    pub async fn resolve_console(&self, link: &Link) -> Result<ResolvedConsole, EngineError> {
+        let kind = match link.console {
+            ConsoleType::Vnc => Some(ConsoleKind::Vnc),
+            ConsoleType::Spice => Some(ConsoleKind::Spice),
+            ConsoleType::Raw => None,
+        };
+        if let Some(kind) = kind {
+            match self.backend.console(&link.vm, kind).await {
+                Ok(ep) => {
+                    return Ok(ResolvedConsole {
+                        address: ConsoleAddress::Unix(ep.socket),
+                        kind: link.console,
+                        vnc_password: None,
+                    })
+                }
+                Err(vmm_backend::BackendError::NotRunning(_)) => {
+                    return Err(EngineError::Conflict("vm_not_running".into()))
+                }
+                Err(e) if e.is_not_found() => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "console lookup failed");
+                    return Err(EngineError::ConsoleUnavailable("console_unavailable"));
+                }
+            }
+        }
+        let target: Target = self
+            .store
+            .get_target(&link.vm)
+            .await?
+            .filter(|t| t.kind == link.console)
+            .ok_or(EngineError::ConsoleUnavailable("console_unavailable"))?;
+        Ok(ResolvedConsole {
+            address: match target.address {
+                TargetAddress::Tcp(a) => ConsoleAddress::Tcp(a),
+                TargetAddress::Unix(p) => {
+                    // Checked again at every connect: the socket may have been replaced,
+                    // or the target stored before confinement existed.
+                    if let Err(e) = self.confinement.check(&p) {
+                        tracing::warn!(target_name = %target.name, error = %e,
+                            "unix-socket target refused by confinement");
+                        return Err(EngineError::ConsoleUnavailable("console_unavailable"));
+                    }
+                    ConsoleAddress::Unix(p)
+                }
+            },
+            kind: target.kind,
+            vnc_password: target.vnc_password,
+        })
+    }
+}
+
+/// What a visitor's power request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VisitorPower {
+    Start,
+    Shutdown,
+    Poweroff,
+    Reset,
+}
+
+impl App {
+    /// The state word the console page shows: `running`, `stopped`, `paused`, `other`,
+    /// or `unknown` for external targets.
+    pub async fn vm_state(&self, vm: &str) -> &'static str {
+        match self.backend.get(vm).await {
+            Ok(info) => match info.state {
+                vmm_backend::VmState::Running => "running",
+                vmm_backend::VmState::Stopped => "stopped",
+                vmm_backend::VmState::Paused => "paused",
+                vmm_backend::VmState::Other => "other",
+            },
+            Err(_) => "unknown",
+        }
+    }
+
+    /// A visitor's power action on the VM of a link that allows it, audited. A shutdown
+    /// may take the guest's whole grace period: it is started and `Ok(false)` returned
+    /// at once (finished in the background); other actions complete first (`Ok(true)`).
+    pub async fn visitor_power(
+        self: &Arc<Self>,
+        link: &Link,
+        action: VisitorPower,
+        client: IpAddr,
+    ) -> Result<bool, EngineError> {
+        if !link.allow_power {
+            return Err(EngineError::Forbidden("power_not_allowed"));
+        }
+        let (action, word) = match action {
+            VisitorPower::Start => (PowerAction::Start, "start"),
+            VisitorPower::Shutdown => (PowerAction::Shutdown, "shutdown"),
+            VisitorPower::Poweroff => (PowerAction::Poweroff, "poweroff"),
+            VisitorPower::Reset => (PowerAction::Reset, "reset"),
+        };
+        self.audit(
+            AuditKind::VmAction,
+            Some(&link.id),
+            None,
+            Some(client),
+            Some(format!("visitor {word}")),
+        )
+        .await;
+        if action == PowerAction::Shutdown {
+            let app = self.clone();
+            let vm = link.vm.clone();
+            self.tasks.spawn(async move {
+                if let Err(e) = app.backend.power(&vm, action).await {
+                    tracing::debug!(error = %e, "visitor shutdown failed");
+                }
+            });
+            return Ok(false);
+        }
+        match self.backend.power(&link.vm, action).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_client_error() => {
+                tracing::debug!(error = %e, "visitor power action refused");
+                Err(EngineError::Conflict("not_possible_now".into()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Takes a viewer slot (or, for SPICE's secondary channels, a non-viewer session)
+    /// on the link's VM for `client`.
+    pub fn open_session(
+        &self,
+        link: &Link,
+        client: IpAddr,
+        viewer: bool,
+    ) -> Result<SessionGuard, EngineError> {
+        self.sessions
+            .open(&link.id, &link.vm, client, link.max_viewers, viewer)
+            .map_err(|e| match e {
+                SessionError::ViewersFull(_) => EngineError::Refused(Refusal::ViewersFull),
+                SessionError::ShuttingDown => EngineError::Unavailable {
+                    retry_after: Duration::from_secs(5),
+                    reason: "shutting_down",
+                },
+            })
+    }
+}
