@@ -8,4 +8,6 @@ if [ -x static/build.sh ]; then
   static/build.sh >&2
 fi
 cargo build --release --locked -p gateway >&2
+# The guest the test suite builds is the demo's too (the binary builds its own when absent).
+export VMGW_TEST_GUEST_DIR="${VMGW_TEST_GUEST_DIR:-$PWD/target/test-guest}"
 exec target/release/gateway demo "$@"

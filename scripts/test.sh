@@ -6,7 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh
-bash vmm-backend/guest/build-test-guest.sh target/test-guest
+# One cache of the small Linux guest for the tests and the demos they start.
+export VMGW_TEST_GUEST_DIR="$PWD/target/test-guest"
+bash vmm-backend/guest/build-test-guest.sh "$VMGW_TEST_GUEST_DIR"
 static/build.sh
 
 cargo fmt --all --check

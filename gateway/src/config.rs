@@ -137,8 +137,9 @@ pub struct RawPublic {
     /// Extra origins allowed to open console WebSockets (the public URL's is always in).
     #[serde(default)]
     pub allowed_origins: Vec<String>,
-    /// The built browser pages (`static/dist`); default: `VMGW_STATIC_DIR`, else the
-    /// workspace's `static/dist`.
+    /// A directory of browser pages to serve instead of the ones built into the binary
+    /// (for developing the pages); default: `VMGW_STATIC_DIR` when set, else the
+    /// embedded pages.
     pub static_dir: Option<PathBuf>,
 }
 
@@ -396,7 +397,8 @@ pub struct Config {
     pub public_listen: SocketAddr,
     pub public_tls: Option<TlsFiles>,
     pub allowed_origins: Vec<String>,
-    pub static_dir: PathBuf,
+    /// Pages from this directory instead of the embedded ones.
+    pub static_dir: Option<PathBuf>,
     pub admin_listen: SocketAddr,
     pub admin_tls: Option<TlsFiles>,
     pub max_link_ttl: Duration,
@@ -438,15 +440,6 @@ fn count<T: Copy + PartialOrd + From<u8>>(
         None => Ok(default),
         Some(n) if n < T::from(1) => Err(invalid(key, "must be at least 1")),
         Some(n) => Ok(n),
-    }
-}
-
-/// The default directory of the browser pages: `VMGW_STATIC_DIR`, else the workspace's
-/// `static/dist`.
-pub fn default_static_dir() -> PathBuf {
-    match std::env::var_os("VMGW_STATIC_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../static/dist"),
     }
 }
 
@@ -714,7 +707,7 @@ impl RawConfig {
                 .public
                 .static_dir
                 .map(abs)
-                .unwrap_or_else(default_static_dir),
+                .or_else(|| std::env::var_os("VMGW_STATIC_DIR").map(PathBuf::from)),
             admin_listen: self
                 .admin
                 .listen

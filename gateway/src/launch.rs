@@ -131,7 +131,10 @@ impl Gateway {
             source,
         })?;
         let base = cfg.public_base(public_addr);
-        let assets = Assets::load(&cfg.static_dir);
+        let assets = match &cfg.static_dir {
+            Some(dir) => Assets::load(dir),
+            None => Assets::embedded(),
+        };
         let app = App::new(cfg, base, store, backend).await?;
         Ok(Gateway {
             app,

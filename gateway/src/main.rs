@@ -1,10 +1,6 @@
 //! The `gateway` command: the server, the administrator's CLI, and the demo.
 
-mod cmd_args;
-mod cmd_demo;
-mod cmd_link;
-mod cmd_net;
-mod cmd_vm;
+mod cli;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -35,25 +31,25 @@ enum Command {
     /// Run the gateway (public TLS listener and admin listener).
     Serve,
     /// Everything on embedded defaults: a demo VM, an admin token and a password link.
-    Demo(cmd_demo::DemoArgs),
+    Demo(cli::demo::DemoArgs),
     /// Manage virtual machines on this host.
     #[command(subcommand)]
-    Vm(cmd_vm::VmCommand),
+    Vm(cli::vm::VmCommand),
     /// Manage share links.
     #[command(subcommand)]
-    Link(cmd_link::LinkCommand),
+    Link(cli::link::LinkCommand),
     /// Manage admin API tokens.
     #[command(subcommand, name = "admin-token")]
-    AdminToken(cmd_link::AdminTokenCommand),
+    AdminToken(cli::link::AdminTokenCommand),
     /// Manage the keys that sign link tokens (rotation).
     #[command(subcommand)]
-    Key(cmd_link::KeyCommand),
+    Key(cli::link::KeyCommand),
     /// Manage virtual switches (Open vSwitch bridges).
     #[command(subcommand)]
-    Vswitch(cmd_net::SwitchCommand),
+    Vswitch(cli::net::SwitchCommand),
     /// Manage bonds of LAN ports.
     #[command(subcommand)]
-    Bond(cmd_net::BondCommand),
+    Bond(cli::net::BondCommand),
 }
 
 fn default_data_dir() -> PathBuf {
@@ -144,14 +140,14 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve => serve(cfg).await,
             Command::Demo(args) => {
-                cmd_demo::run(args, cfg, data_dir_given || cli.config.is_some()).await
+                cli::demo::run(args, cfg, data_dir_given || cli.config.is_some()).await
             }
-            Command::Vm(cmd) => cmd_vm::run(cmd, &cfg).await,
-            Command::Link(cmd) => cmd_link::run_link(cmd, cfg).await,
-            Command::AdminToken(cmd) => cmd_link::run_admin_token(cmd, &cfg).await,
-            Command::Key(cmd) => cmd_link::run_key(cmd, &cfg).await,
-            Command::Vswitch(cmd) => cmd_net::run_switch(cmd, &cfg).await,
-            Command::Bond(cmd) => cmd_net::run_bond(cmd, &cfg).await,
+            Command::Vm(cmd) => cli::vm::run(cmd, &cfg).await,
+            Command::Link(cmd) => cli::link::run_link(cmd, cfg).await,
+            Command::AdminToken(cmd) => cli::link::run_admin_token(cmd, &cfg).await,
+            Command::Key(cmd) => cli::link::run_key(cmd, &cfg).await,
+            Command::Vswitch(cmd) => cli::net::run_switch(cmd, &cfg).await,
+            Command::Bond(cmd) => cli::net::run_bond(cmd, &cfg).await,
         }
     });
     match result {

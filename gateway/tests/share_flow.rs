@@ -267,7 +267,7 @@ async fn pages_are_served_by_exact_name_only() {
     .unwrap();
     std::fs::write(dir.path().join("app.js"), "1").unwrap();
     let pages = dir.path().to_owned();
-    let gw = TestGateway::start_tuned(move |c| c.static_dir = pages).await;
+    let gw = TestGateway::start_tuned(move |c| c.static_dir = Some(pages)).await;
     let (s, head, _) = gw.public("GET", "/s/", "", None).await;
     assert_eq!(s, 200);
     let h = head.to_ascii_lowercase();

@@ -1,5 +1,6 @@
-//! The browser pages: files of the built `static/dist/` directory, read once at start
-//! into memory and served by exact name. A request path is only ever a key into that
+//! The browser pages: the files of `static/dist/`, built into the binary at compile
+//! time (or, for developing the pages, read once at start from `public.static_dir`),
+//! held in memory and served by exact name. A request path is only ever a key into that
 //! map, so there is no traversal (`..`, `%2e%2e`, `%5c`, `//host`) and no listing.
 
 use std::collections::HashMap;
@@ -14,6 +15,13 @@ use super::Body;
 /// Most files and bytes loaded (a misconfigured directory cannot eat the memory).
 const MAX_FILES: usize = 2_000;
 const MAX_TOTAL_BYTES: u64 = 64 << 20;
+
+/// The pages built into the binary: `static/dist/` as it was at compile time (empty
+/// when it had not been built; `static/build.sh` builds it).
+#[derive(rust_embed::RustEmbed)]
+#[folder = "../static/dist/"]
+#[allow_missing = true]
+struct Embedded;
 
 /// In-memory static files.
 #[derive(Debug, Default)]
@@ -39,6 +47,24 @@ fn content_type(name: &str) -> Option<&'static str> {
 }
 
 impl Assets {
+    /// The pages built into the binary.
+    pub fn embedded() -> Assets {
+        let mut files = HashMap::new();
+        for name in Embedded::iter() {
+            let hidden = name.split('/').any(|part| part.starts_with('.'));
+            let (Some(ct), false) = (content_type(&name), hidden) else {
+                continue;
+            };
+            if let Some(f) = Embedded::get(&name) {
+                files.insert(name.into_owned(), (Bytes::from(f.data.into_owned()), ct));
+            }
+        }
+        if files.is_empty() {
+            tracing::warn!("this binary was built without its browser pages (run static/build.sh, then build it again)");
+        }
+        Assets { files }
+    }
+
     /// Loads every regular file with a known type under `dir` (symlinks are not
     /// followed). A missing directory gives an empty set (pages answer 404).
     pub fn load(dir: &Path) -> Assets {

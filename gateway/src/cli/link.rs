@@ -5,7 +5,7 @@
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use crate::cmd_args::{JsonFlag, NameArgs};
+use crate::cli::args::{JsonFlag, NameArgs};
 use gateway::config::Config;
 use gateway::links::{ConsoleType, LinkRequest};
 

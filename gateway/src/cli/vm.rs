@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use crate::cmd_args::{JsonFlag, NameArgs};
+use crate::cli::args::{JsonFlag, NameArgs};
 use vmm_backend::nic::NicRequest;
 use vmm_backend::{Accel, BootSource, ConsoleConfig, PowerAction, VmBackend, VmDefinition, VmInfo};
 

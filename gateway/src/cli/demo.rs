@@ -47,39 +47,85 @@ fn random_password() -> String {
         .collect()
 }
 
-/// The test guest: built (and cached, shared with the test suite) by the project's
-/// script under the workspace's `target/test-guest`.
-fn guest_image() -> anyhow::Result<Option<(PathBuf, PathBuf)>> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = root.join("target/test-guest");
-    let (k, i) = (out.join("vmlinuz"), out.join("initrd.img"));
-    let script = root.join("vmm-backend/guest/build-test-guest.sh");
-    if script.is_file() {
-        let st = std::process::Command::new("bash")
-            .arg(&script)
-            .arg(&out)
-            .stdout(std::process::Stdio::null())
-            .status()
-            .context("running the guest build script")?;
-        if !st.success() {
-            anyhow::bail!("building the demo guest failed (see the messages above)");
-        }
+/// The recipe of the demo guest (the project's test guest: a Debian kernel and a
+/// busybox initramfs with the guest agent), built into the binary so that an installed
+/// copy can build its guest with no source tree.
+#[derive(rust_embed::RustEmbed)]
+#[folder = "../vmm-backend/guest/"]
+struct GuestKit;
+
+/// Where the demo guest is cached: `VMGW_TEST_GUEST_DIR` (the test suite's cache), else
+/// `$XDG_CACHE_HOME/vm-gateway/guest`, `~/.cache/vm-gateway/guest`, or the data directory.
+fn guest_cache(data_dir: &Path) -> PathBuf {
+    if let Some(d) = std::env::var_os("VMGW_TEST_GUEST_DIR") {
+        return PathBuf::from(d);
     }
-    Ok((k.is_file() && i.is_file()).then_some((k, i)))
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
+    match cache {
+        Some(c) => c.join("vm-gateway/guest"),
+        None => data_dir.join("guest"),
+    }
 }
 
-async fn demo_vm(backend: &dyn VmBackend) -> anyhow::Result<()> {
+/// Writes the embedded recipe into `dir` (scripts executable).
+fn unpack_guest_kit(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for name in GuestKit::iter() {
+        let Some(file) = GuestKit::get(&name) else {
+            continue;
+        };
+        let path = dir.join(name.as_ref());
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::write(&path, &file.data).with_context(|| format!("writing {}", path.display()))?;
+        let mode = if file.data.starts_with(b"#!") {
+            0o755
+        } else {
+            0o644
+        };
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
+/// The demo guest's kernel and initramfs: found in the cache, or built there from the
+/// embedded recipe (Debian packages, about a minute the first time).
+fn guest_image(data_dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let out = guest_cache(data_dir);
+    let (k, i) = (out.join("vmlinuz"), out.join("initrd.img"));
+    let kit = out.join("recipe");
+    unpack_guest_kit(&kit)?;
+    if !(k.is_file() && i.is_file()) {
+        eprintln!(
+            "Building the demo guest in {} (a Debian kernel and a busybox initramfs from \
+             Debian packages; once, about a minute)...",
+            out.display()
+        );
+    }
+    // The script checks its own cache stamp and returns at once when it is current.
+    let st = std::process::Command::new("bash")
+        .arg(kit.join("build-test-guest.sh"))
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("running the guest build script")?;
+    if !(st.success() && k.is_file() && i.is_file()) {
+        anyhow::bail!("building the demo guest failed (see the messages above)");
+    }
+    Ok((k, i))
+}
+
+async fn demo_vm(backend: &dyn VmBackend, data_dir: &Path) -> anyhow::Result<()> {
     if backend.get(DEMO_VM).await.is_err() {
-        let boot = match guest_image()? {
-            Some((kernel, initrd)) => BootSource::Kernel {
-                kernel,
-                initrd: Some(initrd),
-                cmdline: "console=ttyS0 quiet".into(),
-            },
-            None => {
-                eprintln!("warning: no test guest image; the demo VM boots firmware only");
-                BootSource::Firmware
-            }
+        let (kernel, initrd) = guest_image(data_dir)?;
+        let boot = BootSource::Kernel {
+            kernel,
+            initrd: Some(initrd),
+            cmdline: "console=ttyS0 quiet".into(),
         };
         backend
             .define(VmDefinition {
@@ -112,7 +158,7 @@ pub async fn run(args: DemoArgs, mut cfg: Config, data_dir_given: bool) -> anyho
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let data_dir = cfg.data_dir.clone();
     let backend = Arc::new(gateway::launch::open_backend(&cfg, true)?);
-    demo_vm(backend.as_ref()).await?;
+    demo_vm(backend.as_ref(), &data_dir).await?;
 
     let gw = gateway::launch::Gateway::bind(cfg, Some(backend.clone())).await?;
     let app = gw.app.clone();

@@ -6,7 +6,7 @@ use gateway::config::Config;
 use vmm_backend::net::{BondMode, BondRequest, SwitchRequest};
 use vmm_backend::VmBackend;
 
-use crate::cmd_args::{JsonFlag, NameArgs};
+use crate::cli::args::{JsonFlag, NameArgs};
 
 #[derive(Debug, Subcommand)]
 pub enum SwitchCommand {
