@@ -169,6 +169,7 @@ pub struct RawLinks {
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
     pub tls_handshake_timeout_secs: Option<u64>,
+    pub tls_reload_poll_secs: Option<u64>,
     pub header_read_timeout_secs: Option<u64>,
     pub request_timeout_secs: Option<u64>,
     pub max_connections: Option<usize>,
@@ -322,6 +323,9 @@ pub enum ClientHeader {
 pub struct Limits {
     /// A TLS handshake must finish within this (slow handshakes are dropped).
     pub tls_handshake_timeout: Duration,
+    /// How often certificate files are checked for a new version (SIGHUP reloads at
+    /// once).
+    pub tls_reload_poll: Duration,
     /// Request headers must arrive within this (slowloris).
     pub header_read_timeout: Duration,
     /// A whole non-WebSocket request must be answered within this.
@@ -366,6 +370,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             tls_handshake_timeout: Duration::from_secs(10),
+            tls_reload_poll: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             max_connections: 9_000,
@@ -480,6 +485,11 @@ impl RawConfig {
                 l.tls_handshake_timeout_secs,
                 d.tls_handshake_timeout,
                 "limits.tls_handshake_timeout_secs",
+            )?,
+            tls_reload_poll: secs(
+                l.tls_reload_poll_secs,
+                d.tls_reload_poll,
+                "limits.tls_reload_poll_secs",
             )?,
             header_read_timeout: secs(
                 l.header_read_timeout_secs,

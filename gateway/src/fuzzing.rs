@@ -56,7 +56,7 @@ pub fn forwarded_for(data: &[u8]) {
 
 /// A PROXY protocol header from a trusted proxy.
 pub fn proxy_header(data: &[u8]) {
-    let _ = crate::proxy_protocol::parse(data);
+    let _ = crate::server::proxy_protocol::parse(data);
 }
 
 /// Admin JSON bodies: link requests (validated too) and exchange bodies.

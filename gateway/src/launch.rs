@@ -10,7 +10,8 @@ use crate::config::{Config, StoreSettings};
 use crate::engine::App;
 use crate::http::assets::Assets;
 use crate::http::Site;
-use crate::server::{self, Listeners, ServerError};
+use crate::server::tls::{self, ListenerTls, TlsError};
+use crate::server::{self, Listeners};
 use crate::store::{default_sqlite_path, PgStore, SqliteStore, Store, StoreError};
 
 /// Errors starting a gateway.
@@ -29,7 +30,7 @@ pub enum LaunchError {
         source: std::io::Error,
     },
     #[error("TLS")]
-    Tls(#[from] ServerError),
+    Tls(#[from] TlsError),
     #[error("starting the engine")]
     Engine(#[from] crate::engine::EngineError),
 }
@@ -96,10 +97,9 @@ impl Gateway {
             }
         }
         let public_tls = match &cfg.public_tls {
-            Some(f) => server::load_tls(&f.cert, &f.key)?,
+            Some(f) => ListenerTls::from_files(&f.cert, &f.key, false)?,
             None => {
-                let (cert, key) =
-                    server::self_signed(vec!["localhost".into(), "127.0.0.1".into()])?;
+                let (cert, key) = tls::self_signed(vec!["localhost".into(), "127.0.0.1".into()])?;
                 let dir = cfg.data_dir.join("tls");
                 std::fs::create_dir_all(&dir).map_err(|e| LaunchError::DataDir(dir.clone(), e))?;
                 let (cp, kp) = (dir.join("self-signed.crt"), dir.join("self-signed.key"));
@@ -108,11 +108,15 @@ impl Gateway {
                         .map_err(|e| LaunchError::DataDir(kp.clone(), e))?;
                     std::fs::write(&cp, cert).map_err(|e| LaunchError::DataDir(cp.clone(), e))?;
                 }
-                server::load_tls(&cp, &kp)?
+                // The demo's certificate is not watched for changes.
+                ListenerTls {
+                    files: None,
+                    ..ListenerTls::from_files(&cp, &kp, false)?
+                }
             }
         };
         let admin_tls = match &cfg.admin_tls {
-            Some(f) => Some(server::load_tls(&f.cert, &f.key)?),
+            Some(f) => Some(ListenerTls::from_files(&f.cert, &f.key, false)?),
             None => None,
         };
         let bind = |addr| async move {

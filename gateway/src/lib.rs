@@ -12,7 +12,6 @@ pub mod links;
 pub mod memory;
 pub mod metrics;
 pub mod passwords;
-pub mod proxy_protocol;
 pub mod relay;
 pub mod secret;
 pub mod server;

@@ -83,7 +83,11 @@ impl TestGateway {
             .create_admin_token(&format!("test-{}", rand_suffix()))
             .await
             .unwrap();
-        let cert = std::fs::read(dir.path().join("tls/self-signed.crt")).unwrap();
+        let cert_path = match &app.config().public_tls {
+            Some(f) => f.cert.clone(),
+            None => dir.path().join("tls/self-signed.crt"),
+        };
+        let cert = std::fs::read(cert_path).unwrap();
         let mut roots = rustls::RootCertStore::empty();
         for c in rustls_pemfile::certs(&mut cert.as_slice()) {
             roots.add(c.unwrap()).unwrap();

@@ -1,10 +1,13 @@
 //! Listeners and connections: accept loops with connection caps, the TLS handshake with a
 //! timeout, HTTP/1.1 via hyper with a header timeout, and a graceful shutdown that also
-//! ends the relayed WebSocket sessions cleanly.
+//! ends the relayed WebSocket sessions cleanly. `tls` holds the certificates (reloaded
+//! while serving), `proxy_protocol` the PROXY header reader.
+
+pub mod proxy_protocol;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -21,78 +24,15 @@ use crate::engine::App;
 use crate::http::{ConnInfo, Hold, Side, Site};
 use crate::limits::ConnSlot;
 use crate::metrics::Metrics;
-use crate::proxy_protocol;
 use crate::sessions::EndReason;
+use tls::ListenerTls;
 
-/// Errors setting up listeners and TLS.
-#[derive(Debug, thiserror::Error)]
-pub enum ServerError {
-    #[error("reading {path}")]
-    ReadPem {
-        path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("no certificate in {0}")]
-    NoCert(std::path::PathBuf),
-    #[error("no private key in {0}")]
-    NoKey(std::path::PathBuf),
-    #[error("TLS configuration")]
-    Tls(#[from] rustls::Error),
-    #[error("generating a self-signed certificate")]
-    SelfSigned(#[from] rcgen::Error),
-}
-
-pub fn tls_config(
-    certs: Vec<rustls_pki_types::CertificateDer<'static>>,
-    key: rustls_pki_types::PrivateKeyDer<'static>,
-) -> Result<Arc<rustls::ServerConfig>, ServerError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    cfg.max_early_data_size = 0;
-    Ok(Arc::new(cfg))
-}
-
-/// Loads a PEM certificate chain and private key.
-pub fn load_tls(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, ServerError> {
-    let read = |p: &Path| {
-        std::fs::read(p).map_err(|source| ServerError::ReadPem {
-            path: p.to_owned(),
-            source,
-        })
-    };
-    let cert_pem = read(cert)?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_slice())
-        .filter_map(Result::ok)
-        .collect();
-    if certs.is_empty() {
-        return Err(ServerError::NoCert(cert.to_owned()));
-    }
-    let key_pem = read(key)?;
-    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .ok()
-        .flatten()
-        .ok_or_else(|| ServerError::NoKey(key.to_owned()))?;
-    tls_config(certs, key)
-}
-
-/// A self-signed certificate for `names` (the demo), as PEM (cert, key).
-pub fn self_signed(names: Vec<String>) -> Result<(String, String), ServerError> {
-    let ck = rcgen::generate_simple_self_signed(names)?;
-    Ok((ck.cert.pem(), ck.key_pair.serialize_pem()))
-}
-
-/// The listeners and their TLS settings.
 #[derive(Debug)]
 pub struct Listeners {
     pub public: TcpListener,
-    pub public_tls: Arc<rustls::ServerConfig>,
+    pub public_tls: ListenerTls,
     pub admin: TcpListener,
-    pub admin_tls: Option<Arc<rustls::ServerConfig>>,
+    pub admin_tls: Option<ListenerTls>,
 }
 
 /// Serves both listeners until `shutdown` completes, then drains: live sessions get
@@ -103,10 +43,13 @@ pub async fn run(site: Arc<Site>, listeners: Listeners, shutdown: impl Future<Ou
     let tracker = TaskTracker::new();
     let public_cap = Arc::new(Semaphore::new(limits.max_connections));
     let admin_cap = Arc::new(Semaphore::new(limits.max_admin_connections));
+    let mut watched = vec![("public", listeners.public_tls.clone())];
+    watched.extend(listeners.admin_tls.clone().map(|t| ("admin", t)));
+    let certs = tokio::spawn(tls::watch_certificates(watched, limits.tls_reload_poll));
     let public = tokio::spawn(accept_loop(
         site.clone(),
         listeners.public,
-        Some(TlsAcceptor::from(listeners.public_tls)),
+        Some(TlsAcceptor::from(listeners.public_tls.config)),
         Side::Public,
         public_cap,
         tracker.clone(),
@@ -114,7 +57,7 @@ pub async fn run(site: Arc<Site>, listeners: Listeners, shutdown: impl Future<Ou
     let admin = tokio::spawn(accept_loop(
         site.clone(),
         listeners.admin,
-        listeners.admin_tls.map(TlsAcceptor::from),
+        listeners.admin_tls.map(|t| TlsAcceptor::from(t.config)),
         Side::Admin,
         admin_cap,
         tracker.clone(),
@@ -127,6 +70,7 @@ pub async fn run(site: Arc<Site>, listeners: Listeners, shutdown: impl Future<Ou
     public.abort();
     admin.abort();
     background.abort();
+    certs.abort();
     app.sessions().end_all(EndReason::Shutdown);
     tracker.close();
     if tokio::time::timeout(limits.shutdown_drain, tracker.wait())
@@ -332,6 +276,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn example(name: &str) -> std::path::PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -343,11 +288,13 @@ mod tests {
     /// TLS 1.2 and TLS 1.3 handshakes (HTTP/1.1 by ALPN); older versions are not offered.
     #[tokio::test]
     async fn example_certificate_serves_tls_12_and_13() {
-        let server =
-            load_tls(&example("server.crt"), &example("server.key")).expect("example cert");
+        let server = ListenerTls::from_files(&example("server.crt"), &example("server.key"), false)
+            .expect("example cert")
+            .config;
         let ca = std::fs::read(example("ca.crt")).expect("ca");
         let mut roots = rustls::RootCertStore::empty();
-        for c in rustls_pemfile::certs(&mut ca.as_slice()) {
+        use rustls_pki_types::pem::PemObject;
+        for c in rustls_pki_types::CertificateDer::pem_slice_iter(&ca) {
             roots.add(c.expect("pem")).expect("root");
         }
         for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
@@ -367,7 +314,11 @@ mod tests {
             assert_eq!(c.get_ref().1.protocol_version(), Some(version.version));
             assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
         }
-        assert!(load_tls(&example("ca.crt"), &example("nope.key")).is_err());
+        assert!(ListenerTls::from_files(&example("ca.crt"), &example("nope.key"), false).is_err());
+        // A key that is not the certificate's is refused.
+        assert!(
+            ListenerTls::from_files(&example("ca.crt"), &example("server.key"), false).is_err()
+        );
     }
 
     #[test]
