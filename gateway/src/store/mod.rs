@@ -41,8 +41,13 @@ pub const MAX_AUDIT_DETAIL: usize = 2048;
 /// Store errors.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("database error: {0}")]
-    Db(#[from] rusqlite::Error),
+    #[error("SQLite: {0}")]
+    Db(rusqlite::Error),
+    /// The store cannot be reached or is overloaded right now (refused or dropped
+    /// connection, server shutting down, pool wait or lock wait timed out); a retry later
+    /// may work. Served as 503 with Retry-After. The text says why (never a password).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
     #[error("I/O error on the store at {path}: {source}")]
     Io {
         path: PathBuf,
@@ -68,19 +73,27 @@ pub enum StoreError {
     #[error("a store task failed")]
     Task,
     #[error(transparent)]
-    Postgres(#[from] PgError),
+    Postgres(PgError),
 }
 
 impl StoreError {
     /// The store cannot be reached or is overloaded right now (a retry later may work),
     /// as opposed to a fault in the request or the data.
     pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
-            StoreError::Postgres(
-                PgError::PoolBusy { .. } | PgError::ConnectTimeout { .. } | PgError::Connect { .. }
-            )
-        )
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    /// `SQLITE_BUSY` / `SQLITE_LOCKED` (another process kept the file locked past the
+    /// busy timeout) is an outage; anything else is a database error.
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                StoreError::Unavailable(format!("SQLite: {e}"))
+            }
+            _ => StoreError::Db(e),
+        }
     }
 }
 
@@ -439,25 +452,16 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// `now` and counts one use, returning the updated link; or says why not. Exact
     /// under concurrency (one conditional UPDATE inside an immediate transaction).
     async fn redeem(&self, id: &str, now: OffsetDateTime) -> Result<Link, RedeemError>;
-    /// [`Store::redeem`], then stores the visitor's grant (under `cookie_sha256`, valid
-    /// until the link expires). A store may do both in one transaction (SQLite does: one
-    /// commit, and no use counted without its grant).
+    /// [`Store::redeem`] and the visitor's grant (under `cookie_sha256`, valid until the
+    /// link expires) in ONE transaction: whatever fails (the grant cannot be stored, the
+    /// connection drops, the server stops), no use is ever counted without its grant.
+    /// Required of every store (no two-write default).
     async fn redeem_with_grant(
         &self,
         id: &str,
         now: OffsetDateTime,
         cookie_sha256: &str,
-    ) -> Result<Link, RedeemError> {
-        let link = self.redeem(id, now).await?;
-        let grant = Grant {
-            link_id: link.id.clone(),
-            expires_at: link.expires_at,
-        };
-        self.put_grant(cookie_sha256, &grant)
-            .await
-            .map_err(RedeemError::Store)?;
-        Ok(link)
-    }
+    ) -> Result<Link, RedeemError>;
 
     /// Creates an admin token; returns its info and the secret token (shown once; only
     /// its SHA-256 is stored). Names follow the VM-name rule and are unique among

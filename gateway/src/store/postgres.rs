@@ -58,9 +58,9 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// PostgreSQL-specific store errors. Their messages never contain a password.
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
-    /// An error from the driver or the server (`db error: ERROR: …`).
-    #[error("PostgreSQL: {0}")]
-    Driver(#[from] tokio_postgres::Error),
+    /// An error from the driver or the server (`db error: ERROR: …`), with its causes.
+    #[error("PostgreSQL: {}", error_chain(.0))]
+    Driver(tokio_postgres::Error),
     /// The driver's message (with its causes) is flattened into `reason` so that the
     /// error reads as one line.
     #[error("connecting to PostgreSQL at {target}: {reason}")]
@@ -81,10 +81,53 @@ pub enum PgError {
     TlsRequired,
 }
 
+impl From<tokio_postgres::Error> for PgError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        PgError::Driver(e)
+    }
+}
+
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
-        StoreError::Postgres(PgError::Driver(e))
+        PgError::Driver(e).into()
     }
+}
+
+impl From<PgError> for StoreError {
+    /// Every outage (cannot connect, connection lost or ended by the server, pool wait
+    /// timed out) becomes [`StoreError::Unavailable`]; anything else stays a PostgreSQL
+    /// error.
+    fn from(e: PgError) -> Self {
+        let outage = match &e {
+            PgError::Connect { .. } | PgError::ConnectTimeout { .. } | PgError::PoolBusy { .. } => {
+                true
+            }
+            PgError::Driver(d) => is_outage(d),
+            PgError::BadUrl(_) | PgError::TlsRequired => false,
+        };
+        if outage {
+            StoreError::Unavailable(e.to_string())
+        } else {
+            StoreError::Postgres(e)
+        }
+    }
+}
+
+/// Whether a driver error means the database is unreachable or going away (a retry on
+/// another connection, later, may work) rather than a fault in the statement or data.
+fn is_outage(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true; // the connection ended while or before the statement ran
+    }
+    if let Some(code) = e.code() {
+        // 08…: connection exceptions; 57P01 admin shutdown (also pg_terminate_backend),
+        // 57P02 crash shutdown, 57P03 cannot connect now (starting or stopping), 57P05
+        // idle session timeout; 53300 too many connections.
+        let c = code.code();
+        return c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03" | "57P05" | "53300");
+    }
+    // Socket errors (reset, broken pipe) carry the I/O error as their source.
+    std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
 }
 
 /// Where and how to connect: the parsed `[store] url` and the pool settings.
@@ -303,6 +346,72 @@ impl PgStore {
     /// Where this store connects (`user@host/dbname`, no password).
     pub fn describe(&self) -> String {
         self.pool.settings.describe()
+    }
+
+    /// The redemption (and, with `grant`, the visitor's grant) in one transaction: if
+    /// anything fails before COMMIT (the grant insert, the connection, the server), the
+    /// server rolls the use back.
+    async fn redeem_and_grant(
+        &self,
+        id: &str,
+        now: OffsetDateTime,
+        grant: Option<&str>,
+    ) -> Result<Link, RedeemError> {
+        let now_ms = to_ms(now)?;
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await.map_err(StoreError::from)?;
+        // The whole decision is one conditional UPDATE: no read-modify-write window. A
+        // concurrent redeemer of the same row waits for it and re-checks the WHERE
+        // clause against the updated row (READ COMMITTED re-evaluation).
+        let updated = tx
+            .query_opt(
+                &format!(
+                    "UPDATE links SET uses = uses + 1 \
+                     WHERE id = $1 \
+                       AND revoked_at_ms IS NULL \
+                       AND expires_at_ms > $2 \
+                       AND (not_before_ms IS NULL OR not_before_ms <= $2) \
+                       AND (max_uses IS NULL OR uses < max_uses) \
+                     RETURNING {LINK_COLS}"
+                ),
+                &[&id, &now_ms],
+            )
+            .await
+            .map_err(StoreError::from)?;
+        if let Some(row) = updated {
+            let link = link_row(&row).map_err(StoreError::from)?.into_link()?;
+            if let Some(key) = grant {
+                let r = tx
+                    .execute(
+                        "INSERT INTO grants (cookie_sha256, link_id, expires_at_ms, created_at_ms) \
+                         VALUES ($1, $2, $3, $4)",
+                        &[&key, &link.id, &to_ms(link.expires_at)?, &now_ms],
+                    )
+                    .await;
+                match r {
+                    Ok(_) => {}
+                    Err(e) if is_unique_violation(&e) => {
+                        return Err(StoreError::Duplicate("grant".into()).into())
+                    }
+                    Err(e) => return Err(StoreError::from(e).into()),
+                }
+            }
+            tx.commit().await.map_err(StoreError::from)?;
+            return Ok(link);
+        }
+        // Refused: read the row (same transaction) to say why. A link only ever moves
+        // away from redeemable (uses grow, revocation stays), so this cannot contradict
+        // the UPDATE.
+        let Some(link) = get_link_on(&tx, id).await? else {
+            return Err(RedeemError::NotFound);
+        };
+        drop(tx);
+        match link.check(now) {
+            Err(refusal) => Err(RedeemError::Refused(refusal)),
+            Ok(()) => Err(RedeemError::Store(StoreError::Corrupt(
+                "redeem: conditional update refused a redeemable link".into(),
+            ))),
+        }
     }
 }
 
@@ -564,40 +673,16 @@ impl Store for PgStore {
     }
 
     async fn redeem(&self, id: &str, now: OffsetDateTime) -> Result<Link, RedeemError> {
-        let now_ms = to_ms(now)?;
-        let c = self.pool.get().await?;
-        // The whole decision is one conditional UPDATE: no read-modify-write window. A
-        // concurrent redeemer of the same row waits for it and re-checks the WHERE
-        // clause against the updated row (READ COMMITTED re-evaluation).
-        let updated = c
-            .query_opt(
-                &format!(
-                    "UPDATE links SET uses = uses + 1 \
-                     WHERE id = $1 \
-                       AND revoked_at_ms IS NULL \
-                       AND expires_at_ms > $2 \
-                       AND (not_before_ms IS NULL OR not_before_ms <= $2) \
-                       AND (max_uses IS NULL OR uses < max_uses) \
-                     RETURNING {LINK_COLS}"
-                ),
-                &[&id, &now_ms],
-            )
-            .await
-            .map_err(StoreError::from)?;
-        if let Some(row) = updated {
-            return Ok(link_row(&row).map_err(StoreError::from)?.into_link()?);
-        }
-        // Refused: read the row to say why. A link only ever moves away from
-        // redeemable (uses grow, revocation stays), so this cannot contradict the UPDATE.
-        let Some(link) = get_link_on(&*c, id).await? else {
-            return Err(RedeemError::NotFound);
-        };
-        match link.check(now) {
-            Err(refusal) => Err(RedeemError::Refused(refusal)),
-            Ok(()) => Err(RedeemError::Store(StoreError::Corrupt(
-                "redeem: conditional update refused a redeemable link".into(),
-            ))),
-        }
+        self.redeem_and_grant(id, now, None).await
+    }
+
+    async fn redeem_with_grant(
+        &self,
+        id: &str,
+        now: OffsetDateTime,
+        cookie_sha256: &str,
+    ) -> Result<Link, RedeemError> {
+        self.redeem_and_grant(id, now, Some(cookie_sha256)).await
     }
 
     async fn create_admin_token(&self, name: &str) -> Result<(AdminTokenInfo, String), StoreError> {
