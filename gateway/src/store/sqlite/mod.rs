@@ -43,11 +43,11 @@ pub(crate) struct Migration {
 pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
-        sql: include_str!("migrations/0001_init.sql"),
+        sql: include_str!("../migrations/0001_init.sql"),
     },
     Migration {
         version: 2,
-        sql: include_str!("migrations/0002_grants.sql"),
+        sql: include_str!("../migrations/0002_grants.sql"),
     },
 ];
 

@@ -41,7 +41,7 @@ use crate::tokens::SigningKey;
 /// The PostgreSQL schema, in order. Append new versions; never edit a released one.
 pub(crate) const PG_MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
-    sql: include_str!("migrations/pg/0001_init.sql"),
+    sql: include_str!("../migrations/pg/0001_init.sql"),
 }];
 
 /// Key of the advisory lock that serializes migrations (any fixed number; this one is
