@@ -53,7 +53,7 @@ pub enum StoreError {
     /// may work. Served as 503 with Retry-After. The text says why (never a password).
     #[error("store unavailable: {0}")]
     Unavailable(String),
-    #[error("I/O error on the store at {path}: {source}")]
+    #[error("I/O error on the store at {path}")]
     Io {
         path: PathBuf,
         #[source]

@@ -183,8 +183,18 @@ impl PgStore {
         if let Some(key) = grant {
             insert_grant(&tx, key, &link.id, to_ms(link.expires_at)?, now_ms).await?;
         }
-        tx.commit().await.map_err(StoreError::from)?;
-        Ok(link)
+        let committed = tx.commit().await.map_err(StoreError::from);
+        drop(c); // back to the pool before any check below takes a connection
+        match (committed, grant) {
+            (Ok(()), _) => Ok(link),
+            // The connection failed during COMMIT: the server may have committed. If
+            // the grant is there, it did, and the visitor gets the use it paid for.
+            (Err(e), Some(key)) if e.is_unavailable() => match self.get_grant(key).await {
+                Ok(Some(g)) if g.link_id == link.id => Ok(link),
+                _ => Err(e.into()),
+            },
+            (Err(e), _) => Err(e.into()),
+        }
     }
 }
 
