@@ -107,6 +107,18 @@ async fn retry_exchange(s: &PgStore, id: &str, cookie: &str) -> Link {
     }
 }
 
+/// A database on a private server whose commits are durable across an immediate stop
+/// (the test servers run with `synchronous_commit=off`, which could lose a wrongly
+/// committed use in the crash and hide the bug).
+fn durable_database(server: &PgServer) -> PgDatabase {
+    let db = server.database();
+    server.psql(
+        &db.name,
+        &format!("ALTER DATABASE {} SET synchronous_commit = on", db.name),
+    );
+    db
+}
+
 async fn exchange_while_grants_are_locked(
     server: &PgServer,
     db: &PgDatabase,
@@ -158,10 +170,90 @@ async fn killing_the_exchange_backend_burns_no_use() {
     assert!(s.get_grant("k2").await.unwrap().is_some());
 }
 
+/// Child half of `kill_9_of_the_gateway_mid_exchange_burns_no_use`: only acts when
+/// re-run by it, and blocks in the exchange until killed.
+#[test]
+fn exchange_child() {
+    let (Some(url), Some(id)) = (
+        std::env::var_os("VMGW_OUTAGE_CHILD_URL"),
+        std::env::var_os("VMGW_OUTAGE_CHILD_LINK"),
+    ) else {
+        return;
+    };
+    let (url, id) = (url.into_string().unwrap(), id.into_string().unwrap());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let s = PgStore::open(&PgSettings::parse(&url).unwrap())
+            .await
+            .unwrap();
+        let r = s.redeem_with_grant(&id, NOW, "k1").await;
+        panic!("the exchange should have blocked until the kill, got {r:?}");
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_gateway_mid_exchange_burns_no_use() {
+    let server = PgServer::shared();
+    let db = server.database();
+    let s = PgStore::open(&PgSettings::parse(&db.url).unwrap())
+        .await
+        .unwrap();
+    let l = one_use_link();
+    s.create_link(&l).await.unwrap();
+    let locker = lock_grants(&db).await;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "exchange_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("VMGW_OUTAGE_CHILD_URL", &db.url)
+        .env("VMGW_OUTAGE_CHILD_LINK", &l.id)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    blocked_backend(server, &db).await;
+    child.kill().unwrap(); // SIGKILL: no destructor, no ROLLBACK sent
+    child.wait().unwrap();
+    // The blocked backend goes on once the lock is released, then finds its client
+    // gone before any COMMIT: the whole exchange rolls back.
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server
+        .psql(
+            &db.name,
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND state <> 'idle' \
+                 AND pid <> pg_backend_pid()",
+                db.name
+            ),
+        )
+        .trim()
+        .starts_with('0')
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the killed gateway's backend lingers"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        uses_and_grants(server, &db, &l.id),
+        (0, 0),
+        "(uses, grants)"
+    );
+    assert_eq!(retry_exchange(&s, &l.id, "k2").await.uses, 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_stopping_mid_exchange_burns_no_use() {
     let server = PgServer::start();
-    let db = server.database();
+    let db = durable_database(&server);
     let s = Arc::new(
         PgStore::open(&PgSettings::parse(&db.url).unwrap())
             .await
@@ -169,8 +261,6 @@ async fn postgres_stopping_mid_exchange_burns_no_use() {
     );
     let l = one_use_link();
     s.create_link(&l).await.unwrap();
-    // The test cluster runs with synchronous_commit=off: make the link durable first.
-    server.psql(&db.name, "CHECKPOINT");
     let (_locker, exchange, _) = exchange_while_grants_are_locked(&server, &db, &s, &l.id).await;
     server.stop_immediate();
     let r = exchange.await.unwrap();
@@ -191,7 +281,7 @@ async fn postgres_stopping_mid_exchange_burns_no_use() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_exchange_during_an_outage_is_503_and_the_retry_succeeds() {
     let server = PgServer::start();
-    let db = server.database();
+    let db = durable_database(&server);
     let gw = Arc::new(
         TestGateway::start_with(&format!(
             "[store]\nurl = {:?}\npool_size = 4\nconnect_timeout_secs = 2\n",
@@ -204,7 +294,6 @@ async fn http_exchange_during_an_outage_is_503_and_the_retry_succeeds() {
         .await;
     let id = link["id"].as_str().unwrap().to_owned();
     let token = link["token"].as_str().unwrap().to_owned();
-    server.psql(&db.name, "CHECKPOINT");
 
     let _locker = lock_grants(&db).await;
     let exchange = {
