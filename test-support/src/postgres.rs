@@ -432,6 +432,25 @@ mod tests {
     }
 
     #[test]
+    fn a_server_stopped_immediately_restarts_with_its_data() {
+        let s = PgServer::start();
+        let db = s.database();
+        s.psql(
+            &db.name,
+            "CREATE TABLE x (v INT); INSERT INTO x VALUES (7); CHECKPOINT;",
+        );
+        let first = lock(&s.postgres).as_ref().map(Child::id);
+        s.stop_immediate();
+        assert!(lock(&s.postgres).is_none());
+        s.restart();
+        assert_ne!(lock(&s.postgres).as_ref().map(Child::id), first);
+        assert_eq!(s.psql(&db.name, "SELECT v FROM x").trim(), "7");
+        let root = s.root.clone();
+        drop(s);
+        assert!(!root.exists(), "{} left behind", root.display());
+    }
+
+    #[test]
     fn the_shared_server_is_one() {
         let a = PgServer::shared();
         let b = PgServer::shared();
