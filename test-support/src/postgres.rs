@@ -121,6 +121,36 @@ fn private_dir(path: &Path, ids: Option<(u32, u32)>) {
     }
 }
 
+/// Starts `postgres` on the cluster in `root/data`, logging to `root/postgres.log`
+/// (appended: a restarted server keeps the earlier log).
+fn spawn_postgres(bin: &Path, root: &Path, ids: Option<(u32, u32)>) -> Child {
+    let data = root.join("data");
+    let socket_dir = root.join("sock");
+    let log_path = root.join("postgres.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .unwrap_or_else(|e| panic!("opening {}: {e}", log_path.display()));
+    let log2 = log.try_clone().unwrap_or_else(|e| panic!("dup log: {e}"));
+    as_server(Command::new(bin.join("postgres")), ids)
+        .arg("-D")
+        .arg(&data)
+        .arg("-k")
+        .arg(&socket_dir)
+        // unix socket only; no fsync (throwaway data); enough connections for
+        // several gateways' pools
+        .args(["-c", "listen_addresses=", "-F", "-c", "max_connections=200"])
+        .args(["-c", "shared_buffers=16MB", "-c", "synchronous_commit=off"])
+        .current_dir(root)
+        .env_remove("PGDATA")
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {}/postgres: {e}", bin.display()))
+}
+
 impl PgServer {
     /// The server shared by all tests of this test binary (started on first use; stopped
     /// by its watchdog when the process ends).
@@ -168,35 +198,19 @@ impl PgServer {
             );
         }
 
-        let log_path = root.join("postgres.log");
-        let log = std::fs::File::create(&log_path)
-            .unwrap_or_else(|e| panic!("creating {}: {e}", log_path.display()));
-        let log2 = log.try_clone().unwrap_or_else(|e| panic!("dup log: {e}"));
-        let child = as_server(Command::new(bin.join("postgres")), ids)
-            .arg("-D")
-            .arg(&data)
-            .arg("-k")
-            .arg(&socket_dir)
-            // unix socket only; no fsync (throwaway data); enough connections for
-            // several gateways' pools
-            .args(["-c", "listen_addresses=", "-F", "-c", "max_connections=200"])
-            .args(["-c", "shared_buffers=16MB", "-c", "synchronous_commit=off"])
-            .current_dir(&root)
-            .env_remove("PGDATA")
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}/postgres: {e}", bin.display()));
+        let child = spawn_postgres(&bin, &root, ids);
         let pid = child.id();
         let watchdog = Command::new("sh")
             .arg("-c")
             .arg(
                 // The server removes postmaster.pid when its shutdown is complete
                 // (`kill -0` would not tell: an unreaped server lingers as a zombie).
-                "read -r _ ; kill -INT \"$1\" 2>/dev/null; i=0; \
+                // The pid is read from postmaster.pid: after `restart` the server is
+                // another process than the one started first.
+                "read -r _ ; pid=$(head -n 1 \"$2/data/postmaster.pid\" 2>/dev/null); \
+                 pid=${pid:-$1}; kill -INT \"$pid\" 2>/dev/null; i=0; \
                  while [ -e \"$2/data/postmaster.pid\" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; \
-                 [ -e \"$2/data/postmaster.pid\" ] && kill -KILL \"$1\" 2>/dev/null; rm -rf \"$2\"",
+                 [ -e \"$2/data/postmaster.pid\" ] && kill -KILL \"$pid\" 2>/dev/null; rm -rf \"$2\"",
             )
             .arg("pg-watchdog")
             .arg(pid.to_string())
@@ -317,6 +331,41 @@ impl PgServer {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Stops the server the way `pg_ctl stop -m immediate` does (SIGQUIT: every backend
+    /// quits at once, no checkpoint; the next start recovers from the WAL), keeping its
+    /// data for [`PgServer::restart`]. Waits until the server has exited.
+    pub fn stop_immediate(&self) {
+        if let Some(mut c) = lock(&self.postgres).take() {
+            let _ = kill(Pid::from_raw(pid_i32(c.id())), Signal::SIGQUIT);
+            let deadline = Instant::now() + STOP_TIMEOUT;
+            loop {
+                match c.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if Instant::now() > deadline => {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                        break;
+                    }
+                    Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        }
+    }
+
+    /// Starts the server again on the same data and socket after
+    /// [`PgServer::stop_immediate`]; waits until it accepts connections. Does nothing
+    /// if it is running.
+    pub fn restart(&self) {
+        {
+            let mut running = lock(&self.postgres);
+            if running.is_some() {
+                return;
+            }
+            *running = Some(spawn_postgres(&self.bin, &self.root, server_ids()));
+        }
+        self.wait_ready();
+    }
+
     /// Stops the server (fast shutdown, then SIGKILL after 10 s) and removes its
     /// directory. Idempotent.
     pub fn stop(&self) {
@@ -380,6 +429,25 @@ mod tests {
         drop(s);
         assert!(!root.exists(), "{} left behind", root.display());
         eprintln!("cluster started in {started:?}");
+    }
+
+    #[test]
+    fn a_server_stopped_immediately_restarts_with_its_data() {
+        let s = PgServer::start();
+        let db = s.database();
+        s.psql(
+            &db.name,
+            "CREATE TABLE x (v INT); INSERT INTO x VALUES (7); CHECKPOINT;",
+        );
+        let first = lock(&s.postgres).as_ref().map(Child::id);
+        s.stop_immediate();
+        assert!(lock(&s.postgres).is_none());
+        s.restart();
+        assert_ne!(lock(&s.postgres).as_ref().map(Child::id), first);
+        assert_eq!(s.psql(&db.name, "SELECT v FROM x").trim(), "7");
+        let root = s.root.clone();
+        drop(s);
+        assert!(!root.exists(), "{} left behind", root.display());
     }
 
     #[test]

@@ -1,10 +1,14 @@
 //! Persistence behind the [`Store`] trait: links (with atomic redemption), admin tokens,
 //! token signing keys, console targets and the audit log.
 //!
-//! [`SqliteStore`] is the embedded default; [`PgStore`] keeps the same state in
-//! PostgreSQL so that several gateways can share it. Both use the same SQL shapes
-//! (`UPDATE … RETURNING`, partial unique indexes, integer unix-millisecond times) and the
-//! row conversions below.
+//! This module is the contract: the [`Store`] trait, its types and errors.
+//! [`SqliteStore`] (`sqlite/`) is the embedded default; [`PgStore`] (`postgres/`) keeps
+//! the same state in PostgreSQL so that several gateways can share it. Both use the
+//! same SQL shapes (`UPDATE … RETURNING`, partial unique indexes, integer
+//! unix-millisecond times) and share every rule that is not SQL in `rows.rs`: row
+//! conversions, validation before SQL, audit text limits, "unique violation →
+//! Duplicate", refusal reasons. The behaviours are tested once, against both stores,
+//! in `tests/store_contract.rs`.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -19,6 +23,7 @@ pub use crate::secret::Secret;
 use crate::tokens::SigningKey;
 
 mod postgres;
+mod rows;
 mod sqlite;
 
 pub use postgres::{
@@ -41,9 +46,14 @@ pub const MAX_AUDIT_DETAIL: usize = 2048;
 /// Store errors.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("database error: {0}")]
-    Db(#[from] rusqlite::Error),
-    #[error("I/O error on the store at {path}: {source}")]
+    #[error("SQLite: {0}")]
+    Db(rusqlite::Error),
+    /// The store cannot be reached or is overloaded right now (refused or dropped
+    /// connection, server shutting down, pool wait or lock wait timed out); a retry later
+    /// may work. Served as 503 with Retry-After. The text says why (never a password).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("I/O error on the store at {path}")]
     Io {
         path: PathBuf,
         #[source]
@@ -68,19 +78,27 @@ pub enum StoreError {
     #[error("a store task failed")]
     Task,
     #[error(transparent)]
-    Postgres(#[from] PgError),
+    Postgres(PgError),
 }
 
 impl StoreError {
     /// The store cannot be reached or is overloaded right now (a retry later may work),
     /// as opposed to a fault in the request or the data.
     pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
-            StoreError::Postgres(
-                PgError::PoolBusy { .. } | PgError::ConnectTimeout { .. } | PgError::Connect { .. }
-            )
-        )
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    /// `SQLITE_BUSY` / `SQLITE_LOCKED` (another process kept the file locked past the
+    /// busy timeout) is an outage; anything else is a database error.
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                StoreError::Unavailable(format!("SQLite: {e}"))
+            }
+            _ => StoreError::Db(e),
+        }
     }
 }
 
@@ -439,25 +457,16 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// `now` and counts one use, returning the updated link; or says why not. Exact
     /// under concurrency (one conditional UPDATE inside an immediate transaction).
     async fn redeem(&self, id: &str, now: OffsetDateTime) -> Result<Link, RedeemError>;
-    /// [`Store::redeem`], then stores the visitor's grant (under `cookie_sha256`, valid
-    /// until the link expires). A store may do both in one transaction (SQLite does: one
-    /// commit, and no use counted without its grant).
+    /// [`Store::redeem`] and the visitor's grant (under `cookie_sha256`, valid until the
+    /// link expires) in ONE transaction: whatever fails (the grant cannot be stored, the
+    /// connection drops, the server stops), no use is ever counted without its grant.
+    /// Required of every store (no two-write default).
     async fn redeem_with_grant(
         &self,
         id: &str,
         now: OffsetDateTime,
         cookie_sha256: &str,
-    ) -> Result<Link, RedeemError> {
-        let link = self.redeem(id, now).await?;
-        let grant = Grant {
-            link_id: link.id.clone(),
-            expires_at: link.expires_at,
-        };
-        self.put_grant(cookie_sha256, &grant)
-            .await
-            .map_err(RedeemError::Store)?;
-        Ok(link)
-    }
+    ) -> Result<Link, RedeemError>;
 
     /// Creates an admin token; returns its info and the secret token (shown once; only
     /// its SHA-256 is stored). Names follow the VM-name rule and are unique among
@@ -509,171 +518,6 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// A trivial query, for `/healthz`.
     async fn health(&self) -> Result<(), StoreError>;
-}
-
-// Row conversions shared by the SQL stores: pure, no driver types. Times are unix
-// milliseconds (UTC) in both SQLite and PostgreSQL.
-
-fn to_ms(t: OffsetDateTime) -> Result<i64, StoreError> {
-    i64::try_from(t.unix_timestamp_nanos().div_euclid(1_000_000))
-        .map_err(|_| StoreError::Invalid("time out of range".into()))
-}
-
-fn from_ms(ms: i64) -> Result<OffsetDateTime, StoreError> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .map_err(|_| StoreError::Corrupt(format!("time {ms} ms out of range")))
-}
-
-fn opt_from_ms(ms: Option<i64>) -> Result<Option<OffsetDateTime>, StoreError> {
-    ms.map(from_ms).transpose()
-}
-
-fn opt_to_ms(t: Option<OffsetDateTime>) -> Result<Option<i64>, StoreError> {
-    t.map(to_ms).transpose()
-}
-
-fn to_u32(v: i64, what: &str) -> Result<u32, StoreError> {
-    u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what} = {v} out of range")))
-}
-
-const LINK_COLS: &str = "id, vm, console, expires_at_ms, not_before_ms, password_hash, \
-     max_uses, max_viewers, view_only, allow_power, note, uses, created_at_ms, revoked_at_ms";
-
-/// A `links` row as read, before conversion.
-struct LinkRow {
-    id: String,
-    vm: String,
-    console: String,
-    expires_at_ms: i64,
-    not_before_ms: Option<i64>,
-    password_hash: Option<String>,
-    max_uses: Option<i64>,
-    max_viewers: Option<i64>,
-    view_only: bool,
-    allow_power: bool,
-    note: Option<String>,
-    uses: i64,
-    created_at_ms: i64,
-    revoked_at_ms: Option<i64>,
-}
-
-impl LinkRow {
-    fn into_link(self) -> Result<Link, StoreError> {
-        let console: ConsoleType = self
-            .console
-            .parse()
-            .map_err(|_| StoreError::Corrupt(format!("link console {:?}", self.console)))?;
-        let revoked_at = opt_from_ms(self.revoked_at_ms)?;
-        Ok(Link {
-            console,
-            vm: self.vm,
-            expires_at: from_ms(self.expires_at_ms)?,
-            not_before: opt_from_ms(self.not_before_ms)?,
-            has_password: self.password_hash.is_some(),
-            password_hash: self.password_hash,
-            max_uses: self.max_uses.map(|v| to_u32(v, "max_uses")).transpose()?,
-            max_viewers: self
-                .max_viewers
-                .map(|v| to_u32(v, "max_viewers"))
-                .transpose()?,
-            view_only: self.view_only,
-            allow_power: self.allow_power,
-            note: self.note,
-            // Without max_uses the counter may in principle pass u32::MAX: saturate.
-            uses: u32::try_from(self.uses.max(0)).unwrap_or(u32::MAX),
-            created_at: from_ms(self.created_at_ms)?,
-            revoked: revoked_at.is_some(),
-            revoked_at,
-            id: self.id,
-        })
-    }
-}
-
-const TOKEN_COLS: &str = "id, name, created_at_ms, revoked_at_ms";
-
-fn token_info(
-    (id, name, created, revoked): (String, String, i64, Option<i64>),
-) -> Result<AdminTokenInfo, StoreError> {
-    let revoked_at = opt_from_ms(revoked)?;
-    Ok(AdminTokenInfo {
-        id,
-        name,
-        created_at: from_ms(created)?,
-        revoked: revoked_at.is_some(),
-        revoked_at,
-    })
-}
-
-fn key_from(
-    (kid, secret, created, retired): (String, Vec<u8>, i64, bool),
-) -> Result<SigningKey, StoreError> {
-    Ok(SigningKey {
-        kid,
-        secret,
-        created_at: from_ms(created)?,
-        retired,
-    })
-}
-
-type TargetRowRaw = (String, String, String, String, Option<String>, i64);
-
-fn target_from(
-    (name, kind, address_kind, address, vnc_password, created): TargetRowRaw,
-) -> Result<Target, StoreError> {
-    let kind: ConsoleType = kind
-        .parse()
-        .map_err(|_| StoreError::Corrupt(format!("target kind {kind:?}")))?;
-    let address = match address_kind.as_str() {
-        "tcp" => TargetAddress::Tcp(address),
-        "unix" => TargetAddress::Unix(PathBuf::from(address)),
-        other => {
-            return Err(StoreError::Corrupt(format!(
-                "target address kind {other:?}"
-            )))
-        }
-    };
-    Ok(Target {
-        name,
-        kind,
-        address,
-        vnc_password: vnc_password.map(Secret::from),
-        created_at: from_ms(created)?,
-    })
-}
-
-const TARGET_COLS: &str = "name, kind, address_kind, address, vnc_password, created_at_ms";
-
-type AuditRowRaw = (
-    i64,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-);
-
-fn audit_from(
-    (at, kind, link_id, session_id, client, detail): AuditRowRaw,
-) -> Result<AuditEvent, StoreError> {
-    Ok(AuditEvent {
-        at: from_ms(at)?,
-        kind: AuditKind::parse(&kind)
-            .ok_or_else(|| StoreError::Corrupt(format!("audit kind {kind:?}")))?,
-        link_id,
-        session_id,
-        client,
-        detail,
-    })
-}
-
-fn cut(s: Option<String>, max_chars: usize) -> Option<String> {
-    s.map(|s| {
-        if s.chars().count() > max_chars {
-            s.chars().take(max_chars).collect()
-        } else {
-            s
-        }
-    })
 }
 
 /// Path of the SQLite file inside a data directory.

@@ -1,0 +1,570 @@
+//! [`Store`] for [`SqliteStore`]: the SQL, in SQLite's dialect; every rule that is not
+//! SQL comes from `rows.rs`, shared with the PostgreSQL store.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use time::OffsetDateTime;
+
+use super::super::rows::{
+    audit_limit, inserted, refusal, rotation_time, same_hash, to_ms, AuditRow, KeyRow, LinkRow,
+    MaybeUnique, NewToken, TargetRow, TokenRow, Unique, AUDIT_COLS, KEY_COLS, LINK_COLS,
+    TARGET_COLS, TOKEN_COLS,
+};
+use super::super::{
+    admin_token_hash, plausible_admin_token, AdminTokenInfo, AuditEvent, Grant, RedeemError, Store,
+    StoreError, Target,
+};
+use super::{lock, QueuedAudit, SqliteStore};
+use crate::links::Link;
+use crate::tokens::SigningKey;
+
+impl MaybeUnique for rusqlite::Error {
+    fn is_unique_violation(&self) -> bool {
+        matches!(
+            self,
+            rusqlite::Error::SqliteFailure(f, _)
+                if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+                    || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+        )
+    }
+}
+
+fn link_row(r: &Row<'_>) -> rusqlite::Result<LinkRow> {
+    Ok(LinkRow {
+        id: r.get(0)?,
+        vm: r.get(1)?,
+        console: r.get(2)?,
+        expires_at_ms: r.get(3)?,
+        not_before_ms: r.get(4)?,
+        password_hash: r.get(5)?,
+        max_uses: r.get(6)?,
+        max_viewers: r.get(7)?,
+        view_only: r.get(8)?,
+        allow_power: r.get(9)?,
+        note: r.get(10)?,
+        uses: r.get(11)?,
+        created_at_ms: r.get(12)?,
+        revoked_at_ms: r.get(13)?,
+    })
+}
+
+fn token_row(r: &Row<'_>) -> rusqlite::Result<TokenRow> {
+    Ok(TokenRow {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        created_at_ms: r.get(2)?,
+        revoked_at_ms: r.get(3)?,
+    })
+}
+
+fn key_row(r: &Row<'_>) -> rusqlite::Result<KeyRow> {
+    Ok(KeyRow {
+        kid: r.get(0)?,
+        secret: r.get(1)?,
+        created_at_ms: r.get(2)?,
+        retired: r.get(3)?,
+    })
+}
+
+fn target_row(r: &Row<'_>) -> rusqlite::Result<TargetRow> {
+    Ok(TargetRow {
+        name: r.get(0)?,
+        kind: r.get(1)?,
+        address_kind: r.get(2)?,
+        address: r.get(3)?,
+        vnc_password: r.get(4)?,
+        created_at_ms: r.get(5)?,
+    })
+}
+
+fn audit_row(r: &Row<'_>) -> rusqlite::Result<AuditRow> {
+    Ok(AuditRow {
+        at_ms: r.get(0)?,
+        kind: r.get(1)?,
+        link_id: r.get(2)?,
+        session_id: r.get(3)?,
+        client: r.get(4)?,
+        detail: r.get(5)?,
+    })
+}
+
+/// Runs `sql` and converts every row with `read` then `convert`.
+fn collect<R, T>(
+    c: &Connection,
+    sql: &str,
+    args: impl rusqlite::Params,
+    read: fn(&Row<'_>) -> rusqlite::Result<R>,
+    convert: fn(R) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let mut stmt = c.prepare(sql)?;
+    let rows = stmt.query_map(args, read)?;
+    let mut out = Vec::new();
+    for r in rows {
+        out.push(convert(r?)?);
+    }
+    Ok(out)
+}
+
+fn get_link_on(c: &Connection, id: &str) -> Result<Option<Link>, StoreError> {
+    c.query_row(
+        &format!("SELECT {LINK_COLS} FROM links WHERE id = ?1"),
+        params![id],
+        link_row,
+    )
+    .optional()?
+    .map(LinkRow::into_link)
+    .transpose()
+}
+
+fn all_keys(c: &Connection) -> Result<Vec<SigningKey>, StoreError> {
+    let sql = format!("SELECT {KEY_COLS} FROM signing_keys ORDER BY created_at_ms, rowid");
+    collect(c, &sql, [], key_row, KeyRow::into_key)
+}
+
+fn insert_key(c: &Connection, key: &SigningKey) -> Result<(), StoreError> {
+    let k = KeyRow::new(key)?;
+    c.execute(
+        &format!("INSERT INTO signing_keys ({KEY_COLS}) VALUES (?1, ?2, ?3, ?4)"),
+        params![k.kid, k.secret, k.created_at_ms, k.retired],
+    )?;
+    Ok(())
+}
+
+fn insert_grant(
+    c: &Connection,
+    cookie_sha256: &str,
+    link_id: &str,
+    expires_at_ms: i64,
+    created_at_ms: i64,
+) -> Result<(), StoreError> {
+    let r = c.execute(
+        "INSERT INTO grants (cookie_sha256, link_id, expires_at_ms, created_at_ms) \
+         VALUES (?1, ?2, ?3, ?4)",
+        params![cookie_sha256, link_id, expires_at_ms, created_at_ms],
+    );
+    inserted(r, Unique::Grant)
+}
+
+/// The redemption (and, with `grant`, the visitor's grant) in one immediate
+/// transaction: one commit, no use without its grant.
+fn redeem_on(
+    c: &mut Connection,
+    id: &str,
+    now: OffsetDateTime,
+    grant: Option<&str>,
+) -> Result<Link, RedeemError> {
+    let now_ms = to_ms(now)?;
+    let tx = c
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(StoreError::from)?;
+    // The whole decision is one conditional UPDATE: no read-modify-write window.
+    let updated = tx
+        .query_row(
+            &format!(
+                "UPDATE links SET uses = uses + 1 \
+                 WHERE id = ?1 \
+                   AND revoked_at_ms IS NULL \
+                   AND expires_at_ms > ?2 \
+                   AND (not_before_ms IS NULL OR not_before_ms <= ?2) \
+                   AND (max_uses IS NULL OR uses < max_uses) \
+                 RETURNING {LINK_COLS}"
+            ),
+            params![id, now_ms],
+            link_row,
+        )
+        .optional()
+        .map_err(StoreError::from)?;
+    let Some(row) = updated else {
+        // Refused: read the row (same transaction) to say why.
+        return Err(refusal(get_link_on(&tx, id)?, now));
+    };
+    let link = row.into_link()?;
+    if let Some(key) = grant {
+        insert_grant(&tx, key, &link.id, to_ms(link.expires_at)?, now_ms)?;
+    }
+    tx.commit().map_err(StoreError::from)?;
+    Ok(link)
+}
+
+/// Inserts queued audit rows in one transaction.
+fn write_audit_batch(c: &mut Connection, batch: &[QueuedAudit]) -> Result<(), StoreError> {
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    {
+        let mut stmt = tx.prepare_cached(&format!(
+            "INSERT INTO audit ({AUDIT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+        ))?;
+        for q in batch {
+            let r = &q.row;
+            stmt.execute(params![
+                r.at_ms,
+                r.kind,
+                r.link_id,
+                r.session_id,
+                r.client,
+                r.detail
+            ])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+impl SqliteStore {
+    async fn redeem_and_grant(
+        &self,
+        id: &str,
+        now: OffsetDateTime,
+        grant: Option<&str>,
+    ) -> Result<Link, RedeemError> {
+        let (id, grant) = (id.to_owned(), grant.map(str::to_owned));
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || redeem_on(&mut lock(&conn), &id, now, grant.as_deref()))
+            .await
+            .map_err(|_| RedeemError::Store(StoreError::Task))?
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_link(&self, link: &Link) -> Result<(), StoreError> {
+        let l = LinkRow::new(link)?;
+        self.run(move |c| {
+            let r = c.execute(
+                &format!(
+                    "INSERT INTO links ({LINK_COLS}) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+                ),
+                params![
+                    l.id,
+                    l.vm,
+                    l.console,
+                    l.expires_at_ms,
+                    l.not_before_ms,
+                    l.password_hash,
+                    l.max_uses,
+                    l.max_viewers,
+                    l.view_only,
+                    l.allow_power,
+                    l.note,
+                    l.uses,
+                    l.created_at_ms,
+                    l.revoked_at_ms,
+                ],
+            );
+            inserted(r, Unique::Link(&l.id))
+        })
+        .await
+    }
+
+    async fn get_link(&self, id: &str) -> Result<Option<Link>, StoreError> {
+        let id = id.to_owned();
+        self.run(move |c| get_link_on(c, &id)).await
+    }
+
+    async fn list_links(&self) -> Result<Vec<Link>, StoreError> {
+        self.run(|c| {
+            let sql =
+                format!("SELECT {LINK_COLS} FROM links ORDER BY created_at_ms DESC, rowid DESC");
+            collect(c, &sql, [], link_row, LinkRow::into_link)
+        })
+        .await
+    }
+
+    async fn revoke_link(&self, id: &str, now: OffsetDateTime) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        let now = to_ms(now)?;
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let n = tx.execute(
+                "UPDATE links SET revoked_at_ms = ?2 WHERE id = ?1 AND revoked_at_ms IS NULL",
+                params![id, now],
+            )?;
+            tx.execute("DELETE FROM grants WHERE link_id = ?1", params![id])?;
+            tx.commit()?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn redeem(&self, id: &str, now: OffsetDateTime) -> Result<Link, RedeemError> {
+        self.redeem_and_grant(id, now, None).await
+    }
+
+    async fn redeem_with_grant(
+        &self,
+        id: &str,
+        now: OffsetDateTime,
+        cookie_sha256: &str,
+    ) -> Result<Link, RedeemError> {
+        self.redeem_and_grant(id, now, Some(cookie_sha256)).await
+    }
+
+    async fn create_admin_token(&self, name: &str) -> Result<(AdminTokenInfo, String), StoreError> {
+        let t = NewToken::generate(name)?;
+        self.run(move |c| {
+            let r = c.execute(
+                "INSERT INTO admin_tokens (id, name, token_sha256, created_at_ms) \
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![t.row.id, t.row.name, t.sha256, t.row.created_at_ms],
+            );
+            inserted(r, Unique::AdminToken(&t.row.name))?;
+            Ok((t.row.into_info()?, t.secret))
+        })
+        .await
+    }
+
+    async fn check_admin_token(&self, token: &str) -> Result<Option<AdminTokenInfo>, StoreError> {
+        if !plausible_admin_token(token) {
+            return Ok(None);
+        }
+        let hash = admin_token_hash(token);
+        self.run(move |c| {
+            let row = c
+                .query_row(
+                    &format!(
+                        "SELECT {TOKEN_COLS}, token_sha256 FROM admin_tokens \
+                         WHERE token_sha256 = ?1 AND revoked_at_ms IS NULL"
+                    ),
+                    params![hash],
+                    |r| Ok((token_row(r)?, r.get::<_, String>(4)?)),
+                )
+                .optional()?;
+            match row {
+                Some((t, stored)) if same_hash(&stored, &hash) => Ok(Some(t.into_info()?)),
+                _ => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn list_admin_tokens(&self) -> Result<Vec<AdminTokenInfo>, StoreError> {
+        self.run(|c| {
+            let sql =
+                format!("SELECT {TOKEN_COLS} FROM admin_tokens ORDER BY created_at_ms, rowid");
+            collect(c, &sql, [], token_row, TokenRow::into_info)
+        })
+        .await
+    }
+
+    async fn revoke_admin_token(&self, id_or_name: &str) -> Result<bool, StoreError> {
+        let key = id_or_name.to_owned();
+        let now = to_ms(OffsetDateTime::now_utc())?;
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut n = tx.execute(
+                "UPDATE admin_tokens SET revoked_at_ms = ?2 WHERE id = ?1 AND revoked_at_ms IS NULL",
+                params![key, now],
+            )?;
+            if n == 0 {
+                n = tx.execute(
+                    "UPDATE admin_tokens SET revoked_at_ms = ?2 \
+                     WHERE name = ?1 AND revoked_at_ms IS NULL",
+                    params![key, now],
+                )?;
+            }
+            tx.commit()?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<SigningKey>, StoreError> {
+        self.run(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut keys = all_keys(&tx)?;
+            if !keys.iter().any(|k| !k.retired) {
+                let key = SigningKey::generate(OffsetDateTime::now_utc());
+                insert_key(&tx, &key)?;
+                tracing::info!(kid = %key.kid, "created a token signing key");
+                keys = all_keys(&tx)?;
+            }
+            tx.commit()?;
+            Ok(keys)
+        })
+        .await
+    }
+
+    async fn rotate_signing_key(&self) -> Result<SigningKey, StoreError> {
+        self.run(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let newest: Option<i64> =
+                tx.query_row("SELECT MAX(created_at_ms) FROM signing_keys", [], |r| {
+                    r.get(0)
+                })?;
+            let at = rotation_time(newest)?;
+            tx.execute("UPDATE signing_keys SET retired = 1", [])?;
+            let key = SigningKey::generate(at);
+            insert_key(&tx, &key)?;
+            tx.commit()?;
+            tracing::info!(kid = %key.kid, "rotated the token signing key");
+            Ok(key)
+        })
+        .await
+    }
+
+    async fn remove_signing_key(&self, kid: &str) -> Result<bool, StoreError> {
+        let kid = kid.to_owned();
+        self.run(move |c| {
+            let n = c.execute("DELETE FROM signing_keys WHERE kid = ?1", params![kid])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn put_target(&self, target: &Target) -> Result<(), StoreError> {
+        let t = TargetRow::new(target)?;
+        self.run(move |c| {
+            let r = c.execute(
+                &format!("INSERT INTO targets ({TARGET_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+                params![
+                    t.name,
+                    t.kind,
+                    t.address_kind,
+                    t.address,
+                    t.vnc_password,
+                    t.created_at_ms
+                ],
+            );
+            inserted(r, Unique::Target(&t.name))
+        })
+        .await
+    }
+
+    async fn get_target(&self, name: &str) -> Result<Option<Target>, StoreError> {
+        let name = name.to_owned();
+        self.run(move |c| {
+            c.query_row(
+                &format!("SELECT {TARGET_COLS} FROM targets WHERE name = ?1"),
+                params![name],
+                target_row,
+            )
+            .optional()?
+            .map(TargetRow::into_target)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn list_targets(&self) -> Result<Vec<Target>, StoreError> {
+        self.run(|c| {
+            let sql = format!("SELECT {TARGET_COLS} FROM targets ORDER BY name");
+            collect(c, &sql, [], target_row, TargetRow::into_target)
+        })
+        .await
+    }
+
+    async fn delete_target(&self, name: &str) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        self.run(move |c| Ok(c.execute("DELETE FROM targets WHERE name = ?1", params![name])? == 1))
+            .await
+    }
+
+    async fn audit(&self, event: AuditEvent) -> Result<(), StoreError> {
+        let row = AuditRow::new(event)?;
+        // Group commit: the event joins the queue, then whoever holds the connection
+        // next writes every queued event in one transaction (one fsync for all the
+        // sessions that started or ended meanwhile). Each caller still returns only once
+        // its own event is durable.
+        let (done, committed) = tokio::sync::oneshot::channel();
+        lock(&self.audit_queue).push(QueuedAudit { row, done });
+        let queue = Arc::clone(&self.audit_queue);
+        self.run(move |c| {
+            let batch = std::mem::take(&mut *lock(&queue));
+            if batch.is_empty() {
+                return Ok(()); // an earlier caller's transaction took ours along
+            }
+            let written = write_audit_batch(c, &batch).map_err(|e| e.to_string());
+            for q in batch {
+                let _ = q.done.send(written.clone());
+            }
+            Ok(())
+        })
+        .await?;
+        match committed.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(StoreError::AuditBatch(e)),
+            Err(_) => Err(StoreError::Task),
+        }
+    }
+
+    async fn list_audit(
+        &self,
+        link_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let limit = audit_limit(limit);
+        let link_id = link_id.map(str::to_owned);
+        self.run(move |c| {
+            let sql = format!(
+                "SELECT {AUDIT_COLS} FROM audit \
+                 WHERE (?1 IS NULL OR link_id = ?1) ORDER BY id DESC LIMIT ?2"
+            );
+            collect(
+                c,
+                &sql,
+                params![link_id, limit],
+                audit_row,
+                AuditRow::into_event,
+            )
+        })
+        .await
+    }
+
+    async fn prune_audit(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
+        let before = to_ms(before)?;
+        self.run(move |c| {
+            let n = c.execute("DELETE FROM audit WHERE at_ms < ?1", params![before])?;
+            Ok(u64::try_from(n).unwrap_or(u64::MAX))
+        })
+        .await
+    }
+
+    async fn put_grant(&self, cookie_sha256: &str, grant: &Grant) -> Result<(), StoreError> {
+        let key = cookie_sha256.to_owned();
+        let link_id = grant.link_id.clone();
+        let expires = to_ms(grant.expires_at)?;
+        let created = to_ms(OffsetDateTime::now_utc())?;
+        self.run(move |c| insert_grant(c, &key, &link_id, expires, created))
+            .await
+    }
+
+    async fn get_grant(&self, cookie_sha256: &str) -> Result<Option<Grant>, StoreError> {
+        let key = cookie_sha256.to_owned();
+        self.run(move |c| {
+            let row = c
+                .query_row(
+                    "SELECT link_id, expires_at_ms FROM grants WHERE cookie_sha256 = ?1",
+                    params![key],
+                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
+                )
+                .optional()?;
+            row.map(|(link_id, exp)| {
+                Ok(Grant {
+                    link_id,
+                    expires_at: super::super::rows::from_ms(exp)?,
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn prune_grants(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        let now = to_ms(now)?;
+        self.run(move |c| {
+            let n = c.execute("DELETE FROM grants WHERE expires_at_ms <= ?1", params![now])?;
+            Ok(u64::try_from(n).unwrap_or(u64::MAX))
+        })
+        .await
+    }
+
+    async fn health(&self) -> Result<(), StoreError> {
+        self.run(|c| {
+            c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?;
+            Ok(())
+        })
+        .await
+    }
+}
