@@ -66,6 +66,8 @@ pub struct Gateway {
     pub app: Arc<App>,
     /// The browser pages.
     pub assets: Assets,
+    /// The SHA-256 fingerprint of the public certificate when it is self-signed.
+    pub self_signed_fingerprint: Option<String>,
     pub listeners: Listeners,
     pub public_addr: std::net::SocketAddr,
     pub admin_addr: std::net::SocketAddr,
@@ -115,6 +117,11 @@ impl Gateway {
                 }
             }
         };
+        let self_signed_fingerprint = cfg.public_tls.is_none().then(|| {
+            let fp = tls::fingerprint(&public_tls.resolver.current());
+            tracing::info!(sha256 = %fp, "serving a self-signed certificate");
+            fp
+        });
         let admin_tls = match &cfg.admin_tls {
             Some(f) => Some(ListenerTls::from_files(&f.cert, &f.key, false)?),
             None => None,
@@ -143,6 +150,7 @@ impl Gateway {
         Ok(Gateway {
             app,
             assets,
+            self_signed_fingerprint,
             listeners: Listeners {
                 public,
                 public_tls,

@@ -163,6 +163,7 @@ pub async fn run(args: DemoArgs, mut cfg: Config, data_dir_given: bool) -> anyho
     let gw = gateway::launch::Gateway::bind(cfg, Some(backend.clone())).await?;
     let app = gw.app.clone();
     let gw_assets_empty = gw.assets.is_empty();
+    let fingerprint = gw.self_signed_fingerprint.clone().unwrap_or_default();
     let (_, admin_token) = app
         .store()
         .create_admin_token(&format!("demo-{}", std::process::id()))
@@ -199,6 +200,7 @@ pub async fn run(args: DemoArgs, mut cfg: Config, data_dir_given: bool) -> anyho
                 "password": password,
                 "vm": DEMO_VM,
                 "data_dir": data_dir,
+                "cert_sha256": fingerprint,
             })
         );
     } else {
@@ -209,6 +211,7 @@ pub async fn run(args: DemoArgs, mut cfg: Config, data_dir_given: bool) -> anyho
         println!("  Admin token:    {admin_token}");
         println!("  Data directory: {}\n", data_dir.display());
         println!("The certificate is self-signed: your browser will ask you to accept it.");
+        println!("  SHA-256 fingerprint: {fingerprint}");
         if gw_assets_empty {
             println!("Note: the browser pages are not built; run static/build.sh (scripts/demo.sh does).");
         }

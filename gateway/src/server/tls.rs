@@ -81,6 +81,18 @@ pub fn self_signed(names: Vec<String>) -> Result<(String, String), TlsError> {
     Ok((ck.cert.pem(), ck.key_pair.serialize_pem()))
 }
 
+/// The SHA-256 fingerprint of a certificate chain's first certificate, as browsers show
+/// it (`AB:CD:…`).
+pub fn fingerprint(key: &CertifiedKey) -> String {
+    use sha2::Digest;
+    let der = key.cert.first().map(|c| c.as_ref()).unwrap_or_default();
+    sha2::Sha256::digest(der)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
 /// The certificate a listener serves now, replaceable while it serves.
 #[derive(Debug)]
 pub struct CertResolver {
