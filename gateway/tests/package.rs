@@ -139,12 +139,25 @@ async fn open_a_link(token: &str) {
     }
 }
 
+/// Leaves the machine as the test found it, also when an assertion fails.
+struct Uninstall;
+
+impl Drop for Uninstall {
+    fn drop(&mut self) {
+        let _ = Command::new("dpkg")
+            .args(["--purge", "vm-gateway"])
+            .output();
+        let _ = std::fs::remove_dir_all(DATA);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_package_installs_serves_and_purges_cleanly() {
     assert!(
         !installed() && !Path::new(DATA).exists(),
         "vm-gateway is installed here (or {DATA} exists): this test would replace it"
     );
+    let _cleanup = Uninstall;
     let root = test_support::workspace_root();
     let out = tempfile::tempdir().unwrap();
     let deb = run(Command::new("bash")
@@ -205,6 +218,4 @@ async fn the_package_installs_serves_and_purges_cleanly() {
         Path::new(DATA).join("gateway.sqlite3").exists(),
         "the data directory must stay"
     );
-    // The data was this test's own.
-    std::fs::remove_dir_all(DATA).unwrap();
 }
