@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh
+# setup.sh repairs what an install took away (packages removed, binaries deleted, holds).
+scripts/test-setup-repair.sh
 # One cache of the small Linux guest for the tests and the demos they start.
 export VMGW_TEST_GUEST_DIR="$PWD/target/test-guest"
 bash vmm-backend/guest/build-test-guest.sh "$VMGW_TEST_GUEST_DIR"
