@@ -377,12 +377,12 @@ async fn run_session(
                 Ok(x) => x,
                 Err(e) => {
                     tracing::debug!(error = %e, "bad SPICE link message");
-                    relay::close_with(ws, 1008, "protocol_error").await;
+                    relay::close_with(ws, relay::Close::ProtocolError).await;
                     return;
                 }
             };
             if link.view_only && !hdr.channel_type.permitted_view_only() {
-                relay::close_with(ws, 4011, "view_only").await;
+                relay::close_with(ws, relay::Close::ViewOnly).await;
                 return;
             }
             let viewer = hdr.channel_type == relay::spice::ChannelType::Main;
@@ -393,7 +393,7 @@ async fn run_session(
                 {
                     Ok(g) => g,
                     Err(_) => {
-                        relay::close_with(ws, 4009, "viewers_full").await;
+                        relay::close_with(ws, relay::Close::ViewersFull).await;
                         return;
                     }
                 };
@@ -401,12 +401,12 @@ async fn run_session(
                 Ok(io) => io,
                 Err(e) => {
                     tracing::debug!(error = %e, "console connect failed");
-                    relay::close_with(ws, 4010, "console_unavailable").await;
+                    relay::close_with(ws, relay::Close::ConsoleUnavailable).await;
                     return;
                 }
             };
             if io.write_all(&first).await.is_err() {
-                relay::close_with(ws, 4010, "console_unavailable").await;
+                relay::close_with(ws, relay::Close::ConsoleUnavailable).await;
                 return;
             }
             (guard, io, ws, Bytes::new(), None)

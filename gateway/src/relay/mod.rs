@@ -2,6 +2,7 @@
 //! both directions, the RFB handshake and view-only filter for VNC, the link check for
 //! SPICE channels, pings, idle timeout, expiry and cancellation.
 
+pub mod close;
 pub mod rfb;
 pub mod spice;
 pub mod ws_io;
@@ -14,10 +15,11 @@ use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use time::OffsetDateTime;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
+
+pub use close::Close;
 
 use crate::config::Limits;
 use crate::metrics::Metrics;
@@ -60,27 +62,9 @@ pub fn ws_config(l: &Limits) -> WebSocketConfig {
         .max_frame_size(Some(l.ws_max_message_bytes))
 }
 
-/// The WebSocket close code and text for an end reason.
-pub fn close_frame(reason: EndReason) -> CloseFrame {
-    let code = match reason {
-        EndReason::Revoked => CloseCode::Library(4001),
-        EndReason::Expired => CloseCode::Library(4002),
-        EndReason::Killed => CloseCode::Library(4003),
-        EndReason::IdleTimeout => CloseCode::Library(4008),
-        EndReason::ConsoleClosed => CloseCode::Library(4010),
-        EndReason::Shutdown => CloseCode::Away,
-        EndReason::ProtocolError => CloseCode::Policy,
-        EndReason::ClientClosed => CloseCode::Normal,
-    };
-    CloseFrame {
-        code,
-        reason: reason.as_str().into(),
-    }
-}
-
 /// Closes a visitor's connection before any relay ran (a refusal): the same closing
 /// handshake as [`Closing::finish`], bounded by one second.
-pub async fn close_with<S>(ws: WebSocketStream<S>, code: u16, reason: &str)
+pub async fn close_with<S>(ws: WebSocketStream<S>, close: Close)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -88,10 +72,7 @@ where
     let closing = Closing {
         ws_tx,
         ws_rx,
-        frame: Some(CloseFrame {
-            code: CloseCode::from(code),
-            reason: reason.to_owned().into(),
-        }),
+        frame: Some(close.frame()),
         timeout: Duration::from_secs(1),
     };
     closing.finish().await;
@@ -316,7 +297,7 @@ where
     let closing = Closing {
         ws_tx,
         ws_rx,
-        frame: (reason != EndReason::ClientClosed).then(|| close_frame(reason)),
+        frame: (reason != EndReason::ClientClosed).then(|| Close::from(reason).frame()),
         timeout: limits.ws_close_timeout,
     };
     (reason, closing)
