@@ -4,6 +4,7 @@
 pub mod app;
 pub mod config;
 pub mod confine;
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod http;
 pub mod launch;

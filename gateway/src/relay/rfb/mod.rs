@@ -35,6 +35,7 @@
 )]
 
 mod filter;
+#[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzz;
 mod handshake;
