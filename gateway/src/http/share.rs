@@ -47,10 +47,6 @@ pub const ROUTES: &[Route] = &[
 /// The exchange body is tiny; anything bigger is refused before parsing or hashing.
 pub const MAX_EXCHANGE_BODY: usize = 1024;
 
-/// How long console handshakes may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ExchangeRequest {
@@ -249,7 +245,7 @@ fn header_has_token(h: &http::HeaderMap, name: header::HeaderName, token: &str) 
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-async fn connect(addr: &ConsoleAddress) -> std::io::Result<Box<dyn ConsoleIo>> {
+async fn connect(addr: &ConsoleAddress, timeout: Duration) -> std::io::Result<Box<dyn ConsoleIo>> {
     let fut = async {
         Ok::<Box<dyn ConsoleIo>, std::io::Error>(match addr {
             ConsoleAddress::Unix(p) => Box::new(tokio::net::UnixStream::connect(p).await?),
@@ -260,7 +256,7 @@ async fn connect(addr: &ConsoleAddress) -> std::io::Result<Box<dyn ConsoleIo>> {
             }
         })
     };
-    tokio::time::timeout(CONNECT_TIMEOUT, fut)
+    tokio::time::timeout(timeout, fut)
         .await
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
 }
@@ -313,10 +309,12 @@ async fn websocket(
                     reason: "shutting_down",
                 },
             })?;
-        let io = connect(&console.address).await.map_err(|e| {
-            tracing::debug!(error = %e, "console connect failed");
-            ApiError::BadGateway("console_unavailable")
-        })?;
+        let io = connect(&console.address, app.cfg.limits.console_connect_timeout)
+            .await
+            .map_err(|e| {
+                tracing::debug!(error = %e, "console connect failed");
+                ApiError::BadGateway("console_unavailable")
+            })?;
         Some((guard, io))
     };
 
@@ -373,14 +371,15 @@ async fn run_session(
     let limits = &app.cfg.limits;
     let (guard, io, ws, initial, filter) = match (link.console, early) {
         (ConsoleType::Spice, _) => {
-            let (hdr, first) = match relay::spice_link(&mut ws, HANDSHAKE_TIMEOUT).await {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::debug!(error = %e, "bad SPICE link message");
-                    relay::close_with(ws, relay::Close::ProtocolError).await;
-                    return;
-                }
-            };
+            let (hdr, first) =
+                match relay::spice_link(&mut ws, limits.console_handshake_timeout).await {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "bad SPICE link message");
+                        relay::close_with(ws, relay::Close::ProtocolError).await;
+                        return;
+                    }
+                };
             if link.view_only && !hdr.channel_type.permitted_view_only() {
                 relay::close_with(ws, relay::Close::ViewOnly).await;
                 return;
@@ -397,14 +396,15 @@ async fn run_session(
                         return;
                     }
                 };
-            let mut io = match connect(&console.address).await {
-                Ok(io) => io,
-                Err(e) => {
-                    tracing::debug!(error = %e, "console connect failed");
-                    relay::close_with(ws, relay::Close::ConsoleUnavailable).await;
-                    return;
-                }
-            };
+            let mut io =
+                match connect(&console.address, app.cfg.limits.console_connect_timeout).await {
+                    Ok(io) => io,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "console connect failed");
+                        relay::close_with(ws, relay::Close::ConsoleUnavailable).await;
+                        return;
+                    }
+                };
             if io.write_all(&first).await.is_err() {
                 relay::close_with(ws, relay::Close::ConsoleUnavailable).await;
                 return;
@@ -413,7 +413,7 @@ async fn run_session(
         }
         (ConsoleType::Vnc, Some((guard, mut io))) => {
             let pw = console.vnc_password.as_ref().map(|p| p.expose().as_bytes());
-            match relay::vnc_handshake(ws, &mut io, pw, HANDSHAKE_TIMEOUT).await {
+            match relay::vnc_handshake(ws, &mut io, pw, limits.console_handshake_timeout).await {
                 Ok((ws, rest)) => {
                     let filter =
                         relay::rfb::ClientFilter::new(link.view_only, limits.max_cut_text_bytes);
