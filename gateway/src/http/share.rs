@@ -261,6 +261,18 @@ async fn connect(addr: &ConsoleAddress, timeout: Duration) -> std::io::Result<Bo
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
 }
 
+/// The answer to a WebSocket request whose session ended while connecting to the console.
+fn ended_refusal(r: EndReason) -> ApiError {
+    match r {
+        EndReason::Revoked => ApiError::Refused(crate::links::Refusal::Revoked),
+        EndReason::Expired => ApiError::Refused(crate::links::Refusal::Expired),
+        _ => ApiError::Unavailable {
+            retry_after: Duration::from_secs(5),
+            reason: r.as_str(),
+        },
+    }
+}
+
 async fn websocket(
     app: &Arc<App>,
     mut req: Request<Incoming>,
@@ -309,8 +321,10 @@ async fn websocket(
                     reason: "shutting_down",
                 },
             })?;
-        let io = connect(&console.address, app.cfg.limits.console_connect_timeout)
+        let connecting = connect(&console.address, app.cfg.limits.console_connect_timeout);
+        let io = relay::until_ended(&guard.session, link.expires_at, connecting)
             .await
+            .map_err(ended_refusal)?
             .map_err(|e| {
                 tracing::debug!(error = %e, "console connect failed");
                 ApiError::BadGateway("console_unavailable")
@@ -371,12 +385,19 @@ async fn run_session(
     let limits = &app.cfg.limits;
     let (guard, io, ws, initial, filter) = match (link.console, early) {
         (ConsoleType::Spice, _) => {
+            // The link phase is a session too (not a viewer), so that revoke, kill and
+            // shutdown reach it.
+            let Ok(linking) = app.sessions.open(&link.id, &link.vm, client, None, false) else {
+                relay::close_with(ws, relay::Close::Shutdown).await;
+                return;
+            };
+            let timeout = limits.console_handshake_timeout;
             let (hdr, first) =
-                match relay::spice_link(&mut ws, limits.console_handshake_timeout).await {
+                match relay::spice_link(&mut ws, timeout, &linking.session, &opts).await {
                     Ok(x) => x,
                     Err(e) => {
-                        tracing::debug!(error = %e, "bad SPICE link message");
-                        relay::close_with(ws, relay::Close::ProtocolError).await;
+                        tracing::debug!(error = %e, "no SPICE link message");
+                        relay::close_with(ws, e.close()).await;
                         return;
                     }
                 };
@@ -396,15 +417,27 @@ async fn run_session(
                         return;
                     }
                 };
-            let mut io =
-                match connect(&console.address, app.cfg.limits.console_connect_timeout).await {
-                    Ok(io) => io,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "console connect failed");
-                        relay::close_with(ws, relay::Close::ConsoleUnavailable).await;
-                        return;
-                    }
-                };
+            // Ended between the link message and now: the new session inherits it.
+            if linking.session.cancel.is_cancelled() {
+                guard
+                    .session
+                    .end(linking.session.reason().unwrap_or(EndReason::Killed));
+            }
+            drop(linking);
+            let connecting = connect(&console.address, limits.console_connect_timeout);
+            let mut io = match relay::until_ended(&guard.session, link.expires_at, connecting).await
+            {
+                Ok(Ok(io)) => io,
+                Err(r) => {
+                    relay::close_with(ws, r.into()).await;
+                    return;
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "console connect failed");
+                    relay::close_with(ws, relay::Close::ConsoleUnavailable).await;
+                    return;
+                }
+            };
             if io.write_all(&first).await.is_err() {
                 relay::close_with(ws, relay::Close::ConsoleUnavailable).await;
                 return;
@@ -413,7 +446,8 @@ async fn run_session(
         }
         (ConsoleType::Vnc, Some((guard, mut io))) => {
             let pw = console.vnc_password.as_ref().map(|p| p.expose().as_bytes());
-            match relay::vnc_handshake(ws, &mut io, pw, limits.console_handshake_timeout).await {
+            let timeout = limits.console_handshake_timeout;
+            match relay::vnc_handshake(ws, &mut io, pw, timeout, &guard.session, &opts).await {
                 Ok((ws, rest)) => {
                     let filter =
                         relay::rfb::ClientFilter::new(link.view_only, limits.max_cut_text_bytes);

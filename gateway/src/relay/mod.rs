@@ -7,6 +7,7 @@ pub mod rfb;
 pub mod spice;
 pub mod ws_io;
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -42,6 +43,57 @@ pub enum RelayError {
     ClientGone,
     #[error("visitor connection")]
     Ws(#[from] tokio_tungstenite::tungstenite::Error),
+    #[error("session ended during the handshake: {}", .0.as_str())]
+    Ended(EndReason),
+}
+
+impl RelayError {
+    /// How the visitor's connection is closed after this error: with the session's end
+    /// reason if it was ended (revoke, expiry, kill, shutdown), else as a protocol error.
+    pub fn close(&self) -> Close {
+        match self {
+            RelayError::Ended(r) => Close::from(*r),
+            _ => Close::ProtocolError,
+        }
+    }
+}
+
+/// How long until `expires_at` (zero if it has passed).
+fn until(expires_at: OffsetDateTime) -> Duration {
+    (expires_at - OffsetDateTime::now_utc())
+        .try_into()
+        .unwrap_or(Duration::ZERO)
+}
+
+/// Runs `fut` unless the session ends first: revoked, killed or shut down (its
+/// cancellation), or its link expires. Every wait of a session before its relay loop (the
+/// console connect, the handshakes, the SPICE link message) goes through this, so that
+/// ending a session reaches it in every state at once, not after a timeout.
+pub async fn until_ended<F: Future>(
+    session: &Session,
+    expires_at: OffsetDateTime,
+    fut: F,
+) -> Result<F::Output, EndReason> {
+    tokio::select! {
+        biased;
+        _ = session.cancel.cancelled() => Err(session.reason().unwrap_or(EndReason::Killed)),
+        _ = tokio::time::sleep(until(expires_at)) => Err(EndReason::Expired),
+        r = fut => Ok(r),
+    }
+}
+
+/// [`until_ended`] with a timeout: the error is [`RelayError::Ended`] or
+/// [`RelayError::Timeout`].
+async fn bounded<F: Future>(
+    session: &Session,
+    expires_at: OffsetDateTime,
+    timeout: Duration,
+    fut: F,
+) -> Result<F::Output, RelayError> {
+    until_ended(session, expires_at, tokio::time::timeout(timeout, fut))
+        .await
+        .map_err(RelayError::Ended)?
+        .map_err(|_| RelayError::Timeout)
 }
 
 /// How one relay behaves.
@@ -80,33 +132,60 @@ where
 
 /// Runs the VNC handshakes: as a client towards the console (answering its password if
 /// the target has one), as a server offering no security towards the visitor (who has
-/// already authenticated to the gateway). Returns the visitor's bytes read past it.
+/// already authenticated to the gateway). Returns the visitor's bytes read past it. Each
+/// handshake is bounded by `timeout`, and both end as soon as the session does (then the
+/// visitor's connection is closed here with the session's end reason).
 pub async fn vnc_handshake<S, B>(
     ws: WebSocketStream<S>,
     console: &mut B,
     password: Option<&[u8]>,
     timeout: Duration,
+    session: &Session,
+    opts: &RelayOptions,
 ) -> Result<(WebSocketStream<S>, Bytes), RelayError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
     let limits = rfb::RfbLimits::default();
-    tokio::time::timeout(timeout, rfb::backend_handshake(console, password, &limits))
-        .await
-        .map_err(|_| RelayError::Timeout)??;
+    let backend = rfb::backend_handshake(console, password, &limits);
+    match bounded(session, opts.expires_at, timeout, backend).await {
+        Ok(r) => r?,
+        Err(e) => {
+            if let RelayError::Ended(r) = e {
+                close_with(ws, Close::from(r)).await;
+            }
+            return Err(e);
+        }
+    }
     let mut io = ws_io::WsIo::new(ws);
-    tokio::time::timeout(timeout, rfb::client_handshake(&mut io))
-        .await
-        .map_err(|_| RelayError::Timeout)??;
+    let client = bounded(
+        session,
+        opts.expires_at,
+        timeout,
+        rfb::client_handshake(&mut io),
+    )
+    .await;
+    match client {
+        Ok(r) => r?,
+        Err(e) => {
+            if let RelayError::Ended(r) = e {
+                close_with(io.into_parts().0, Close::from(r)).await;
+            }
+            return Err(e);
+        }
+    }
     Ok(io.into_parts())
 }
 
 /// Reads the visitor's SPICE link message (the first bytes of every SPICE channel) and
-/// returns it parsed, with all bytes read so far (to be forwarded as they are).
+/// returns it parsed, with all bytes read so far (to be forwarded as they are). Bounded by
+/// `timeout`, and ends as soon as the session does ([`RelayError::close`] says how to close).
 pub async fn spice_link<S>(
     ws: &mut WebSocketStream<S>,
     timeout: Duration,
+    session: &Session,
+    opts: &RelayOptions,
 ) -> Result<(spice::LinkHeader, Vec<u8>), RelayError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -139,9 +218,7 @@ where
             }
         }
     };
-    tokio::time::timeout(timeout, read)
-        .await
-        .map_err(|_| RelayError::Timeout)?
+    bounded(session, opts.expires_at, timeout, read).await?
 }
 
 fn millis_since(start: tokio::time::Instant) -> u64 {
@@ -277,9 +354,7 @@ where
                 }
             }
         };
-        let until_expiry = (opts.expires_at - OffsetDateTime::now_utc())
-            .try_into()
-            .unwrap_or(Duration::ZERO);
+        let until_expiry = until(opts.expires_at);
         tokio::select! {
             r = to_console => r,
             r = to_client => r,
