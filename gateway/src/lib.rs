@@ -10,6 +10,7 @@ pub mod http;
 pub mod launch;
 pub mod limits;
 pub mod links;
+pub mod logging;
 pub mod memory;
 pub mod metrics;
 pub mod passwords;

@@ -1,6 +1,10 @@
 //! The console relay: a visitor's WebSocket ⇄ a console socket, with bounded buffers in
 //! both directions, the RFB handshake and view-only filter for VNC, the link check for
 //! SPICE channels, pings, idle timeout, expiry and cancellation.
+//!
+//! Nothing here logs console traffic: what a visitor types or reads may be a password.
+//! Log lines carry the session id, byte counts and error kinds, never payload bytes (and
+//! `crate::logging` keeps `tungstenite`'s frame dumps out of the log at every level).
 
 pub mod close;
 pub mod rfb;
