@@ -261,109 +261,17 @@ where
     } = ctx;
     let (mut ws_tx, mut ws_rx) = ws.split();
     let (mut con_r, mut con_w) = tokio::io::split(console);
-    let start = tokio::time::Instant::now();
-    let last_seen = AtomicU64::new(0);
+    let seen = LastSeen::new();
     let dropped_before = filter.as_ref().map(|f| f.dropped()).unwrap_or(0);
 
     let reason = {
-        let filter = &mut filter;
-        let to_console = async {
-            let mut out = Vec::with_capacity(4096);
-            let mut pass = |bytes: &[u8], out: &mut Vec<u8>| -> Result<(), EndReason> {
-                out.clear();
-                match filter.as_mut() {
-                    Some(f) => f.push(bytes, out).map_err(|e| {
-                        tracing::debug!(session = %session.id, error = %e, "visitor sent a bad RFB message");
-                        EndReason::ProtocolError
-                    }),
-                    // A view-only raw console (a serial line) takes no input at all.
-                    None if opts.view_only => Ok(()),
-                    None => {
-                        out.extend_from_slice(bytes);
-                        Ok(())
-                    }
-                }
-            };
-            if !initial.is_empty() {
-                if let Err(r) = pass(&initial, &mut out) {
-                    return r;
-                }
-                if con_w.write_all(&out).await.is_err() {
-                    return EndReason::ConsoleClosed;
-                }
-            }
-            loop {
-                let msg = match ws_rx.next().await {
-                    Some(Ok(m)) => m,
-                    Some(Err(e)) => {
-                        tracing::debug!(session = %session.id, error = %e, "visitor connection error");
-                        return match e {
-                            tokio_tungstenite::tungstenite::Error::Capacity(_)
-                            | tokio_tungstenite::tungstenite::Error::Protocol(_) => {
-                                EndReason::ProtocolError
-                            }
-                            _ => EndReason::ClientClosed,
-                        };
-                    }
-                    None => return EndReason::ClientClosed,
-                };
-                last_seen.store(millis_since(start), Ordering::Relaxed);
-                match msg {
-                    Message::Binary(b) => {
-                        if let Err(r) = pass(&b, &mut out) {
-                            return r;
-                        }
-                        if !out.is_empty() {
-                            if con_w.write_all(&out).await.is_err() {
-                                return EndReason::ConsoleClosed;
-                            }
-                            let n = u64::try_from(out.len()).unwrap_or(0);
-                            session.bytes_to_console.fetch_add(n, Ordering::Relaxed);
-                            Metrics::add(&metrics.bytes_to_console, n);
-                        }
-                    }
-                    Message::Text(_) => return EndReason::ProtocolError,
-                    Message::Close(_) => return EndReason::ClientClosed,
-                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
-                }
-            }
-        };
-        let to_client = async {
-            let mut buf = vec![0u8; limits.relay_buffer_bytes];
-            let mut ping = tokio::time::interval(limits.ws_ping_interval);
-            ping.tick().await;
-            loop {
-                tokio::select! {
-                    r = con_r.read(&mut buf) => {
-                        let n = match r {
-                            Ok(0) | Err(_) => return EndReason::ConsoleClosed,
-                            Ok(n) => n,
-                        };
-                        if ws_tx.send(Message::Binary(Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
-                            return EndReason::ClientClosed;
-                        }
-                        let n = u64::try_from(n).unwrap_or(0);
-                        session.bytes_to_client.fetch_add(n, Ordering::Relaxed);
-                        Metrics::add(&metrics.bytes_to_client, n);
-                    }
-                    _ = ping.tick() => {
-                        let idle = millis_since(start).saturating_sub(last_seen.load(Ordering::Relaxed));
-                        if Duration::from_millis(idle) > limits.ws_idle_timeout {
-                            return EndReason::IdleTimeout;
-                        }
-                        if ws_tx.send(Message::Ping(Bytes::new())).await.is_err() {
-                            return EndReason::ClientClosed;
-                        }
-                    }
-                }
-            }
-        };
-        let until_expiry = until(opts.expires_at);
+        let to_console = to_console(&mut ws_rx, &mut con_w, initial, &mut filter, ctx, &seen);
+        let to_client = to_client(&mut ws_tx, &mut con_r, ctx, &seen);
         tokio::select! {
             r = to_console => r,
             r = to_client => r,
             _ = session.cancel.cancelled() => session.reason().unwrap_or(EndReason::Killed),
-            _ = tokio::time::sleep(until_expiry) => EndReason::Expired,
+            _ = tokio::time::sleep(until(opts.expires_at)) => EndReason::Expired,
         }
     };
     if let Some(f) = &filter {
@@ -380,6 +288,156 @@ where
         timeout: limits.ws_close_timeout,
     };
     (reason, closing)
+}
+
+/// When the visitor last sent anything (for the idle timeout), in milliseconds since the
+/// relay started.
+#[derive(Debug)]
+struct LastSeen {
+    start: tokio::time::Instant,
+    at: AtomicU64,
+}
+
+impl LastSeen {
+    fn new() -> Self {
+        LastSeen {
+            start: tokio::time::Instant::now(),
+            at: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        self.at.store(millis_since(self.start), Ordering::Relaxed);
+    }
+
+    fn idle(&self) -> Duration {
+        let now = millis_since(self.start);
+        Duration::from_millis(now.saturating_sub(self.at.load(Ordering::Relaxed)))
+    }
+}
+
+/// Puts into `out` what of the visitor's `bytes` may reach the console: through the RFB
+/// filter (VNC), nothing for a view-only raw console (a serial line takes no input that
+/// could be told apart from typing), else all of it.
+fn pass_input(
+    filter: &mut Option<rfb::ClientFilter>,
+    ctx: RelayContext<'_>,
+    bytes: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), EndReason> {
+    out.clear();
+    match filter.as_mut() {
+        Some(f) => f.push(bytes, out).map_err(|e| {
+            tracing::debug!(session = %ctx.session.id, error = %e, "visitor sent a bad RFB message");
+            EndReason::ProtocolError
+        }),
+        None if ctx.opts.view_only => Ok(()),
+        None => {
+            out.extend_from_slice(bytes);
+            Ok(())
+        }
+    }
+}
+
+/// Visitor → console: every binary message through [`pass_input`], `initial` first.
+async fn to_console<R, W>(
+    ws_rx: &mut R,
+    con_w: &mut W,
+    initial: Bytes,
+    filter: &mut Option<rfb::ClientFilter>,
+    ctx: RelayContext<'_>,
+    seen: &LastSeen,
+) -> EndReason
+where
+    R: futures::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut out = Vec::with_capacity(4096);
+    if !initial.is_empty() {
+        if let Err(r) = pass_input(filter, ctx, &initial, &mut out) {
+            return r;
+        }
+        if con_w.write_all(&out).await.is_err() {
+            return EndReason::ConsoleClosed;
+        }
+    }
+    loop {
+        let msg = match ws_rx.next().await {
+            Some(Ok(m)) => m,
+            Some(Err(e)) => {
+                tracing::debug!(session = %ctx.session.id, error = %e, "visitor connection error");
+                return match e {
+                    tokio_tungstenite::tungstenite::Error::Capacity(_)
+                    | tokio_tungstenite::tungstenite::Error::Protocol(_) => {
+                        EndReason::ProtocolError
+                    }
+                    _ => EndReason::ClientClosed,
+                };
+            }
+            None => return EndReason::ClientClosed,
+        };
+        seen.touch();
+        match msg {
+            Message::Binary(b) => {
+                if let Err(r) = pass_input(filter, ctx, &b, &mut out) {
+                    return r;
+                }
+                if !out.is_empty() {
+                    if con_w.write_all(&out).await.is_err() {
+                        return EndReason::ConsoleClosed;
+                    }
+                    let n = u64::try_from(out.len()).unwrap_or(0);
+                    ctx.session.bytes_to_console.fetch_add(n, Ordering::Relaxed);
+                    Metrics::add(&ctx.metrics.bytes_to_console, n);
+                }
+            }
+            Message::Text(_) => return EndReason::ProtocolError,
+            Message::Close(_) => return EndReason::ClientClosed,
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+        }
+    }
+}
+
+/// Console → visitor, one binary message per read, with pings and the idle timeout.
+async fn to_client<T, R>(
+    ws_tx: &mut T,
+    con_r: &mut R,
+    ctx: RelayContext<'_>,
+    seen: &LastSeen,
+) -> EndReason
+where
+    T: futures::Sink<Message> + Unpin,
+    R: AsyncRead + Unpin,
+{
+    let limits = ctx.limits;
+    let mut buf = vec![0u8; limits.relay_buffer_bytes];
+    let mut ping = tokio::time::interval(limits.ws_ping_interval);
+    ping.tick().await;
+    loop {
+        tokio::select! {
+            r = con_r.read(&mut buf) => {
+                let n = match r {
+                    Ok(0) | Err(_) => return EndReason::ConsoleClosed,
+                    Ok(n) => n,
+                };
+                let data = Bytes::copy_from_slice(buf.get(..n).unwrap_or_default());
+                if ws_tx.send(Message::Binary(data)).await.is_err() {
+                    return EndReason::ClientClosed;
+                }
+                let n = u64::try_from(n).unwrap_or(0);
+                ctx.session.bytes_to_client.fetch_add(n, Ordering::Relaxed);
+                Metrics::add(&ctx.metrics.bytes_to_client, n);
+            }
+            _ = ping.tick() => {
+                if seen.idle() > limits.ws_idle_timeout {
+                    return EndReason::IdleTimeout;
+                }
+                if ws_tx.send(Message::Ping(Bytes::new())).await.is_err() {
+                    return EndReason::ClientClosed;
+                }
+            }
+        }
+    }
 }
 
 /// A visitor connection whose relay has ended, still to be closed.
