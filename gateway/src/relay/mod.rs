@@ -128,7 +128,7 @@ where
     let closing = Closing {
         ws_tx,
         ws_rx,
-        frame: Some(close.frame()),
+        state: CloseState::Send(close.frame()),
         timeout: Duration::from_secs(1),
     };
     closing.finish().await;
@@ -280,12 +280,24 @@ where
             f.dropped().saturating_sub(dropped_before),
         );
     }
+    // The visitor learns why at once, not after the caller's bookkeeping (audit writes):
+    // the close frame goes out now; `Closing::finish` waits for the answer.
+    let started = tokio::time::Instant::now();
+    let state = if reason == EndReason::ClientClosed {
+        CloseState::AnswerTheirs
+    } else {
+        let frame = Message::Close(Some(Close::from(reason).frame()));
+        match tokio::time::timeout(limits.ws_close_timeout, ws_tx.send(frame)).await {
+            Ok(Ok(())) => CloseState::AwaitAnswer,
+            _ => CloseState::Failed,
+        }
+    };
     let _ = tokio::time::timeout(Duration::from_millis(500), con_w.shutdown()).await;
     let closing = Closing {
         ws_tx,
         ws_rx,
-        frame: (reason != EndReason::ClientClosed).then(|| Close::from(reason).frame()),
-        timeout: limits.ws_close_timeout,
+        state,
+        timeout: limits.ws_close_timeout.saturating_sub(started.elapsed()),
     };
     (reason, closing)
 }
@@ -440,44 +452,119 @@ where
     }
 }
 
+/// Where the gateway's side of the closing handshake stands.
+#[derive(Debug)]
+enum CloseState {
+    /// The close frame is still to be sent.
+    Send(CloseFrame),
+    /// The close frame went out; the visitor's answer is awaited.
+    AwaitAnswer,
+    /// The visitor closed first; its close is to be answered.
+    AnswerTheirs,
+    /// Sending the close frame failed: nothing is left but ending the connection.
+    Failed,
+}
+
 /// A visitor connection whose relay has ended, still to be closed.
 #[derive(Debug)]
 pub struct Closing<S> {
     ws_tx: SplitSink<WebSocketStream<S>, Message>,
     ws_rx: SplitStream<WebSocketStream<S>>,
-    frame: Option<CloseFrame>,
+    state: CloseState,
     timeout: Duration,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Closing<S> {
     /// The gateway's side of the WebSocket closing handshake: sends the close frame (if
-    /// the visitor did not close first), then reads and discards what the visitor still
-    /// sends until its answering close, so that the connection is not torn down under the
-    /// visitor's feet (a reset can lose the close code it has not read yet), and ends with
-    /// a TLS close_notify. Bounded in all by its timeout (`limits.ws_close_timeout` after
-    /// a relay).
+    /// the visitor did not close first and the relay has not sent it already), then reads
+    /// and discards what the visitor still sends until its answering close, so that the
+    /// connection is not torn down under the visitor's feet (a reset can lose the close
+    /// code it has not read yet), and ends with a TLS close_notify. Bounded in all by its
+    /// timeout (what is left of `limits.ws_close_timeout` after a relay).
     pub async fn finish(self) {
         let Closing {
             mut ws_tx,
             mut ws_rx,
-            frame,
+            state,
             timeout,
         } = self;
         let _ = tokio::time::timeout(timeout, async {
-            if let Some(frame) = frame {
-                if ws_tx.send(Message::Close(Some(frame))).await.is_err() {
-                    return;
+            let await_answer = match state {
+                CloseState::Send(frame) => {
+                    if ws_tx.send(Message::Close(Some(frame))).await.is_err() {
+                        return;
+                    }
+                    true
                 }
+                CloseState::AwaitAnswer => true,
+                CloseState::AnswerTheirs => {
+                    // Its close is answered (queued by tungstenite).
+                    let _ = ws_tx.close().await;
+                    false
+                }
+                CloseState::Failed => return,
+            };
+            if await_answer {
                 // The stream ends once the visitor's close has arrived (or the connection).
                 while let Some(Ok(_)) = ws_rx.next().await {}
-            } else {
-                // The visitor closed first: its close is answered (queued by tungstenite).
-                let _ = ws_tx.close().await;
             }
             if let Ok(mut ws) = ws_tx.reunite(ws_rx) {
                 let _ = ws.get_mut().shutdown().await;
             }
         })
         .await;
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::sessions::Sessions;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    /// A revoked session's visitor reads the close code as soon as the relay returns,
+    /// before the caller's bookkeeping and `Closing::finish`.
+    #[tokio::test]
+    async fn the_close_frame_goes_out_when_the_relay_ends() {
+        let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+        let (console, _console_peer) = tokio::io::duplex(64 * 1024);
+        let server = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
+        let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
+        let sessions = Sessions::new();
+        let guard = sessions
+            .open("link", "vm", [127, 0, 0, 1].into(), None, true)
+            .unwrap();
+        let opts = RelayOptions {
+            view_only: false,
+            expires_at: OffsetDateTime::now_utc() + time::Duration::hours(1),
+        };
+        let limits = Limits::default();
+        let metrics = Metrics::default();
+        let ctx = RelayContext {
+            session: &guard.session,
+            opts: &opts,
+            limits: &limits,
+            metrics: &metrics,
+        };
+        sessions.end_link("link", EndReason::Revoked);
+        let (reason, closing) = relay(server, console, Bytes::new(), None, ctx).await;
+        assert_eq!(reason, EndReason::Revoked);
+        let msg = tokio::time::timeout(Duration::from_secs(1), client.next())
+            .await
+            .expect("no close frame before finish()");
+        match msg {
+            Some(Ok(Message::Close(Some(f)))) => {
+                assert_eq!((u16::from(f.code), f.reason.as_str()), (4001, "revoked"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // The client's answering close completes the handshake.
+        let finishing = tokio::spawn(closing.finish());
+        while let Some(Ok(_)) = client.next().await {}
+        tokio::time::timeout(Duration::from_secs(2), finishing)
+            .await
+            .unwrap()
+            .unwrap();
     }
 }
