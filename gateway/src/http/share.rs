@@ -438,9 +438,17 @@ async fn run_session(
                     return;
                 }
             };
-            if io.write_all(&first).await.is_err() {
-                relay::close_with(ws, relay::Close::ConsoleUnavailable).await;
-                return;
+            let writing = tokio::time::timeout(timeout, io.write_all(&first));
+            match relay::until_ended(&guard.session, link.expires_at, writing).await {
+                Ok(Ok(Ok(()))) => {}
+                Err(r) => {
+                    relay::close_with(ws, r.into()).await;
+                    return;
+                }
+                Ok(_) => {
+                    relay::close_with(ws, relay::Close::ConsoleUnavailable).await;
+                    return;
+                }
             }
             (guard, io, ws, Bytes::new(), None)
         }
