@@ -189,6 +189,8 @@ pub struct RawLimits {
     pub max_cut_text_bytes: Option<usize>,
     pub shutdown_drain_secs: Option<u64>,
     pub revocation_poll_ms: Option<u64>,
+    pub console_connect_timeout_secs: Option<u64>,
+    pub console_handshake_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -364,6 +366,11 @@ pub struct Limits {
     pub shutdown_drain: Duration,
     /// How often revocations made elsewhere (CLI, other gateways) are picked up.
     pub revocation_poll: Duration,
+    /// Connecting to a console (TCP or unix socket) must finish within this.
+    pub console_connect_timeout: Duration,
+    /// Each console handshake must finish within this: the RFB handshake with the
+    /// console, the one with the visitor, and the visitor's SPICE link message.
+    pub console_handshake_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -390,6 +397,8 @@ impl Default for Limits {
             max_cut_text_bytes: 1 << 20,
             shutdown_drain: Duration::from_secs(5),
             revocation_poll: Duration::from_secs(1),
+            console_connect_timeout: Duration::from_secs(5),
+            console_handshake_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -578,6 +587,16 @@ impl RawConfig {
                 Some(ms) if ms >= 50 => Duration::from_millis(ms),
                 Some(_) => return Err(invalid("limits.revocation_poll_ms", "must be at least 50")),
             },
+            console_connect_timeout: secs(
+                l.console_connect_timeout_secs,
+                d.console_connect_timeout,
+                "limits.console_connect_timeout_secs",
+            )?,
+            console_handshake_timeout: secs(
+                l.console_handshake_timeout_secs,
+                d.console_handshake_timeout,
+                "limits.console_handshake_timeout_secs",
+            )?,
         };
         if limits.ws_idle_timeout <= limits.ws_ping_interval {
             return Err(invalid(

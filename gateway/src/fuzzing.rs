@@ -1,7 +1,7 @@
 //! Entry points for the fuzz targets in `fuzz/` (and their corpus replay in the unit
-//! tests): every parser that sees untrusted bytes and is not in `relay` (whose own
-//! targets include those modules directly). Each must return without panicking, whatever
-//! the input.
+//! tests): every parser that sees untrusted bytes. Each must return without panicking,
+//! whatever the input. Compiled only for the unit tests and with the `fuzzing` feature
+//! (which the fuzz crate turns on): no production build carries it.
 #![doc(hidden)]
 
 use std::sync::OnceLock;
@@ -70,6 +70,92 @@ pub fn admin_json(data: &[u8]) {
     let _ = serde_json::from_slice::<crate::store::TargetRequest>(data);
 }
 
+/// The RFB client→server filter. Byte 0 selects the mode (bit 0: view-only) and a chunk
+/// size (bits 1..8, plus one); the rest is the browser's byte stream after the handshake
+/// (ClientInit first). The stream is filtered in one push and again in chunks; both runs
+/// must agree exactly, the output is never longer than the input, the buffer stays within
+/// `max_buffered()`, and interactive mode drops nothing.
+pub fn rfb_client_filter(data: &[u8]) {
+    let Some((&sel, input)) = data.split_first() else {
+        return;
+    };
+    let view_only = sel & 1 == 1;
+    let chunk = usize::from(sel >> 1) + 1;
+    let whole = filter_run(view_only, input, input.len());
+    let pieces = filter_run(view_only, input, chunk);
+    assert_eq!(whole, pieces, "output depends on how the input is split");
+    if !view_only {
+        assert_eq!(whole.2, 0, "interactive mode dropped a message");
+    }
+}
+
+type FilterOutcome = (Result<(), String>, Vec<u8>, u64, u64);
+
+fn filter_run(view_only: bool, input: &[u8], chunk: usize) -> FilterOutcome {
+    use crate::relay::rfb::{ClientFilter, RfbError, RfbLimits};
+    // A small cut-text limit so the fuzzer reaches the boundary.
+    let limits = RfbLimits {
+        max_cut_text: 4096,
+        ..RfbLimits::default()
+    };
+    let mut f = ClientFilter::with_limits(view_only, limits);
+    let mut out = Vec::new();
+    let mut result = Ok(());
+    for piece in input.chunks(chunk.max(1)) {
+        if let Err(e) = f.push(piece, &mut out) {
+            assert!(!matches!(e, RfbError::Internal), "internal error: {e:?}");
+            result = Err(format!("{e:?}"));
+            // A failed filter stays failed.
+            assert!(matches!(
+                f.push(b"\x03", &mut out),
+                Err(RfbError::FilterFailed)
+            ));
+            break;
+        }
+        assert!(f.buffered() <= f.max_buffered());
+    }
+    assert!(out.len() <= input.len(), "output longer than input");
+    (result, out, f.dropped(), f.passed())
+}
+
+/// Both RFB handshakes with an untrusted peer (see [`crate::relay::rfb::fuzz::handshake`]
+/// for the input layout and the checks).
+pub fn rfb_handshake(data: &[u8]) {
+    crate::relay::rfb::fuzz::handshake(data);
+}
+
+/// The SPICE link header check: the whole input is the first bytes a SPICE client sends on
+/// a channel. The result must be consistent with every prefix: a prefix may need more
+/// bytes or fail with the same error, never succeed differently.
+pub fn spice_link(data: &[u8]) {
+    use crate::relay::spice::{parse_link_header, LINK_HEADER_LEN, LINK_MESS_MAX_LEN};
+    let max = LINK_HEADER_LEN + LINK_MESS_MAX_LEN as usize;
+    let whole = parse_link_header(data);
+    match &whole {
+        Ok(Some(h)) => {
+            assert!(h.total_len <= data.len());
+            assert!(h.total_len <= max);
+            assert_eq!(
+                parse_link_header(data.get(..h.total_len).unwrap_or(data)),
+                whole
+            );
+        }
+        Ok(None) => assert!(data.len() < max),
+        Err(_) => {}
+    }
+    // A few prefixes: they need more bytes, or fail exactly like the whole.
+    for cut in [0, 3, 4, 7, 8, 15, 16, 20, 33, data.len() / 2] {
+        let Some(prefix) = data.get(..cut) else {
+            continue;
+        };
+        match parse_link_header(prefix) {
+            Ok(None) => {}
+            Ok(Some(h)) => assert_eq!(Ok(Some(h)), whole),
+            Err(e) => assert_eq!(Err(e), whole),
+        }
+    }
+}
+
 /// Request lines against both route tables: `METHOD PATH`.
 pub fn routes(data: &[u8]) {
     let Ok(s) = std::str::from_utf8(data) else {
@@ -92,10 +178,11 @@ pub fn routes(data: &[u8]) {
 mod tests {
     use std::path::PathBuf;
 
-    /// Replays `fuzz/corpus/<target>` through `f`.
+    /// Replays `fuzz/corpus/<target>` (or `$GATEWAY_FUZZ_CORPUS/<target>`) through `f`.
     fn replay(target: &str, f: fn(&[u8])) {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../fuzz/corpus")
+        let dir = std::env::var_os("GATEWAY_FUZZ_CORPUS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus"))
             .join(target);
         let mut n = 0;
         for e in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
@@ -124,6 +211,21 @@ mod tests {
     #[test]
     fn replay_admin_json_corpus() {
         replay("admin_json", super::admin_json);
+    }
+
+    #[test]
+    fn replay_rfb_client_filter_target() {
+        replay("rfb_client_filter", super::rfb_client_filter);
+    }
+
+    #[test]
+    fn replay_rfb_handshake_target() {
+        replay("rfb_handshake", super::rfb_handshake);
+    }
+
+    #[test]
+    fn replay_spice_link_target() {
+        replay("spice_link", super::spice_link);
     }
 
     #[test]

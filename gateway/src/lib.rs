@@ -4,11 +4,13 @@
 pub mod config;
 pub mod confine;
 pub mod engine;
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod http;
 pub mod launch;
 pub mod limits;
 pub mod links;
+pub mod logging;
 pub mod memory;
 pub mod metrics;
 pub mod passwords;

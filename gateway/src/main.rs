@@ -66,11 +66,10 @@ fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("VMGW_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     use std::io::IsTerminal;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .try_init();
+    use tracing_subscriber::util::SubscriberInitExt;
+    // Console traffic (WebSocket frames) is never logged, whatever VMGW_LOG says.
+    let ansi = std::io::stderr().is_terminal();
+    let _ = gateway::logging::subscriber(filter, std::io::stderr, ansi).try_init();
 }
 
 /// The validated configuration: the file if given, else defaults; `--data-dir` wins.

@@ -43,10 +43,6 @@ pub const ROUTES: &[Route<Op>] = &[
 /// The exchange body is tiny; anything bigger is refused before parsing or hashing.
 pub const MAX_EXCHANGE_BODY: usize = 1024;
 
-/// How long console handshakes may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ExchangeRequest {
@@ -227,7 +223,7 @@ fn header_has_token(h: &http::HeaderMap, name: header::HeaderName, token: &str) 
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-async fn connect(addr: &ConsoleAddress) -> std::io::Result<Box<dyn ConsoleIo>> {
+async fn connect(addr: &ConsoleAddress, timeout: Duration) -> std::io::Result<Box<dyn ConsoleIo>> {
     let fut = async {
         Ok::<Box<dyn ConsoleIo>, std::io::Error>(match addr {
             ConsoleAddress::Unix(p) => Box::new(tokio::net::UnixStream::connect(p).await?),
@@ -238,9 +234,21 @@ async fn connect(addr: &ConsoleAddress) -> std::io::Result<Box<dyn ConsoleIo>> {
             }
         })
     };
-    tokio::time::timeout(CONNECT_TIMEOUT, fut)
+    tokio::time::timeout(timeout, fut)
         .await
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
+}
+
+/// The answer to a WebSocket request whose session ended while connecting to the console.
+fn ended_refusal(r: EndReason) -> ApiError {
+    match r {
+        EndReason::Revoked => ApiError::Refused(crate::links::Refusal::Revoked),
+        EndReason::Expired => ApiError::Refused(crate::links::Refusal::Expired),
+        _ => ApiError::Unavailable {
+            retry_after: Duration::from_secs(5),
+            reason: r.as_str(),
+        },
+    }
 }
 
 async fn websocket(
@@ -275,10 +283,17 @@ async fn websocket(
         None
     } else {
         let guard = app.open_session(&link, client, true)?;
-        let io = connect(&console.address).await.map_err(|e| {
-            tracing::debug!(error = %e, "console connect failed");
-            ApiError::BadGateway("console_unavailable")
-        })?;
+        let connecting = connect(
+            &console.address,
+            app.config().limits.console_connect_timeout,
+        );
+        let io = relay::until_ended(&guard.session, link.expires_at, connecting)
+            .await
+            .map_err(ended_refusal)?
+            .map_err(|e| {
+                tracing::debug!(error = %e, "console connect failed");
+                ApiError::BadGateway("console_unavailable")
+            })?;
         Some((guard, io))
     };
 
@@ -337,43 +352,73 @@ async fn run_session(
     let limits = &app.config().limits;
     let (guard, io, ws, initial, filter) = match (link.console, early) {
         (ConsoleType::Spice, _) => {
-            let (hdr, first) = match relay::spice_link(&mut ws, HANDSHAKE_TIMEOUT).await {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::debug!(error = %e, "bad SPICE link message");
-                    relay::close_with(ws, 1008, "protocol_error").await;
-                    return;
-                }
+            // The link phase is a session too (not a viewer), so that revoke, kill and
+            // shutdown reach it.
+            let Ok(linking) = app.open_session(&link, client, false) else {
+                relay::close_with(ws, relay::Close::Shutdown).await;
+                return;
             };
+            let timeout = limits.console_handshake_timeout;
+            let (hdr, first) =
+                match relay::spice_link(&mut ws, timeout, &linking.session, &opts).await {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "no SPICE link message");
+                        relay::close_with(ws, e.close()).await;
+                        return;
+                    }
+                };
             if link.view_only && !hdr.channel_type.permitted_view_only() {
-                relay::close_with(ws, 4011, "view_only").await;
+                relay::close_with(ws, relay::Close::ViewOnly).await;
                 return;
             }
             let viewer = hdr.channel_type == relay::spice::ChannelType::Main;
             let guard = match app.open_session(&link, client, viewer) {
                 Ok(g) => g,
                 Err(_) => {
-                    relay::close_with(ws, 4009, "viewers_full").await;
+                    relay::close_with(ws, relay::Close::ViewersFull).await;
                     return;
                 }
             };
-            let mut io = match connect(&console.address).await {
-                Ok(io) => io,
-                Err(e) => {
+            // Ended between the link message and now: the new session inherits it.
+            if linking.session.cancel.is_cancelled() {
+                guard
+                    .session
+                    .end(linking.session.reason().unwrap_or(EndReason::Killed));
+            }
+            drop(linking);
+            let connecting = connect(&console.address, limits.console_connect_timeout);
+            let mut io = match relay::until_ended(&guard.session, link.expires_at, connecting).await
+            {
+                Ok(Ok(io)) => io,
+                Err(r) => {
+                    relay::close_with(ws, r.into()).await;
+                    return;
+                }
+                Ok(Err(e)) => {
                     tracing::debug!(error = %e, "console connect failed");
-                    relay::close_with(ws, 4010, "console_unavailable").await;
+                    relay::close_with(ws, relay::Close::ConsoleUnavailable).await;
                     return;
                 }
             };
-            if io.write_all(&first).await.is_err() {
-                relay::close_with(ws, 4010, "console_unavailable").await;
-                return;
+            let writing = tokio::time::timeout(timeout, io.write_all(&first));
+            match relay::until_ended(&guard.session, link.expires_at, writing).await {
+                Ok(Ok(Ok(()))) => {}
+                Err(r) => {
+                    relay::close_with(ws, r.into()).await;
+                    return;
+                }
+                Ok(_) => {
+                    relay::close_with(ws, relay::Close::ConsoleUnavailable).await;
+                    return;
+                }
             }
             (guard, io, ws, Bytes::new(), None)
         }
         (ConsoleType::Vnc, Some((guard, mut io))) => {
             let pw = console.vnc_password.as_ref().map(|p| p.expose().as_bytes());
-            match relay::vnc_handshake(ws, &mut io, pw, HANDSHAKE_TIMEOUT).await {
+            let timeout = limits.console_handshake_timeout;
+            match relay::vnc_handshake(ws, &mut io, pw, timeout, &guard.session, &opts).await {
                 Ok((ws, rest)) => {
                     let filter =
                         relay::rfb::ClientFilter::new(link.view_only, limits.max_cut_text_bytes);

@@ -1,11 +1,17 @@
 //! The console relay: a visitor's WebSocket ⇄ a console socket, with bounded buffers in
 //! both directions, the RFB handshake and view-only filter for VNC, the link check for
 //! SPICE channels, pings, idle timeout, expiry and cancellation.
+//!
+//! Nothing here logs console traffic: what a visitor types or reads may be a password.
+//! Log lines carry the session id, byte counts and error kinds, never payload bytes (and
+//! `crate::logging` keeps `tungstenite`'s frame dumps out of the log at every level).
 
+pub mod close;
 pub mod rfb;
 pub mod spice;
 pub mod ws_io;
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -14,10 +20,11 @@ use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use time::OffsetDateTime;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
+
+pub use close::Close;
 
 use crate::config::Limits;
 use crate::metrics::Metrics;
@@ -40,6 +47,57 @@ pub enum RelayError {
     ClientGone,
     #[error("visitor connection")]
     Ws(#[from] tokio_tungstenite::tungstenite::Error),
+    #[error("session ended during the handshake: {}", .0.as_str())]
+    Ended(EndReason),
+}
+
+impl RelayError {
+    /// How the visitor's connection is closed after this error: with the session's end
+    /// reason if it was ended (revoke, expiry, kill, shutdown), else as a protocol error.
+    pub fn close(&self) -> Close {
+        match self {
+            RelayError::Ended(r) => Close::from(*r),
+            _ => Close::ProtocolError,
+        }
+    }
+}
+
+/// How long until `expires_at` (zero if it has passed).
+fn until(expires_at: OffsetDateTime) -> Duration {
+    (expires_at - OffsetDateTime::now_utc())
+        .try_into()
+        .unwrap_or(Duration::ZERO)
+}
+
+/// Runs `fut` unless the session ends first: revoked, killed or shut down (its
+/// cancellation), or its link expires. Every wait of a session before its relay loop (the
+/// console connect, the handshakes, the SPICE link message) goes through this, so that
+/// ending a session reaches it in every state at once, not after a timeout.
+pub async fn until_ended<F: Future>(
+    session: &Session,
+    expires_at: OffsetDateTime,
+    fut: F,
+) -> Result<F::Output, EndReason> {
+    tokio::select! {
+        biased;
+        _ = session.cancel.cancelled() => Err(session.reason().unwrap_or(EndReason::Killed)),
+        _ = tokio::time::sleep(until(expires_at)) => Err(EndReason::Expired),
+        r = fut => Ok(r),
+    }
+}
+
+/// [`until_ended`] with a timeout: the error is [`RelayError::Ended`] or
+/// [`RelayError::Timeout`].
+async fn bounded<F: Future>(
+    session: &Session,
+    expires_at: OffsetDateTime,
+    timeout: Duration,
+    fut: F,
+) -> Result<F::Output, RelayError> {
+    until_ended(session, expires_at, tokio::time::timeout(timeout, fut))
+        .await
+        .map_err(RelayError::Ended)?
+        .map_err(|_| RelayError::Timeout)
 }
 
 /// How one relay behaves.
@@ -60,27 +118,9 @@ pub fn ws_config(l: &Limits) -> WebSocketConfig {
         .max_frame_size(Some(l.ws_max_message_bytes))
 }
 
-/// The WebSocket close code and text for an end reason.
-pub fn close_frame(reason: EndReason) -> CloseFrame {
-    let code = match reason {
-        EndReason::Revoked => CloseCode::Library(4001),
-        EndReason::Expired => CloseCode::Library(4002),
-        EndReason::Killed => CloseCode::Library(4003),
-        EndReason::IdleTimeout => CloseCode::Library(4008),
-        EndReason::ConsoleClosed => CloseCode::Library(4010),
-        EndReason::Shutdown => CloseCode::Away,
-        EndReason::ProtocolError => CloseCode::Policy,
-        EndReason::ClientClosed => CloseCode::Normal,
-    };
-    CloseFrame {
-        code,
-        reason: reason.as_str().into(),
-    }
-}
-
 /// Closes a visitor's connection before any relay ran (a refusal): the same closing
 /// handshake as [`Closing::finish`], bounded by one second.
-pub async fn close_with<S>(ws: WebSocketStream<S>, code: u16, reason: &str)
+pub async fn close_with<S>(ws: WebSocketStream<S>, close: Close)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -88,10 +128,7 @@ where
     let closing = Closing {
         ws_tx,
         ws_rx,
-        frame: Some(CloseFrame {
-            code: CloseCode::from(code),
-            reason: reason.to_owned().into(),
-        }),
+        state: CloseState::Send(close.frame()),
         timeout: Duration::from_secs(1),
     };
     closing.finish().await;
@@ -99,33 +136,60 @@ where
 
 /// Runs the VNC handshakes: as a client towards the console (answering its password if
 /// the target has one), as a server offering no security towards the visitor (who has
-/// already authenticated to the gateway). Returns the visitor's bytes read past it.
+/// already authenticated to the gateway). Returns the visitor's bytes read past it. Each
+/// handshake is bounded by `timeout`, and both end as soon as the session does (then the
+/// visitor's connection is closed here with the session's end reason).
 pub async fn vnc_handshake<S, B>(
     ws: WebSocketStream<S>,
     console: &mut B,
     password: Option<&[u8]>,
     timeout: Duration,
+    session: &Session,
+    opts: &RelayOptions,
 ) -> Result<(WebSocketStream<S>, Bytes), RelayError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
     let limits = rfb::RfbLimits::default();
-    tokio::time::timeout(timeout, rfb::backend_handshake(console, password, &limits))
-        .await
-        .map_err(|_| RelayError::Timeout)??;
+    let backend = rfb::backend_handshake(console, password, &limits);
+    match bounded(session, opts.expires_at, timeout, backend).await {
+        Ok(r) => r?,
+        Err(e) => {
+            if let RelayError::Ended(r) = e {
+                close_with(ws, Close::from(r)).await;
+            }
+            return Err(e);
+        }
+    }
     let mut io = ws_io::WsIo::new(ws);
-    tokio::time::timeout(timeout, rfb::client_handshake(&mut io))
-        .await
-        .map_err(|_| RelayError::Timeout)??;
+    let client = bounded(
+        session,
+        opts.expires_at,
+        timeout,
+        rfb::client_handshake(&mut io),
+    )
+    .await;
+    match client {
+        Ok(r) => r?,
+        Err(e) => {
+            if let RelayError::Ended(r) = e {
+                close_with(io.into_parts().0, Close::from(r)).await;
+            }
+            return Err(e);
+        }
+    }
     Ok(io.into_parts())
 }
 
 /// Reads the visitor's SPICE link message (the first bytes of every SPICE channel) and
-/// returns it parsed, with all bytes read so far (to be forwarded as they are).
+/// returns it parsed, with all bytes read so far (to be forwarded as they are). Bounded by
+/// `timeout`, and ends as soon as the session does ([`RelayError::close`] says how to close).
 pub async fn spice_link<S>(
     ws: &mut WebSocketStream<S>,
     timeout: Duration,
+    session: &Session,
+    opts: &RelayOptions,
 ) -> Result<(spice::LinkHeader, Vec<u8>), RelayError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -158,9 +222,7 @@ where
             }
         }
     };
-    tokio::time::timeout(timeout, read)
-        .await
-        .map_err(|_| RelayError::Timeout)?
+    bounded(session, opts.expires_at, timeout, read).await?
 }
 
 fn millis_since(start: tokio::time::Instant) -> u64 {
@@ -199,111 +261,17 @@ where
     } = ctx;
     let (mut ws_tx, mut ws_rx) = ws.split();
     let (mut con_r, mut con_w) = tokio::io::split(console);
-    let start = tokio::time::Instant::now();
-    let last_seen = AtomicU64::new(0);
+    let seen = LastSeen::new();
     let dropped_before = filter.as_ref().map(|f| f.dropped()).unwrap_or(0);
 
     let reason = {
-        let filter = &mut filter;
-        let to_console = async {
-            let mut out = Vec::with_capacity(4096);
-            let mut pass = |bytes: &[u8], out: &mut Vec<u8>| -> Result<(), EndReason> {
-                out.clear();
-                match filter.as_mut() {
-                    Some(f) => f.push(bytes, out).map_err(|e| {
-                        tracing::debug!(session = %session.id, error = %e, "visitor sent a bad RFB message");
-                        EndReason::ProtocolError
-                    }),
-                    // A view-only raw console (a serial line) takes no input at all.
-                    None if opts.view_only => Ok(()),
-                    None => {
-                        out.extend_from_slice(bytes);
-                        Ok(())
-                    }
-                }
-            };
-            if !initial.is_empty() {
-                if let Err(r) = pass(&initial, &mut out) {
-                    return r;
-                }
-                if con_w.write_all(&out).await.is_err() {
-                    return EndReason::ConsoleClosed;
-                }
-            }
-            loop {
-                let msg = match ws_rx.next().await {
-                    Some(Ok(m)) => m,
-                    Some(Err(e)) => {
-                        tracing::debug!(session = %session.id, error = %e, "visitor connection error");
-                        return match e {
-                            tokio_tungstenite::tungstenite::Error::Capacity(_)
-                            | tokio_tungstenite::tungstenite::Error::Protocol(_) => {
-                                EndReason::ProtocolError
-                            }
-                            _ => EndReason::ClientClosed,
-                        };
-                    }
-                    None => return EndReason::ClientClosed,
-                };
-                last_seen.store(millis_since(start), Ordering::Relaxed);
-                match msg {
-                    Message::Binary(b) => {
-                        if let Err(r) = pass(&b, &mut out) {
-                            return r;
-                        }
-                        if !out.is_empty() {
-                            if con_w.write_all(&out).await.is_err() {
-                                return EndReason::ConsoleClosed;
-                            }
-                            let n = u64::try_from(out.len()).unwrap_or(0);
-                            session.bytes_to_console.fetch_add(n, Ordering::Relaxed);
-                            Metrics::add(&metrics.bytes_to_console, n);
-                        }
-                    }
-                    Message::Text(_) => return EndReason::ProtocolError,
-                    Message::Close(_) => return EndReason::ClientClosed,
-                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
-                }
-            }
-        };
-        let to_client = async {
-            let mut buf = vec![0u8; limits.relay_buffer_bytes];
-            let mut ping = tokio::time::interval(limits.ws_ping_interval);
-            ping.tick().await;
-            loop {
-                tokio::select! {
-                    r = con_r.read(&mut buf) => {
-                        let n = match r {
-                            Ok(0) | Err(_) => return EndReason::ConsoleClosed,
-                            Ok(n) => n,
-                        };
-                        if ws_tx.send(Message::Binary(Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
-                            return EndReason::ClientClosed;
-                        }
-                        let n = u64::try_from(n).unwrap_or(0);
-                        session.bytes_to_client.fetch_add(n, Ordering::Relaxed);
-                        Metrics::add(&metrics.bytes_to_client, n);
-                    }
-                    _ = ping.tick() => {
-                        let idle = millis_since(start).saturating_sub(last_seen.load(Ordering::Relaxed));
-                        if Duration::from_millis(idle) > limits.ws_idle_timeout {
-                            return EndReason::IdleTimeout;
-                        }
-                        if ws_tx.send(Message::Ping(Bytes::new())).await.is_err() {
-                            return EndReason::ClientClosed;
-                        }
-                    }
-                }
-            }
-        };
-        let until_expiry = (opts.expires_at - OffsetDateTime::now_utc())
-            .try_into()
-            .unwrap_or(Duration::ZERO);
+        let to_console = to_console(&mut ws_rx, &mut con_w, initial, &mut filter, ctx, &seen);
+        let to_client = to_client(&mut ws_tx, &mut con_r, ctx, &seen);
         tokio::select! {
             r = to_console => r,
             r = to_client => r,
             _ = session.cancel.cancelled() => session.reason().unwrap_or(EndReason::Killed),
-            _ = tokio::time::sleep(until_expiry) => EndReason::Expired,
+            _ = tokio::time::sleep(until(opts.expires_at)) => EndReason::Expired,
         }
     };
     if let Some(f) = &filter {
@@ -312,14 +280,189 @@ where
             f.dropped().saturating_sub(dropped_before),
         );
     }
+    // The visitor learns why at once, not after the caller's bookkeeping (audit writes):
+    // the close frame goes out now; `Closing::finish` waits for the answer.
+    let started = tokio::time::Instant::now();
+    let state = if reason == EndReason::ClientClosed {
+        CloseState::AnswerTheirs
+    } else {
+        let frame = Message::Close(Some(Close::from(reason).frame()));
+        match tokio::time::timeout(limits.ws_close_timeout, ws_tx.send(frame)).await {
+            Ok(Ok(())) => CloseState::AwaitAnswer,
+            _ => CloseState::Failed,
+        }
+    };
     let _ = tokio::time::timeout(Duration::from_millis(500), con_w.shutdown()).await;
     let closing = Closing {
         ws_tx,
         ws_rx,
-        frame: (reason != EndReason::ClientClosed).then(|| close_frame(reason)),
-        timeout: limits.ws_close_timeout,
+        state,
+        timeout: limits.ws_close_timeout.saturating_sub(started.elapsed()),
     };
     (reason, closing)
+}
+
+/// When the visitor last sent anything (for the idle timeout), in milliseconds since the
+/// relay started.
+#[derive(Debug)]
+struct LastSeen {
+    start: tokio::time::Instant,
+    at: AtomicU64,
+}
+
+impl LastSeen {
+    fn new() -> Self {
+        LastSeen {
+            start: tokio::time::Instant::now(),
+            at: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        self.at.store(millis_since(self.start), Ordering::Relaxed);
+    }
+
+    fn idle(&self) -> Duration {
+        let now = millis_since(self.start);
+        Duration::from_millis(now.saturating_sub(self.at.load(Ordering::Relaxed)))
+    }
+}
+
+/// Puts into `out` what of the visitor's `bytes` may reach the console: through the RFB
+/// filter (VNC), nothing for a view-only raw console (a serial line takes no input that
+/// could be told apart from typing), else all of it.
+fn pass_input(
+    filter: &mut Option<rfb::ClientFilter>,
+    ctx: RelayContext<'_>,
+    bytes: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), EndReason> {
+    out.clear();
+    match filter.as_mut() {
+        Some(f) => f.push(bytes, out).map_err(|e| {
+            tracing::debug!(session = %ctx.session.id, error = %e, "visitor sent a bad RFB message");
+            EndReason::ProtocolError
+        }),
+        None if ctx.opts.view_only => Ok(()),
+        None => {
+            out.extend_from_slice(bytes);
+            Ok(())
+        }
+    }
+}
+
+/// Visitor → console: every binary message through [`pass_input`], `initial` first.
+async fn to_console<R, W>(
+    ws_rx: &mut R,
+    con_w: &mut W,
+    initial: Bytes,
+    filter: &mut Option<rfb::ClientFilter>,
+    ctx: RelayContext<'_>,
+    seen: &LastSeen,
+) -> EndReason
+where
+    R: futures::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut out = Vec::with_capacity(4096);
+    if !initial.is_empty() {
+        if let Err(r) = pass_input(filter, ctx, &initial, &mut out) {
+            return r;
+        }
+        if con_w.write_all(&out).await.is_err() {
+            return EndReason::ConsoleClosed;
+        }
+    }
+    loop {
+        let msg = match ws_rx.next().await {
+            Some(Ok(m)) => m,
+            Some(Err(e)) => {
+                tracing::debug!(session = %ctx.session.id, error = %e, "visitor connection error");
+                return match e {
+                    tokio_tungstenite::tungstenite::Error::Capacity(_)
+                    | tokio_tungstenite::tungstenite::Error::Protocol(_) => {
+                        EndReason::ProtocolError
+                    }
+                    _ => EndReason::ClientClosed,
+                };
+            }
+            None => return EndReason::ClientClosed,
+        };
+        seen.touch();
+        match msg {
+            Message::Binary(b) => {
+                if let Err(r) = pass_input(filter, ctx, &b, &mut out) {
+                    return r;
+                }
+                if !out.is_empty() {
+                    if con_w.write_all(&out).await.is_err() {
+                        return EndReason::ConsoleClosed;
+                    }
+                    let n = u64::try_from(out.len()).unwrap_or(0);
+                    ctx.session.bytes_to_console.fetch_add(n, Ordering::Relaxed);
+                    Metrics::add(&ctx.metrics.bytes_to_console, n);
+                }
+            }
+            Message::Text(_) => return EndReason::ProtocolError,
+            Message::Close(_) => return EndReason::ClientClosed,
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+        }
+    }
+}
+
+/// Console → visitor, one binary message per read, with pings and the idle timeout.
+async fn to_client<T, R>(
+    ws_tx: &mut T,
+    con_r: &mut R,
+    ctx: RelayContext<'_>,
+    seen: &LastSeen,
+) -> EndReason
+where
+    T: futures::Sink<Message> + Unpin,
+    R: AsyncRead + Unpin,
+{
+    let limits = ctx.limits;
+    let mut buf = vec![0u8; limits.relay_buffer_bytes];
+    let mut ping = tokio::time::interval(limits.ws_ping_interval);
+    ping.tick().await;
+    loop {
+        tokio::select! {
+            r = con_r.read(&mut buf) => {
+                let n = match r {
+                    Ok(0) | Err(_) => return EndReason::ConsoleClosed,
+                    Ok(n) => n,
+                };
+                let data = Bytes::copy_from_slice(buf.get(..n).unwrap_or_default());
+                if ws_tx.send(Message::Binary(data)).await.is_err() {
+                    return EndReason::ClientClosed;
+                }
+                let n = u64::try_from(n).unwrap_or(0);
+                ctx.session.bytes_to_client.fetch_add(n, Ordering::Relaxed);
+                Metrics::add(&ctx.metrics.bytes_to_client, n);
+            }
+            _ = ping.tick() => {
+                if seen.idle() > limits.ws_idle_timeout {
+                    return EndReason::IdleTimeout;
+                }
+                if ws_tx.send(Message::Ping(Bytes::new())).await.is_err() {
+                    return EndReason::ClientClosed;
+                }
+            }
+        }
+    }
+}
+
+/// Where the gateway's side of the closing handshake stands.
+#[derive(Debug)]
+enum CloseState {
+    /// The close frame is still to be sent.
+    Send(CloseFrame),
+    /// The close frame went out; the visitor's answer is awaited.
+    AwaitAnswer,
+    /// The visitor closed first; its close is to be answered.
+    AnswerTheirs,
+    /// Sending the close frame failed: nothing is left but ending the connection.
+    Failed,
 }
 
 /// A visitor connection whose relay has ended, still to be closed.
@@ -327,39 +470,101 @@ where
 pub struct Closing<S> {
     ws_tx: SplitSink<WebSocketStream<S>, Message>,
     ws_rx: SplitStream<WebSocketStream<S>>,
-    frame: Option<CloseFrame>,
+    state: CloseState,
     timeout: Duration,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Closing<S> {
     /// The gateway's side of the WebSocket closing handshake: sends the close frame (if
-    /// the visitor did not close first), then reads and discards what the visitor still
-    /// sends until its answering close, so that the connection is not torn down under the
-    /// visitor's feet (a reset can lose the close code it has not read yet), and ends with
-    /// a TLS close_notify. Bounded in all by its timeout (`limits.ws_close_timeout` after
-    /// a relay).
+    /// the visitor did not close first and the relay has not sent it already), then reads
+    /// and discards what the visitor still sends until its answering close, so that the
+    /// connection is not torn down under the visitor's feet (a reset can lose the close
+    /// code it has not read yet), and ends with a TLS close_notify. Bounded in all by its
+    /// timeout (what is left of `limits.ws_close_timeout` after a relay).
     pub async fn finish(self) {
         let Closing {
             mut ws_tx,
             mut ws_rx,
-            frame,
+            state,
             timeout,
         } = self;
         let _ = tokio::time::timeout(timeout, async {
-            if let Some(frame) = frame {
-                if ws_tx.send(Message::Close(Some(frame))).await.is_err() {
-                    return;
+            let await_answer = match state {
+                CloseState::Send(frame) => {
+                    if ws_tx.send(Message::Close(Some(frame))).await.is_err() {
+                        return;
+                    }
+                    true
                 }
+                CloseState::AwaitAnswer => true,
+                CloseState::AnswerTheirs => {
+                    // Its close is answered (queued by tungstenite).
+                    let _ = ws_tx.close().await;
+                    false
+                }
+                CloseState::Failed => return,
+            };
+            if await_answer {
                 // The stream ends once the visitor's close has arrived (or the connection).
                 while let Some(Ok(_)) = ws_rx.next().await {}
-            } else {
-                // The visitor closed first: its close is answered (queued by tungstenite).
-                let _ = ws_tx.close().await;
             }
             if let Ok(mut ws) = ws_tx.reunite(ws_rx) {
                 let _ = ws.get_mut().shutdown().await;
             }
         })
         .await;
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::sessions::Sessions;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    /// A revoked session's visitor reads the close code as soon as the relay returns,
+    /// before the caller's bookkeeping and `Closing::finish`.
+    #[tokio::test]
+    async fn the_close_frame_goes_out_when_the_relay_ends() {
+        let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+        let (console, _console_peer) = tokio::io::duplex(64 * 1024);
+        let server = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
+        let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
+        let sessions = Sessions::new();
+        let guard = sessions
+            .open("link", "vm", [127, 0, 0, 1].into(), None, true)
+            .unwrap();
+        let opts = RelayOptions {
+            view_only: false,
+            expires_at: OffsetDateTime::now_utc() + time::Duration::hours(1),
+        };
+        let limits = Limits::default();
+        let metrics = Metrics::default();
+        let ctx = RelayContext {
+            session: &guard.session,
+            opts: &opts,
+            limits: &limits,
+            metrics: &metrics,
+        };
+        sessions.end_link("link", EndReason::Revoked);
+        let (reason, closing) = relay(server, console, Bytes::new(), None, ctx).await;
+        assert_eq!(reason, EndReason::Revoked);
+        let msg = tokio::time::timeout(Duration::from_secs(1), client.next())
+            .await
+            .expect("no close frame before finish()");
+        match msg {
+            Some(Ok(Message::Close(Some(f)))) => {
+                assert_eq!((u16::from(f.code), f.reason.as_str()), (4001, "revoked"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // The client's answering close completes the handshake.
+        let finishing = tokio::spawn(closing.finish());
+        while let Some(Ok(_)) = client.next().await {}
+        tokio::time::timeout(Duration::from_secs(2), finishing)
+            .await
+            .unwrap()
+            .unwrap();
     }
 }
