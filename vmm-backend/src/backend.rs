@@ -276,14 +276,14 @@ struct Inner {
     qga_gates: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
-use crate::lockfile::FileLock;
+use crate::util::lockfile::FileLock;
 
 async fn lock_file(path: &Path, timeout: Duration, what: &str) -> Result<FileLock, BackendError> {
-    crate::lockfile::lock(path, timeout)
+    crate::util::lockfile::lock(path, timeout)
         .await
         .map_err(|e| match e {
-            crate::lockfile::LockError::Busy => BackendError::Busy(what.to_owned()),
-            crate::lockfile::LockError::Io(op, source) => SpecError::Io {
+            crate::util::lockfile::LockError::Busy => BackendError::Busy(what.to_owned()),
+            crate::util::lockfile::LockError::Io(op, source) => SpecError::Io {
                 op,
                 path: path.to_owned(),
                 source,

@@ -5,11 +5,13 @@
 
 pub mod backend;
 pub mod console;
-pub mod lockfile;
 pub mod net;
 pub mod nic;
 pub mod qemu;
+pub mod util;
 pub mod vm;
+
+pub use util::lockfile;
 
 pub use backend::{
     BackendConfig, BackendError, PowerAction, QemuBackend, VmBackend, VmEvent, VmInfo, VmState,

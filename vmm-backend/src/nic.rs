@@ -232,7 +232,7 @@ impl NicAttachment {
 
     pub fn validate(&self) -> Result<(), NicError> {
         if let NicAttachment::Switch { switch, vlan } = self {
-            if !crate::net::valid_ifname(switch) {
+            if !crate::util::valid_ifname(switch) {
                 return Err(NicError::InvalidSwitchName(
                     switch.chars().take(40).collect(),
                 ));

@@ -2,7 +2,6 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -10,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::nic::{MacAddr, NicError, NicModel, NicRequest, NicSpec};
+use crate::util::WriteError;
 
 /// Longest VM name accepted.
 pub const MAX_NAME_LEN: usize = 63;
@@ -380,57 +380,11 @@ pub fn has_sriov(spec: &VmSpec) -> bool {
     spec.nics.iter().any(|n| n.model == NicModel::Sriov)
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same directory, fsync,
-/// rename over the target, fsync the directory. A crash leaves the old or the new file.
+/// Writes `bytes` to `path` atomically (see [`crate::util::write_atomic`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SpecError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let io = |op: &'static str, p: &Path| {
-        let p = p.to_owned();
-        move |source| SpecError::Io {
-            op,
-            path: p,
-            source,
-        }
-    };
-    let mut tmp = tempfile_in(dir).map_err(io("creating a temporary file in", dir))?;
-    tmp.1
-        .write_all(bytes)
-        .and_then(|()| tmp.1.sync_all())
-        .map_err(io("writing", &tmp.0))?;
-    drop(tmp.1);
-    std::fs::rename(&tmp.0, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp.0);
-        SpecError::Io {
-            op: "renaming into",
-            path: path.to_owned(),
-            source: e,
-        }
-    })?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
-fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
-    use std::os::unix::fs::OpenOptionsExt;
-    for _ in 0..16 {
-        let name = format!(".tmp-{:016x}", rand::random::<u64>());
-        let p = dir.join(name);
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&p)
-        {
-            Ok(f) => return Ok((p, f)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(std::io::Error::other(
-        "could not pick a temporary file name",
-    ))
+    crate::util::write_atomic(path, bytes).map_err(|e| match e {
+        WriteError::Io { op, path, source } => SpecError::Io { op, path, source },
+    })
 }
 
 /// The persisted specs: one JSON file per VM under `DIR/vms/`.

@@ -251,7 +251,7 @@ pub struct ReconcileReport {
 /// An exclusive lock on the network configuration (across processes), released on drop.
 #[derive(Debug)]
 pub struct NetLock {
-    _lock: crate::lockfile::FileLock,
+    _lock: crate::util::lockfile::FileLock,
 }
 
 /// Virtual switches and bonds of this host. Cheap to clone.
@@ -307,10 +307,10 @@ impl NetManager {
     /// Takes the configuration lock (waits up to the configured timeout).
     pub async fn lock(&self) -> Result<NetLock, NetError> {
         let path = self.cfg.lock_path();
-        match crate::lockfile::lock(&path, self.cfg.timeout).await {
+        match crate::util::lockfile::lock(&path, self.cfg.timeout).await {
             Ok(lock) => Ok(NetLock { _lock: lock }),
-            Err(crate::lockfile::LockError::Busy) => Err(NetError::Busy),
-            Err(crate::lockfile::LockError::Io(op, source)) => {
+            Err(crate::util::lockfile::LockError::Busy) => Err(NetError::Busy),
+            Err(crate::util::lockfile::LockError::Io(op, source)) => {
                 Err(NetError::Io { op, path, source })
             }
         }

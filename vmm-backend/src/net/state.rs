@@ -14,11 +14,10 @@ use serde::{Deserialize, Serialize};
 
 use super::ovs::{map_values, opt_string, set_values, Row};
 use crate::nic::MacAddr;
+pub use crate::util::{valid_ifname, IFNAMSIZ_MAX};
 
 /// The `external_ids` key marking bridges and ports this project manages.
 pub const MANAGED_KEY: &str = "vmgw-managed";
-/// Longest Linux interface name.
-pub const IFNAMSIZ_MAX: usize = 15;
 
 /// Errors about the state file and the plan.
 #[derive(Debug, thiserror::Error)]
@@ -150,13 +149,8 @@ impl NetState {
             path: path.to_owned(),
             source,
         })?;
-        crate::vm::write_atomic(path, &bytes).map_err(|e| match e {
-            crate::vm::SpecError::Io { op, path, source } => StateError::Io { op, path, source },
-            other => StateError::Io {
-                op: "writing",
-                path: path.to_owned(),
-                source: std::io::Error::other(other.to_string()),
-            },
+        crate::util::write_atomic(path, &bytes).map_err(|e| match e {
+            crate::util::WriteError::Io { op, path, source } => StateError::Io { op, path, source },
         })
     }
 
@@ -200,16 +194,6 @@ pub fn tap_name(mac: &MacAddr) -> String {
         "vt{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
         b[0], b[1], b[2], b[3], b[4], b[5]
     )
-}
-
-/// Whether `name` is usable as a Linux interface name (and thus an OVS bridge or port).
-pub fn valid_ifname(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= IFNAMSIZ_MAX
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-        && name.as_bytes()[0].is_ascii_alphanumeric()
 }
 
 /// A port as OVS has it.
