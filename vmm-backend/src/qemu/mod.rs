@@ -1,0 +1,69 @@
+//! QEMU: the command line, the detached process, and its QMP and guest-agent sockets.
+//!
+//! Every VM runs as a daemonized `qemu-system-x86_64` that outlives the process that
+//! started it (as libvirt's do). Its run directory (mode 0700) holds the pidfile, the QMP
+//! sockets, the console sockets (0600) and the logs; a new backend instance finds the VM
+//! there and re-attaches.
+//!
+//! * [`rundir`]: the run directory and its file names.
+//! * [`cmdline`]: the command line (pure) and the host resources chosen at start.
+//! * [`process`]: starting, finding and signalling the process.
+//! * [`qmp`]: QMP sessions and the event monitor.
+//! * [`agent`]: the guest agent.
+
+pub mod agent;
+pub mod cmdline;
+pub mod process;
+pub mod qmp;
+pub mod rundir;
+
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use agent::{guest_addresses, GuestAddress};
+pub use cmdline::{command_line, kvm_usable, resolve_accel, TapAssignment, VfAssignment};
+pub use process::{last_log_line, live_pid, signal, spawn, wait_gone};
+pub use qmp::{watch_events, Qmp};
+pub use rundir::RunDir;
+
+/// Errors talking to QEMU.
+#[derive(Debug, thiserror::Error)]
+pub enum QemuError {
+    #[error("QEMU did not start: {0}")]
+    StartFailed(String),
+    #[error("running {binary}")]
+    Spawn {
+        binary: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("QMP socket {path}")]
+    QmpConnect {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("QMP command {command} failed: {message}")]
+    Qmp {
+        command: &'static str,
+        message: String,
+    },
+    #[error("QMP did not answer within {0:?}")]
+    QmpTimeout(Duration),
+    #[error("guest agent not running (no answer within {0:?})")]
+    GuestAgentNotRunning(Duration),
+    #[error("guest agent error: {0}")]
+    GuestAgent(String),
+    #[error("KVM was requested but /dev/kvm is not usable")]
+    KvmUnavailable,
+    #[error("unix socket path {0} is longer than 107 bytes; use a shorter run directory")]
+    SocketPathTooLong(PathBuf),
+    #[error("{op} {path}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
