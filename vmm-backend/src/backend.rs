@@ -13,9 +13,10 @@ use tokio::sync::broadcast;
 
 use crate::console::{ConsoleEndpoint, ConsoleKind};
 use crate::net::{Datapath, NetConfig, NetError, NetManager, OvsMode};
-use crate::nic::{MacAddr, NicError, NicModel, NicRequest, NicSpec, Sysfs};
 use crate::qemu::{self, GuestAddress, QemuError, Qmp, RunDir, VfAssignment};
-use crate::vm::{BootSource, SpecError, SpecStore, VmDefinition, VmSpec};
+use crate::spec::nic::{MacAddr, NicError, NicModel, NicRequest, NicSpec, Sysfs};
+use crate::spec::vm::{BootSource, SpecError, VmDefinition, VmSpec};
+use crate::spec::SpecStore;
 
 /// Errors of the backend API. Messages are for operators and API clients: they say what
 /// is wrong with the VM, not how QEMU phrased it.
@@ -572,7 +573,7 @@ impl QemuBackend {
                 .iter()
                 .map(|v| format!("{} {}\n", v.nic_id, v.pci_address))
                 .collect();
-            crate::vm::write_atomic(&run.dir.join("vfs"), text.as_bytes())?;
+            crate::spec::store::write_atomic(&run.dir.join("vfs"), text.as_bytes())?;
         }
         let args = qemu::command_line(spec, &run, accel, &vfs, &taps);
         if let Err(e) = qemu::spawn(
@@ -641,7 +642,7 @@ impl QemuBackend {
         let all = self.inner.specs.list()?;
         let old = self.inner.specs.get(name)?;
         let _vm = self.lock_vm(name).await?;
-        if old.nics.len() >= crate::vm::MAX_NICS {
+        if old.nics.len() >= crate::spec::vm::MAX_NICS {
             return Err(SpecError::TooManyNics(old.nics.len() + 1).into());
         }
         if let Some((switch, _)) = req.attach.switch() {

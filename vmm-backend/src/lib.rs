@@ -6,11 +6,11 @@
 pub mod backend;
 pub mod console;
 pub mod net;
-pub mod nic;
 pub mod qemu;
+pub mod spec;
 pub mod util;
-pub mod vm;
 
+pub use spec::{nic, vm};
 pub use util::lockfile;
 
 pub use backend::{

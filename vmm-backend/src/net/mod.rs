@@ -22,7 +22,7 @@
 //! in a private run directory ([`NetConfig::ovs_run_dir`]); they outlive the process
 //! (like the VMs) and [`NetManager::stop_daemons`] stops them.
 //!
-//! [`NicAttachment::Switch`]: crate::nic::NicAttachment::Switch
+//! [`NicAttachment::Switch`]: crate::spec::nic::NicAttachment::Switch
 
 pub mod host;
 pub mod hotplug;
@@ -40,9 +40,9 @@ pub use state::{
     tap_name, valid_ifname, BondMode, BondSpec, NetState, StateError, SwitchSpec, VmPort,
 };
 
-use crate::nic::NicSpec;
 use crate::qemu::{RunDir, TapAssignment};
-use crate::vm::SpecStore;
+use crate::spec::nic::NicSpec;
+use crate::spec::SpecStore;
 
 /// Errors of the network API. Messages are for operators and API clients.
 #[derive(Debug, thiserror::Error)]

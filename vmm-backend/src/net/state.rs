@@ -13,7 +13,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use super::ovs::{map_values, opt_string, set_values, Row};
-use crate::nic::MacAddr;
+use crate::spec::nic::MacAddr;
 pub use crate::util::{valid_ifname, IFNAMSIZ_MAX};
 
 /// The `external_ids` key marking bridges and ports this project manages.

@@ -5,8 +5,8 @@ use std::ffi::OsString;
 use std::path::Path;
 
 use super::{QemuError, RunDir};
-use crate::nic::{NicAttachment, NicModel, NicSpec};
-use crate::vm::{Accel, BootSource, VmSpec};
+use crate::spec::nic::{NicAttachment, NicModel, NicSpec};
+use crate::spec::vm::{Accel, BootSource, VmSpec};
 
 /// Whether `/dev/kvm` can be opened for reading and writing.
 pub fn kvm_usable() -> bool {
@@ -218,8 +218,8 @@ fn nic_args(nic: &NicSpec, vfs: &[VfAssignment], taps: &[TapAssignment], v: &mut
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nic::NicRequest;
-    use crate::vm::{ConsoleConfig, VmDefinition};
+    use crate::spec::nic::NicRequest;
+    use crate::spec::vm::{ConsoleConfig, VmDefinition};
     use std::path::Path;
 
     fn spec() -> VmSpec {
@@ -276,7 +276,7 @@ mod tests {
     #[test]
     fn switch_nics_use_their_tap() {
         let mut s = spec();
-        s.nics[1].attach = crate::nic::NicAttachment::Switch {
+        s.nics[1].attach = crate::spec::nic::NicAttachment::Switch {
             switch: "sw0".into(),
             vlan: Some(5),
         };
