@@ -27,6 +27,7 @@
 pub mod host;
 pub mod hotplug;
 pub mod ovs;
+pub mod plan;
 pub mod state;
 
 use std::path::{Path, PathBuf};
@@ -337,7 +338,7 @@ impl NetManager {
         out
     }
 
-    async fn actual(&self, ovs: &Ovs) -> Result<state::Actual, NetError> {
+    async fn actual(&self, ovs: &Ovs) -> Result<plan::Actual, NetError> {
         let bridges = ovs
             .list("Bridge", "name,ports,datapath_type,external_ids")
             .await?;
@@ -348,7 +349,7 @@ impl NetManager {
             )
             .await?;
         let ifaces = ovs.list("Interface", "_uuid,name").await?;
-        Ok(state::actual_from_rows(&bridges, &ports, &ifaces))
+        Ok(plan::actual_from_rows(&bridges, &ports, &ifaces))
     }
 
     /// Makes OVS match `new` (with the ports of running VMs plus `extra`), as one
@@ -364,7 +365,7 @@ impl NetManager {
             .collect();
         ports.extend(extra.iter().cloned());
         let actual = self.actual(&ovs).await?;
-        let cmds = state::plan(new, &ports, self.datapath(), &actual)?;
+        let cmds = plan::plan(new, &ports, self.datapath(), &actual)?;
         if !cmds.is_empty() {
             tracing::debug!(commands = cmds.len(), "applying the network configuration");
             ovs.transaction(&cmds).await?;
@@ -390,7 +391,7 @@ impl NetManager {
         &self,
         iface: &str,
         st: &NetState,
-        actual: &state::Actual,
+        actual: &plan::Actual,
     ) -> Result<(), NetError> {
         if !self.hosts.exists(iface) || iface == "lo" {
             return Err(NetError::NoSuchInterface(iface.chars().take(40).collect()));
@@ -448,7 +449,7 @@ impl NetManager {
         what: &'static str,
         name: &str,
         st: &NetState,
-        actual: &state::Actual,
+        actual: &plan::Actual,
     ) -> Result<(), NetError> {
         if !valid_ifname(name) {
             return Err(NetError::InvalidName {
