@@ -12,7 +12,7 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 use crate::console::{ConsoleEndpoint, ConsoleKind};
-use crate::net::{Datapath, NetConfig, NetError, NetManager, OvsMode};
+use crate::net::{Datapath, NetConfig, NetError, NetManager, Network, OvsMode};
 use crate::qemu::{self, GuestAddress, QemuError, Qmp, RunDir, VfAssignment};
 use crate::spec::nic::{MacAddr, NicError, NicModel, NicRequest, NicSpec, Sysfs};
 use crate::spec::vm::{BootSource, SpecError, VmDefinition, VmSpec};
@@ -197,8 +197,8 @@ pub trait VmBackend: Send + Sync + std::fmt::Debug {
     async fn add_nic(&self, vm: &str, req: NicRequest) -> Result<NicSpec, BackendError>;
     /// Removes a NIC from a VM's spec, unplugging it when the VM runs.
     async fn remove_nic(&self, vm: &str, nic_id: &str) -> Result<NicSpec, BackendError>;
-    /// Virtual switches and bonds.
-    fn network(&self) -> &NetManager;
+    /// Virtual switches and bonds, whatever implements them.
+    fn network(&self) -> &dyn Network;
 }
 
 /// Settings of the QEMU backend. Every timeout is named here with its default.
@@ -1009,7 +1009,7 @@ impl VmBackend for QemuBackend {
         self.detach_nic(vm, nic_id).await
     }
 
-    fn network(&self) -> &NetManager {
+    fn network(&self) -> &dyn Network {
         self.net()
     }
 }
