@@ -3,8 +3,8 @@
 //!
 //! The gateway talks to it only through [`VmBackend`].
 
+pub mod api;
 pub mod backend;
-pub mod console;
 pub mod net;
 pub mod qemu;
 pub mod spec;
@@ -13,9 +13,10 @@ pub mod util;
 pub use spec::{nic, vm};
 pub use util::lockfile;
 
-pub use backend::{
-    BackendConfig, BackendError, PowerAction, QemuBackend, VmBackend, VmEvent, VmInfo, VmState,
+pub use api::console;
+pub use api::{
+    BackendError, ConsoleEndpoint, ConsoleKind, PowerAction, VmBackend, VmEvent, VmInfo, VmState,
 };
-pub use console::{ConsoleEndpoint, ConsoleKind};
+pub use backend::{BackendConfig, QemuBackend};
 pub use qemu::GuestAddress;
 pub use vm::{Accel, BootSource, ConsoleConfig, VmDefinition, VmSpec};
