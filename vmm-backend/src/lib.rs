@@ -5,6 +5,8 @@
 
 pub mod api;
 pub mod backend;
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
 pub mod net;
 pub mod qemu;
 pub mod spec;

@@ -5,7 +5,7 @@ use super::QemuBackend;
 use crate::api::BackendError;
 use crate::net::NetError;
 use crate::qemu::{self, QemuError, RunDir};
-use crate::spec::nic::{MacAddr, NicModel, NicRequest, NicSpec};
+use crate::spec::nic::{NicModel, NicRequest, NicSpec};
 use crate::spec::vm::SpecError;
 
 impl QemuBackend {
@@ -27,40 +27,7 @@ impl QemuBackend {
                 return Err(NetError::NoSuchSwitch(switch.to_owned()).into());
             }
         }
-        let taken: Vec<(MacAddr, &str)> = all
-            .iter()
-            .flat_map(|s| s.nics.iter().map(move |n| (n.mac, s.name.as_str())))
-            .collect();
-        let index = (0..)
-            .find(|i| !old.nics.iter().any(|n| n.id == format!("nic{i}")))
-            .unwrap_or(old.nics.len());
-        let mac = match req.mac {
-            Some(m) => {
-                if let Some((_, vm)) = taken.iter().find(|(t, _)| *t == m) {
-                    return Err(if *vm == name {
-                        SpecError::DuplicateMacInVm { mac: m }
-                    } else {
-                        SpecError::DuplicateMac {
-                            mac: m,
-                            vm: (*vm).to_owned(),
-                        }
-                    }
-                    .into());
-                }
-                m
-            }
-            None => (0u32..)
-                .map(|salt| MacAddr::derive(&old.uuid, index, salt))
-                .find(|m| !taken.iter().any(|(t, _)| t == m))
-                .unwrap_or_else(|| MacAddr::derive(&old.uuid, index, u32::MAX)),
-        };
-        let nic = NicSpec {
-            id: format!("nic{index}"),
-            model: req.model,
-            mac,
-            attach: req.attach,
-            pf: req.pf,
-        };
+        let nic = old.new_nic(req, &all)?;
         let mut new = old.clone();
         new.nics.push(nic.clone());
         self.inner.specs.put(&new)?;

@@ -232,6 +232,45 @@ impl VmSpec {
     pub fn ha_eligible(&self) -> bool {
         self.nics.iter().all(|n| n.model.allows_ha())
     }
+
+    /// The NIC `req` becomes when added to this VM: the first free id `nicN`, and its MAC
+    /// (the one asked for, refused when any VM in `all` has it, or one derived to be
+    /// unique). `all` holds every defined VM, this one included.
+    pub fn new_nic(&self, req: NicRequest, all: &[VmSpec]) -> Result<NicSpec, SpecError> {
+        let taken: Vec<(MacAddr, &str)> = all
+            .iter()
+            .flat_map(|s| s.nics.iter().map(move |n| (n.mac, s.name.as_str())))
+            .collect();
+        let index = (0..)
+            .find(|i| !self.nics.iter().any(|n| n.id == format!("nic{i}")))
+            .unwrap_or(self.nics.len());
+        let mac = match req.mac {
+            Some(m) => {
+                if let Some((_, vm)) = taken.iter().find(|(t, _)| *t == m) {
+                    return Err(if *vm == self.name {
+                        SpecError::DuplicateMacInVm { mac: m }
+                    } else {
+                        SpecError::DuplicateMac {
+                            mac: m,
+                            vm: (*vm).to_owned(),
+                        }
+                    });
+                }
+                m
+            }
+            None => (0u32..)
+                .map(|salt| MacAddr::derive(&self.uuid, index, salt))
+                .find(|m| !taken.iter().any(|(t, _)| t == m))
+                .unwrap_or_else(|| MacAddr::derive(&self.uuid, index, u32::MAX)),
+        };
+        Ok(NicSpec {
+            id: format!("nic{index}"),
+            model: req.model,
+            mac,
+            attach: req.attach,
+            pf: req.pf,
+        })
+    }
 }
 
 /// Checks a VM name: no path separators, not dots only, bounded length.
