@@ -16,7 +16,8 @@ use crate::qemu::QemuError;
 /// The version greeting a VNC server sends first (RFB 3.8, as QEMU's).
 pub const RFB_GREETING: &[u8] = b"RFB 003.008\n";
 
-/// A listening console socket; dropping it stops the server and removes the socket.
+/// A listening console socket; dropping it disconnects its clients, stops the server
+/// and removes the socket.
 #[derive(Debug)]
 pub struct ConsoleServer {
     pub endpoint: ConsoleEndpoint,
@@ -38,9 +39,13 @@ impl ConsoleServer {
         let listener = UnixListener::bind(&socket).map_err(io("listening on", &socket))?;
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
             .map_err(io("setting the mode of", &socket))?;
+        // Clients are served inside the listener's task: stopping it (the VM stops)
+        // drops them all, as QEMU exiting would.
         let task = tokio::spawn(async move {
+            let mut clients = tokio::task::JoinSet::new();
             while let Ok((conn, _)) = listener.accept().await {
-                tokio::spawn(serve(conn, kind));
+                clients.spawn(serve(conn, kind));
+                while clients.try_join_next().is_some() {}
             }
         });
         Ok(ConsoleServer {

@@ -423,6 +423,12 @@ mod tests {
         ));
         b.power("web", PowerAction::Resume).await.expect("resume");
         let info = b.power("web", PowerAction::Poweroff).await.expect("off");
+        let mut rest = Vec::new();
+        assert_eq!(
+            c.read_to_end(&mut rest).await.expect("closed"),
+            0,
+            "clients are disconnected when the VM stops"
+        );
         assert_eq!(info.state, VmState::Stopped);
         assert!(info.consoles.is_empty());
         assert!(!vnc.socket.exists(), "socket removed when the VM stops");
