@@ -1,6 +1,6 @@
 //! The error of the backend API.
 
-use super::ConsoleKind;
+use super::console::ConsoleKind;
 use crate::net::NetError;
 use crate::qemu::QemuError;
 use crate::spec::nic::NicError;

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::ConsoleEndpoint;
+use super::console::ConsoleEndpoint;
 use crate::spec::vm::VmSpec;
 
 /// A VM's run state.

@@ -20,7 +20,6 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 
 pub use config::BackendConfig;
-pub use vm_backend::MAX_SCREENSHOT_BYTES;
 
 pub use crate::api::{BackendError, PowerAction, VmBackend, VmEvent, VmInfo, VmState};
 use crate::net::NetManager;
@@ -28,6 +27,10 @@ use crate::qemu::{self, Qmp, RunDir};
 use crate::spec::vm::{SpecError, VmSpec};
 use crate::spec::SpecStore;
 use crate::util::lockfile::FileLock;
+
+/// Largest screenshot read back (a PNG of an 8K screen of noise is about 130 MiB; real
+/// screens compress far below this).
+pub const MAX_SCREENSHOT_BYTES: u64 = 64 << 20;
 
 /// VMs on QEMU on this host.
 #[derive(Debug, Clone)]

@@ -5,7 +5,7 @@ use std::path::Path;
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
-use super::QemuBackend;
+use super::{QemuBackend, MAX_SCREENSHOT_BYTES};
 use crate::api::{
     BackendError, ConsoleEndpoint, ConsoleKind, PowerAction, VmBackend, VmEvent, VmInfo,
 };
@@ -13,10 +13,6 @@ use crate::net::Network;
 use crate::qemu::{self, GuestAddress};
 use crate::spec::nic::{NicRequest, NicSpec};
 use crate::spec::vm::{BootSource, SpecError, VmDefinition, VmSpec};
-
-/// Largest screenshot read back (a PNG of an 8K screen of noise is about 130 MiB; real
-/// screens compress far below this).
-pub const MAX_SCREENSHOT_BYTES: u64 = 64 << 20;
 
 /// Reads a file of at most `cap` bytes.
 async fn read_capped(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {

@@ -10,10 +10,11 @@
 
 pub mod console;
 pub mod network;
+mod vms;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use tokio::sync::broadcast;
@@ -27,6 +28,7 @@ use crate::spec::nic::{NicModel, NicRequest, NicSpec};
 use crate::spec::vm::{SpecError, VmDefinition, VmSpec, MAX_NICS};
 use console::ConsoleServer;
 use network::FakeNetwork;
+use vms::{FakeVm, Vms};
 
 /// A 1×1 PNG, the screenshot of every fake VM.
 pub const SCREENSHOT_PNG: &[u8] = &[
@@ -36,26 +38,6 @@ pub const SCREENSHOT_PNG: &[u8] = &[
     0x00, 0x05, 0x00, 0x01, 0x7a, 0x5e, 0xab, 0x3f, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4e, 0x44,
     0xae, 0x42, 0x60, 0x82,
 ];
-
-/// One fake VM.
-#[derive(Debug)]
-struct FakeVm {
-    spec: VmSpec,
-    state: VmState,
-    exit_reason: Option<String>,
-    /// Listening while the VM runs; dropped (socket removed) when it stops.
-    consoles: Vec<ConsoleServer>,
-}
-
-/// The VMs by name, shared with the network (which reports the ports on its switches).
-#[derive(Debug, Default)]
-struct Vms(Mutex<BTreeMap<String, FakeVm>>);
-
-impl Vms {
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, FakeVm>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
 
 /// VMs in memory. Cheap to clone (clones share the VMs).
 #[derive(Debug, Clone)]

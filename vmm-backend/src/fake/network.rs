@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 
-use super::Vms;
+use super::vms::Vms;
 use crate::api::VmState;
 use crate::net::{
     tap_name, valid_ifname, BondMode, BondRequest, BondSpec, BondStatus, MemberStatus, NetError,

@@ -4,9 +4,9 @@
 use async_trait::async_trait;
 use serde::Serialize;
 
+use super::error::NetError;
 use super::ovs::MemberStatus;
 use super::state::{BondMode, BondSpec, NetState};
-use super::NetError;
 
 /// Virtual switches and bonds: what the admin API and the CLI may do with the network.
 /// [`super::NetManager`] implements it on Open vSwitch; a fake can hold it in memory.

@@ -7,11 +7,11 @@ use async_trait::async_trait;
 
 use super::api::{BondRequest, BondStatus, Network, ReconcileReport, SwitchInfo, SwitchRequest};
 use super::config::NetConfig;
+use super::error::NetError;
 use super::host::{self, HostIfaces};
 use super::ovs::{self, Ovs};
 use super::plan;
 use super::state::{tap_name, BondMode, BondSpec, NetState, VmPort};
-use super::NetError;
 use crate::qemu::{RunDir, TapAssignment};
 use crate::spec::nic::NicSpec;
 use crate::spec::SpecStore;

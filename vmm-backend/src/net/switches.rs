@@ -3,11 +3,11 @@
 //! one plan, applied and saved by [`NetManager::commit`]), and the views of them.
 
 use super::api::{BondRequest, BondStatus, SwitchInfo, SwitchKind, SwitchPortInfo, SwitchRequest};
+use super::error::NetError;
 use super::manager::NetManager;
 use super::ovs;
 use super::plan::Actual;
 use super::state::{valid_ifname, BondMode, BondSpec, NetState, SwitchSpec};
-use super::NetError;
 
 impl NetManager {
     /// Checks that `iface` is a host interface nobody else uses.

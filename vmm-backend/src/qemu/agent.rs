@@ -7,7 +7,7 @@ use qapi::futures::{QapiStream, QgaStreamTokio};
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::UnixStream;
 
-use super::QemuError;
+use super::error::QemuError;
 
 type QgaRead = QgaStreamTokio<ReadHalf<UnixStream>>;
 type QgaWrite = QgaStreamTokio<WriteHalf<UnixStream>>;

@@ -4,7 +4,8 @@
 use std::ffi::OsString;
 use std::path::Path;
 
-use super::{QemuError, RunDir};
+use super::error::QemuError;
+use super::rundir::RunDir;
 use crate::spec::nic::{NicAttachment, NicModel, NicSpec};
 use crate::spec::vm::{Accel, BootSource, VmSpec};
 

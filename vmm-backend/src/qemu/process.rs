@@ -5,7 +5,8 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::time::Duration;
 
-use super::{QemuError, RunDir};
+use super::error::QemuError;
+use super::rundir::RunDir;
 
 /// The pid in a pidfile, if that process is alive, not a zombie, and is the QEMU of
 /// this VM (its command line carries the uuid, so a recycled pid is not mistaken).

@@ -8,7 +8,7 @@ use qapi::futures::{QapiStream, QmpStreamTokio};
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::UnixStream;
 
-use super::QemuError;
+use super::error::QemuError;
 
 type QmpRead = QmpStreamTokio<ReadHalf<UnixStream>>;
 type QmpWrite = QmpStreamTokio<WriteHalf<UnixStream>>;

@@ -3,7 +3,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use super::QemuError;
+use super::error::QemuError;
 
 /// Files of one VM's run directory.
 #[derive(Debug, Clone)]

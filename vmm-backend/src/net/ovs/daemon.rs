@@ -1,15 +1,19 @@
 //! The private OVS daemons: `ovsdb-server` and `ovs-vswitchd` started detached in a run
 //! directory of ours, found again by their pidfiles, stopped with `exit --cleanup`.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{run, Ovs, OvsError};
+use super::command::run;
+use super::error::OvsError;
 
 const SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
 
-pub(super) fn pid_alive(pidfile: &Path, comm: &str) -> Option<i32> {
+fn s(p: PathBuf) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+pub fn pid_alive(pidfile: &Path, comm: &str) -> Option<i32> {
     let pid: i32 = std::fs::read_to_string(pidfile).ok()?.trim().parse().ok()?;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let (name, rest) = stat.split_once(") ")?;
@@ -17,83 +21,71 @@ pub(super) fn pid_alive(pidfile: &Path, comm: &str) -> Option<i32> {
     (alive && name.ends_with(comm)).then_some(pid)
 }
 
-fn check_sock_len(p: &Path) -> Result<(), OvsError> {
+pub fn check_sock_len(p: &Path) -> Result<(), OvsError> {
     if p.as_os_str().len() > 107 {
         return Err(OvsError::SocketPathTooLong(p.to_owned()));
     }
     Ok(())
 }
 
-impl Ovs {
-    pub(super) async fn private(dir: &Path, timeout: Duration) -> Result<Ovs, OvsError> {
-        let io = |op: &'static str, path: &Path| {
-            let path = path.to_owned();
-            move |source| OvsError::Io { op, path, source }
-        };
-        std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(io("setting the mode of", dir))?;
-        let ovs = Ovs {
-            db: dir.join("db.sock"),
-            vswitchd_ctl: dir.join("ovs-vswitchd.ctl"),
-            private: Some(dir.to_owned()),
-            timeout,
-        };
-        check_sock_len(&ovs.db)?;
-        check_sock_len(&ovs.vswitchd_ctl)?;
-        let s = |p: PathBuf| p.to_string_lossy().into_owned();
-        let env_dir = s(dir.to_owned());
-
-        if pid_alive(&dir.join("ovsdb-server.pid"), "ovsdb-server").is_none() {
-            let db_file = dir.join("conf.db");
-            if !db_file.exists() {
-                run(
-                    "ovsdb-tool",
-                    &["create".into(), s(db_file.clone()), SCHEMA.into()],
-                    timeout,
-                )
-                .await
-                .map_err(|e| match e {
-                    OvsError::NotInstalled(p) => OvsError::NotInstalled(p),
-                    e => OvsError::Start {
-                        daemon: "ovsdb-server",
-                        message: e.to_string(),
-                    },
-                })?;
-            }
-            let _ = std::fs::remove_file(&ovs.db);
-            let args = vec![
-                s(db_file),
-                format!("--remote=punix:{}", s(ovs.db.clone())),
-                format!("--pidfile={}", s(dir.join("ovsdb-server.pid"))),
-                format!("--unixctl={}", s(dir.join("ovsdb-server.ctl"))),
-                format!("--log-file={}", s(dir.join("ovsdb-server.log"))),
-                "--detach".into(),
-                "--no-chdir".into(),
-            ];
-            start_daemon("ovsdb-server", &args, &env_dir, timeout).await?;
-            ovs.vsctl(&["--no-wait", "init"])
-                .await
-                .map_err(|e| OvsError::Start {
-                    daemon: "ovsdb-server",
-                    message: e.to_string(),
-                })?;
-            tracing::info!(dir = %dir.display(), "started a private ovsdb-server");
-        }
-        if pid_alive(&dir.join("ovs-vswitchd.pid"), "ovs-vswitchd").is_none() {
-            let args = vec![
-                format!("unix:{}", s(ovs.db.clone())),
-                format!("--pidfile={}", s(dir.join("ovs-vswitchd.pid"))),
-                format!("--unixctl={}", s(ovs.vswitchd_ctl.clone())),
-                format!("--log-file={}", s(dir.join("ovs-vswitchd.log"))),
-                "--detach".into(),
-                "--no-chdir".into(),
-            ];
-            start_daemon("ovs-vswitchd", &args, &env_dir, timeout).await?;
-            tracing::info!(dir = %dir.display(), "started a private ovs-vswitchd");
-        }
-        Ok(ovs)
+/// Starts the private `ovsdb-server` of `dir` (creating its database on first use)
+/// unless it runs; returns whether it was started (the database then needs `init`).
+pub async fn start_ovsdb(dir: &Path, db: &Path, timeout: Duration) -> Result<bool, OvsError> {
+    if pid_alive(&dir.join("ovsdb-server.pid"), "ovsdb-server").is_some() {
+        return Ok(false);
     }
+    let env_dir = s(dir.to_owned());
+    let db_file = dir.join("conf.db");
+    if !db_file.exists() {
+        run(
+            "ovsdb-tool",
+            &["create".into(), s(db_file.clone()), SCHEMA.into()],
+            timeout,
+        )
+        .await
+        .map_err(|e| match e {
+            OvsError::NotInstalled(p) => OvsError::NotInstalled(p),
+            e => OvsError::Start {
+                daemon: "ovsdb-server",
+                message: e.to_string(),
+            },
+        })?;
+    }
+    let _ = std::fs::remove_file(db);
+    let args = vec![
+        s(db_file),
+        format!("--remote=punix:{}", s(db.to_owned())),
+        format!("--pidfile={}", s(dir.join("ovsdb-server.pid"))),
+        format!("--unixctl={}", s(dir.join("ovsdb-server.ctl"))),
+        format!("--log-file={}", s(dir.join("ovsdb-server.log"))),
+        "--detach".into(),
+        "--no-chdir".into(),
+    ];
+    start_daemon("ovsdb-server", &args, &env_dir, timeout).await?;
+    Ok(true)
+}
+
+/// Starts the private `ovs-vswitchd` of `dir` on database `db` unless it runs.
+pub async fn start_vswitchd(
+    dir: &Path,
+    db: &Path,
+    ctl: &Path,
+    timeout: Duration,
+) -> Result<(), OvsError> {
+    if pid_alive(&dir.join("ovs-vswitchd.pid"), "ovs-vswitchd").is_some() {
+        return Ok(());
+    }
+    let args = vec![
+        format!("unix:{}", s(db.to_owned())),
+        format!("--pidfile={}", s(dir.join("ovs-vswitchd.pid"))),
+        format!("--unixctl={}", s(ctl.to_owned())),
+        format!("--log-file={}", s(dir.join("ovs-vswitchd.log"))),
+        "--detach".into(),
+        "--no-chdir".into(),
+    ];
+    start_daemon("ovs-vswitchd", &args, &s(dir.to_owned()), timeout).await?;
+    tracing::info!(dir = %dir.display(), "started a private ovs-vswitchd");
+    Ok(())
 }
 
 /// Stops the private daemons whose run directory is `dir`, if they run.

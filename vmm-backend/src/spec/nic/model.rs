@@ -2,11 +2,47 @@
 //! and as defined.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::NicError;
+/// Errors about NIC definitions and SR-IOV discovery.
+#[derive(Debug, thiserror::Error)]
+pub enum NicError {
+    #[error("unknown NIC model {0:?} (expected e1000, rtl8139, virtio or sriov)")]
+    UnknownModel(String),
+    #[error("invalid MAC address {0:?}")]
+    InvalidMac(String),
+    #[error("MAC address {0} is a multicast address")]
+    MulticastMac(MacAddr),
+    #[error("an sriov NIC needs a physical function (`pf`), e.g. the host interface name")]
+    SriovWithoutPf,
+    #[error("option `{option}` is only valid for sriov NICs")]
+    SriovOnlyOption { option: &'static str },
+    #[error("physical function {0:?} does not exist in sysfs")]
+    NoSuchPf(String),
+    #[error("{0:?} is not SR-IOV capable (no sriov_totalvfs)")]
+    NotSriovCapable(String),
+    #[error("SR-IOV is not enabled on {0:?} (sriov_numvfs is 0)")]
+    SriovDisabled(String),
+    #[error("no free virtual function on {pf:?}: all {total} are in use")]
+    NoFreeVf { pf: String, total: usize },
+    #[error("invalid VLAN {0:?} (expected 1-4094)")]
+    InvalidVlan(String),
+    #[error("a VLAN tag needs a vSwitch attachment (`switch=NAME`)")]
+    VlanWithoutSwitch,
+    #[error("invalid vSwitch name {0:?}")]
+    InvalidSwitchName(String),
+    #[error("an sriov NIC is a passed-through VF and cannot attach to a vSwitch")]
+    SriovOnSwitch,
+    #[error("reading {path}")]
+    Sysfs {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
 
 /// The emulated (or passed-through) device a NIC appears as in the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::NicError;
+use super::model::NicError;
 
 /// An SR-IOV virtual function found in sysfs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
