@@ -2,10 +2,10 @@
 //!
 //! * this file: the backend, its shared state, locks and helpers;
 //! * [`config`]: the settings, [`BackendConfig`];
-//! * [`lifecycle`]: starting and stopping VMs;
-//! * [`status`]: what a VM reports, and QMP events;
-//! * [`nics`]: NICs added to and removed from VMs;
-//! * [`vm_backend`]: the [`VmBackend`] trait on top of these.
+//! * `lifecycle`: starting and stopping VMs;
+//! * `status`: what a VM reports, and QMP events;
+//! * `nics`: NICs added to and removed from VMs;
+//! * `vm_backend`: the [`VmBackend`] trait on top of these.
 
 pub mod config;
 mod lifecycle;

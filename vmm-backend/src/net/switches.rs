@@ -1,6 +1,6 @@
 //! vSwitch and bond changes on [`NetManager`]: the checks that refuse a change before
 //! anything happens (names, interfaces in use, members), the changes themselves (each
-//! one plan, applied and saved by [`NetManager::commit`]), and the views of them.
+//! one plan, applied and saved by `NetManager::commit`), and the views of them.
 
 use super::api::{BondRequest, BondStatus, SwitchInfo, SwitchKind, SwitchPortInfo, SwitchRequest};
 use super::error::NetError;
