@@ -326,6 +326,32 @@ mod tests {
         }
     }
 
+    /// The client side of RFB 3.8 against a fake VNC console, and one empty update.
+    async fn rfb_handshake(c: &mut tokio::net::UnixStream) {
+        let mut greeting = [0u8; 12];
+        c.read_exact(&mut greeting).await.expect("greeting");
+        assert_eq!(&greeting, console::RFB_GREETING);
+        c.write_all(b"RFB 003.008\n").await.expect("write");
+        let mut types = [0u8; 2];
+        c.read_exact(&mut types).await.expect("security types");
+        assert_eq!(types, [1, 1], "only None");
+        c.write_all(&[1]).await.expect("choose None");
+        let mut result = [0u8; 4];
+        c.read_exact(&mut result).await.expect("result");
+        assert_eq!(result, [0, 0, 0, 0]);
+        c.write_all(&[1]).await.expect("ClientInit");
+        let mut init = [0u8; 28];
+        c.read_exact(&mut init).await.expect("ServerInit");
+        assert_eq!(init[..4], [2, 128, 1, 224], "640x480");
+        assert_eq!(&init[24..], b"fake");
+        c.write_all(&[3, 0, 0, 0, 0, 0, 2, 128, 1, 224])
+            .await
+            .expect("FramebufferUpdateRequest");
+        let mut update = [0u8; 4];
+        c.read_exact(&mut update).await.expect("update");
+        assert_eq!(update, [0, 0, 0, 0], "an update of no rectangles");
+    }
+
     #[tokio::test]
     async fn vms_start_with_listening_consoles_and_stop() {
         let dir = tempfile::tempdir().expect("tmp");
@@ -354,28 +380,7 @@ mod tests {
         let mut c = tokio::net::UnixStream::connect(&vnc.socket)
             .await
             .expect("connect");
-        let mut greeting = [0u8; 12];
-        c.read_exact(&mut greeting).await.expect("greeting");
-        assert_eq!(&greeting, console::RFB_GREETING);
-        c.write_all(b"RFB 003.008\n").await.expect("write");
-        let mut types = [0u8; 2];
-        c.read_exact(&mut types).await.expect("security types");
-        assert_eq!(types, [1, 1], "only None");
-        c.write_all(&[1]).await.expect("choose None");
-        let mut result = [0u8; 4];
-        c.read_exact(&mut result).await.expect("result");
-        assert_eq!(result, [0, 0, 0, 0]);
-        c.write_all(&[1]).await.expect("ClientInit");
-        let mut init = [0u8; 28];
-        c.read_exact(&mut init).await.expect("ServerInit");
-        assert_eq!(init[..4], [2, 128, 1, 224], "640x480");
-        assert_eq!(&init[24..], b"fake");
-        c.write_all(&[3, 0, 0, 0, 0, 0, 2, 128, 1, 224])
-            .await
-            .expect("FramebufferUpdateRequest");
-        let mut update = [0u8; 4];
-        c.read_exact(&mut update).await.expect("update");
-        assert_eq!(update, [0, 0, 0, 0], "an update of no rectangles");
+        rfb_handshake(&mut c).await;
         let spice = b.console("web", ConsoleKind::Spice).await.expect("spice");
         let mut s = tokio::net::UnixStream::connect(&spice.socket)
             .await
