@@ -70,8 +70,26 @@ impl TestGateway {
         Self::start_cfg(dir, cfg).await
     }
 
+    /// A gateway on `backend` (e.g. vmm-backend's fake) instead of QEMU.
+    pub async fn start_on(backend: Arc<dyn vmm_backend::VmBackend>) -> TestGateway {
+        let dir = tempfile::Builder::new()
+            .prefix("vmgw-g")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let cfg = test_config(dir.path(), "");
+        Self::start_cfg_on(dir, cfg, Some(backend)).await
+    }
+
     async fn start_cfg(dir: tempfile::TempDir, cfg: Config) -> TestGateway {
-        let gw = Gateway::bind(cfg, None).await.unwrap();
+        Self::start_cfg_on(dir, cfg, None).await
+    }
+
+    async fn start_cfg_on(
+        dir: tempfile::TempDir,
+        cfg: Config,
+        backend: Option<Arc<dyn vmm_backend::VmBackend>>,
+    ) -> TestGateway {
+        let gw = Gateway::bind(cfg, backend).await.unwrap();
         let app = gw.app.clone();
         let (public, admin) = (gw.public_addr, gw.admin_addr);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

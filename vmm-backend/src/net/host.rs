@@ -32,7 +32,7 @@ impl HostIfaces {
     }
 
     pub fn exists(&self, name: &str) -> bool {
-        super::state::valid_ifname(name) && self.class_net.join(name).exists()
+        crate::util::valid_ifname(name) && self.class_net.join(name).exists()
     }
 
     /// The kernel master (Linux bridge or bond) the interface is enslaved to.

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use crate::nic::{NicAttachment, NicModel, NicSpec};
 use crate::qemu::{QemuError, Qmp, TapAssignment};
+use crate::spec::nic::{NicAttachment, NicModel, NicSpec};
 
 /// The `netdev_add` argument of a NIC: user-mode, or its tap.
 pub fn netdev(nic: &NicSpec, tap: Option<&TapAssignment>) -> Result<serde_json::Value, QemuError> {

@@ -2,14 +2,13 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::nic::{MacAddr, NicError, NicModel, NicRequest, NicSpec};
+use crate::spec::nic::{MacAddr, NicError, NicModel, NicRequest, NicSpec};
 
 /// Longest VM name accepted.
 pub const MAX_NAME_LEN: usize = 63;
@@ -233,6 +232,45 @@ impl VmSpec {
     pub fn ha_eligible(&self) -> bool {
         self.nics.iter().all(|n| n.model.allows_ha())
     }
+
+    /// The NIC `req` becomes when added to this VM: the first free id `nicN`, and its MAC
+    /// (the one asked for, refused when any VM in `all` has it, or one derived to be
+    /// unique). `all` holds every defined VM, this one included.
+    pub fn new_nic(&self, req: NicRequest, all: &[VmSpec]) -> Result<NicSpec, SpecError> {
+        let taken: Vec<(MacAddr, &str)> = all
+            .iter()
+            .flat_map(|s| s.nics.iter().map(move |n| (n.mac, s.name.as_str())))
+            .collect();
+        let index = (0..)
+            .find(|i| !self.nics.iter().any(|n| n.id == format!("nic{i}")))
+            .unwrap_or(self.nics.len());
+        let mac = match req.mac {
+            Some(m) => {
+                if let Some((_, vm)) = taken.iter().find(|(t, _)| *t == m) {
+                    return Err(if *vm == self.name {
+                        SpecError::DuplicateMacInVm { mac: m }
+                    } else {
+                        SpecError::DuplicateMac {
+                            mac: m,
+                            vm: (*vm).to_owned(),
+                        }
+                    });
+                }
+                m
+            }
+            None => (0u32..)
+                .map(|salt| MacAddr::derive(&self.uuid, index, salt))
+                .find(|m| !taken.iter().any(|(t, _)| t == m))
+                .unwrap_or_else(|| MacAddr::derive(&self.uuid, index, u32::MAX)),
+        };
+        Ok(NicSpec {
+            id: format!("nic{index}"),
+            model: req.model,
+            mac,
+            attach: req.attach,
+            pf: req.pf,
+        })
+    }
 }
 
 /// Checks a VM name: no path separators, not dots only, bounded length.
@@ -380,152 +418,6 @@ pub fn has_sriov(spec: &VmSpec) -> bool {
     spec.nics.iter().any(|n| n.model == NicModel::Sriov)
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same directory, fsync,
-/// rename over the target, fsync the directory. A crash leaves the old or the new file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SpecError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let io = |op: &'static str, p: &Path| {
-        let p = p.to_owned();
-        move |source| SpecError::Io {
-            op,
-            path: p,
-            source,
-        }
-    };
-    let mut tmp = tempfile_in(dir).map_err(io("creating a temporary file in", dir))?;
-    tmp.1
-        .write_all(bytes)
-        .and_then(|()| tmp.1.sync_all())
-        .map_err(io("writing", &tmp.0))?;
-    drop(tmp.1);
-    std::fs::rename(&tmp.0, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp.0);
-        SpecError::Io {
-            op: "renaming into",
-            path: path.to_owned(),
-            source: e,
-        }
-    })?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
-fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
-    use std::os::unix::fs::OpenOptionsExt;
-    for _ in 0..16 {
-        let name = format!(".tmp-{:016x}", rand::random::<u64>());
-        let p = dir.join(name);
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&p)
-        {
-            Ok(f) => return Ok((p, f)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(std::io::Error::other(
-        "could not pick a temporary file name",
-    ))
-}
-
-/// The persisted specs: one JSON file per VM under `DIR/vms/`.
-#[derive(Debug, Clone)]
-pub struct SpecStore {
-    dir: PathBuf,
-}
-
-impl SpecStore {
-    pub fn open(data_dir: &Path) -> Result<SpecStore, SpecError> {
-        let dir = data_dir.join("vms");
-        std::fs::create_dir_all(&dir).map_err(|source| SpecError::Io {
-            op: "creating",
-            path: dir.clone(),
-            source,
-        })?;
-        // Leftovers of an interrupted write are never specs.
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            for e in entries.flatten() {
-                if e.file_name().to_string_lossy().starts_with(".tmp-") {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
-        }
-        Ok(SpecStore { dir })
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(format!("{name}.json"))
-    }
-
-    pub fn list(&self) -> Result<Vec<VmSpec>, SpecError> {
-        let entries = std::fs::read_dir(&self.dir).map_err(|source| SpecError::Io {
-            op: "listing",
-            path: self.dir.clone(),
-            source,
-        })?;
-        let mut out = Vec::new();
-        for e in entries.flatten() {
-            let fname = e.file_name().to_string_lossy().into_owned();
-            let Some(name) = fname.strip_suffix(".json") else {
-                continue;
-            };
-            if validate_name(name).is_err() {
-                continue;
-            }
-            out.push(self.get(name)?);
-        }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(out)
-    }
-
-    pub fn get(&self, name: &str) -> Result<VmSpec, SpecError> {
-        validate_name(name).map_err(|_| SpecError::NotFound(name.chars().take(80).collect()))?;
-        let path = self.path(name);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(SpecError::NotFound(name.to_owned()))
-            }
-            Err(source) => {
-                return Err(SpecError::Io {
-                    op: "reading",
-                    path,
-                    source,
-                })
-            }
-        };
-        serde_json::from_slice(&bytes).map_err(|source| SpecError::Corrupt { path, source })
-    }
-
-    pub fn put(&self, spec: &VmSpec) -> Result<(), SpecError> {
-        let bytes = serde_json::to_vec_pretty(spec).map_err(|source| SpecError::Corrupt {
-            path: self.path(&spec.name),
-            source,
-        })?;
-        write_atomic(&self.path(&spec.name), &bytes)
-    }
-
-    pub fn remove(&self, name: &str) -> Result<(), SpecError> {
-        let path = self.path(name);
-        match std::fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Err(SpecError::NotFound(name.to_owned()))
-            }
-            Err(source) => Err(SpecError::Io {
-                op: "removing",
-                path,
-                source,
-            }),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -636,25 +528,6 @@ mod tests {
         let macs: HashSet<_> = s.nics.iter().map(|n| n.mac).collect();
         assert_eq!(macs.len(), 4);
         assert_eq!(s.nics[3].id, "nic3");
-    }
-
-    #[test]
-    fn store_roundtrip_and_atomic_leftovers() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let store = SpecStore::open(dir.path()).expect("store");
-        let s = def("a").into_spec(&[]).expect("spec");
-        store.put(&s).expect("put");
-        std::fs::write(dir.path().join("vms/.tmp-deadbeef"), b"{half").expect("w");
-        let store = SpecStore::open(dir.path()).expect("reopen");
-        assert_eq!(store.list().expect("list"), vec![s.clone()]);
-        assert!(!dir.path().join("vms/.tmp-deadbeef").exists());
-        assert!(matches!(store.get("nope"), Err(SpecError::NotFound(_))));
-        assert!(matches!(
-            store.get("../etc/passwd"),
-            Err(SpecError::NotFound(_))
-        ));
-        store.remove("a").expect("rm");
-        assert!(store.list().expect("list").is_empty());
     }
 
     #[test]
