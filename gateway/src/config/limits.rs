@@ -1,0 +1,153 @@
+//! `[limits]`: every timeout and cap of the gateway, with safe defaults.
+
+use std::time::Duration;
+
+use super::raw::RawLimits;
+use super::{count, invalid, secs, ConfigError};
+
+/// Limits and timeouts (all with safe defaults).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// A TLS handshake must finish within this (slow handshakes are dropped).
+    pub tls_handshake_timeout: Duration,
+    /// How often certificate files are checked for a new version (SIGHUP reloads at
+    /// once).
+    pub tls_reload_poll: Duration,
+    /// Request headers must arrive within this (slowloris).
+    pub header_read_timeout: Duration,
+    /// A whole non-WebSocket request must be answered within this.
+    pub request_timeout: Duration,
+    /// Open connections on the public listener, and per client address.
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// Open connections on the admin listener (it has its own cap, so it stays
+    /// reachable when the public one is full).
+    pub max_admin_connections: usize,
+    /// Largest request head (headers) accepted.
+    pub max_header_bytes: usize,
+    /// Largest request body accepted (admin JSON); the visitor exchange is capped at 1 KiB.
+    pub max_body_bytes: usize,
+    /// Largest WebSocket message or frame from a visitor.
+    pub ws_max_message_bytes: usize,
+    /// Pings are sent this often; a session silent for `ws_idle_timeout` is closed.
+    pub ws_ping_interval: Duration,
+    pub ws_idle_timeout: Duration,
+    /// After its close frame, how long the gateway waits for the visitor's answering
+    /// close (reading and discarding what comes before it) so the visitor reads the
+    /// close code before the connection ends; then it closes anyway.
+    pub ws_close_timeout: Duration,
+    /// Bytes read from a console per WebSocket message (and the relay's buffer size).
+    pub relay_buffer_bytes: usize,
+    /// Session exchanges (`POST /s/session`) per client address per minute.
+    pub exchanges_per_ip_per_minute: u32,
+    /// Wrong passwords on one link, from any address, before it is locked.
+    pub password_failures_before_lockout: u32,
+    pub lockout: Duration,
+    /// Argon2 hashes running at once; more get 503 + Retry-After.
+    pub max_concurrent_hashes: usize,
+    /// Largest clipboard (ClientCutText) a visitor may send.
+    pub max_cut_text_bytes: usize,
+    /// How long shutdown waits for sessions to close.
+    pub shutdown_drain: Duration,
+    /// How often revocations made elsewhere (CLI, other gateways) are picked up.
+    pub revocation_poll: Duration,
+    /// Connecting to a console (TCP or unix socket) must finish within this.
+    pub console_connect_timeout: Duration,
+    /// Each console handshake must finish within this: the RFB handshake with the
+    /// console, the one with the visitor, and the visitor's SPICE link message.
+    pub console_handshake_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            tls_handshake_timeout: Duration::from_secs(10),
+            tls_reload_poll: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            max_connections: 9_000,
+            max_connections_per_ip: 256,
+            max_admin_connections: 256,
+            max_header_bytes: 16 * 1024,
+            max_body_bytes: 64 * 1024,
+            ws_max_message_bytes: 4 << 20,
+            ws_ping_interval: Duration::from_secs(20),
+            ws_idle_timeout: Duration::from_secs(60),
+            ws_close_timeout: Duration::from_secs(3),
+            relay_buffer_bytes: 64 * 1024,
+            exchanges_per_ip_per_minute: 30,
+            password_failures_before_lockout: 5,
+            lockout: Duration::from_secs(300),
+            max_concurrent_hashes: 2,
+            max_cut_text_bytes: 1 << 20,
+            shutdown_drain: Duration::from_secs(5),
+            revocation_poll: Duration::from_secs(1),
+            console_connect_timeout: Duration::from_secs(5),
+            console_handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl RawLimits {
+    /// Validates `[limits]`: each value at least 1 (or its own bound), defaults for the
+    /// rest.
+    pub fn validate(self) -> Result<Limits, ConfigError> {
+        let d = Limits::default();
+        let l = self;
+        macro_rules! secs {
+            ($field:ident, $key:ident) => {
+                secs(l.$key, d.$field, concat!("limits.", stringify!($key)))?
+            };
+        }
+        macro_rules! count {
+            ($field:ident) => {
+                count(l.$field, d.$field, concat!("limits.", stringify!($field)))?
+            };
+        }
+        let limits = Limits {
+            tls_handshake_timeout: secs!(tls_handshake_timeout, tls_handshake_timeout_secs),
+            tls_reload_poll: secs!(tls_reload_poll, tls_reload_poll_secs),
+            header_read_timeout: secs!(header_read_timeout, header_read_timeout_secs),
+            request_timeout: secs!(request_timeout, request_timeout_secs),
+            max_connections: count!(max_connections),
+            max_connections_per_ip: count!(max_connections_per_ip),
+            max_admin_connections: count!(max_admin_connections),
+            max_header_bytes: count!(max_header_bytes),
+            max_body_bytes: count!(max_body_bytes),
+            ws_max_message_bytes: count!(ws_max_message_bytes),
+            ws_ping_interval: secs!(ws_ping_interval, ws_ping_interval_secs),
+            ws_idle_timeout: secs!(ws_idle_timeout, ws_idle_timeout_secs),
+            ws_close_timeout: secs!(ws_close_timeout, ws_close_timeout_secs),
+            relay_buffer_bytes: count!(relay_buffer_bytes),
+            exchanges_per_ip_per_minute: count!(exchanges_per_ip_per_minute),
+            password_failures_before_lockout: count!(password_failures_before_lockout),
+            lockout: secs!(lockout, lockout_secs),
+            max_concurrent_hashes: count!(max_concurrent_hashes),
+            max_cut_text_bytes: count!(max_cut_text_bytes),
+            shutdown_drain: secs!(shutdown_drain, shutdown_drain_secs),
+            console_connect_timeout: secs!(console_connect_timeout, console_connect_timeout_secs),
+            console_handshake_timeout: secs!(
+                console_handshake_timeout,
+                console_handshake_timeout_secs
+            ),
+            revocation_poll: match l.revocation_poll_ms {
+                None => d.revocation_poll,
+                Some(ms) if ms >= 50 => Duration::from_millis(ms),
+                Some(_) => return Err(invalid("limits.revocation_poll_ms", "must be at least 50")),
+            },
+        };
+        if limits.ws_idle_timeout <= limits.ws_ping_interval {
+            return Err(invalid(
+                "limits.ws_idle_timeout_secs",
+                "must be longer than limits.ws_ping_interval_secs",
+            ));
+        }
+        if limits.relay_buffer_bytes > 1 << 20 {
+            return Err(invalid("limits.relay_buffer_bytes", "at most 1 MiB"));
+        }
+        if limits.max_header_bytes < 1024 {
+            return Err(invalid("limits.max_header_bytes", "at least 1024"));
+        }
+        Ok(limits)
+    }
+}
