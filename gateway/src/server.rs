@@ -11,6 +11,8 @@ use std::sync::Arc;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -59,8 +61,8 @@ pub struct ConnInfo {
 /// A rustls server configuration: TLS 1.3 and 1.2 only (rustls has no renegotiation and
 /// no legacy ciphers), HTTP/1.1 by ALPN.
 pub fn tls_config(
-    certs: Vec<rustls_pki_types::CertificateDer<'static>>,
-    key: rustls_pki_types::PrivateKeyDer<'static>,
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
 ) -> Result<Arc<rustls::ServerConfig>, ServerError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
@@ -81,17 +83,15 @@ pub fn load_tls(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, Se
         })
     };
     let cert_pem = read(cert)?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_slice())
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&cert_pem)
         .filter_map(Result::ok)
         .collect();
     if certs.is_empty() {
         return Err(ServerError::NoCert(cert.to_owned()));
     }
     let key_pem = read(key)?;
-    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .ok()
-        .flatten()
-        .ok_or_else(|| ServerError::NoKey(key.to_owned()))?;
+    let key =
+        PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| ServerError::NoKey(key.to_owned()))?;
     tls_config(certs, key)
 }
 
@@ -330,7 +330,7 @@ mod tests {
             load_tls(&example("server.crt"), &example("server.key")).expect("example cert");
         let ca = std::fs::read(example("ca.crt")).expect("ca");
         let mut roots = rustls::RootCertStore::empty();
-        for c in rustls_pemfile::certs(&mut ca.as_slice()) {
+        for c in CertificateDer::pem_slice_iter(&ca) {
             roots.add(c.expect("pem")).expect("root");
         }
         for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
