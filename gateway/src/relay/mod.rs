@@ -176,7 +176,40 @@ pub struct RelayContext<'a> {
     pub metrics: &'a Metrics,
 }
 
-/// The relay loop. `filter` sees every visitor→console byte (VNC); `initial` holds
+/// What the relay lets through of a visitor's bytes: RFB messages (VNC), or SPICE
+/// messages on a view-only SPICE channel.
+#[derive(Debug)]
+pub enum ClientFilter {
+    Rfb(rfb::ClientFilter),
+    Spice(spice::ClientFilter),
+}
+
+/// A visitor message a [`ClientFilter`] refuses (the session ends as a protocol error).
+#[derive(Debug, thiserror::Error)]
+pub enum FilterError {
+    #[error(transparent)]
+    Rfb(#[from] rfb::RfbError),
+    #[error(transparent)]
+    Spice(#[from] spice::SpiceError),
+}
+
+impl ClientFilter {
+    fn push(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), FilterError> {
+        match self {
+            ClientFilter::Rfb(f) => Ok(f.push(input, out)?),
+            ClientFilter::Spice(f) => Ok(f.push(input, out)?),
+        }
+    }
+
+    fn dropped(&self) -> u64 {
+        match self {
+            ClientFilter::Rfb(f) => f.dropped(),
+            ClientFilter::Spice(f) => f.dropped(),
+        }
+    }
+}
+
+/// The relay loop. `filter` sees every visitor→console byte (VNC, view-only SPICE); `initial` holds
 /// visitor bytes already read (after a handshake) that go through it first. Returns why it
 /// ended and the visitor's connection, to be closed (after the caller's bookkeeping) with
 /// [`Closing::finish`].
@@ -184,7 +217,7 @@ pub async fn relay<S, B>(
     ws: WebSocketStream<S>,
     console: B,
     initial: Bytes,
-    mut filter: Option<rfb::ClientFilter>,
+    mut filter: Option<ClientFilter>,
     ctx: RelayContext<'_>,
 ) -> (EndReason, Closing<S>)
 where
@@ -211,7 +244,7 @@ where
                 out.clear();
                 match filter.as_mut() {
                     Some(f) => f.push(bytes, out).map_err(|e| {
-                        tracing::debug!(session = %session.id, error = %e, "visitor sent a bad RFB message");
+                        tracing::debug!(session = %session.id, error = %e, "visitor sent a bad message");
                         EndReason::ProtocolError
                     }),
                     // A view-only raw console (a serial line) takes no input at all.
