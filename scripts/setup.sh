@@ -30,6 +30,8 @@ CHECKS=(
   "chromium|chromium|chromium --version"
   "initdb|postgresql|compgen -G /usr/lib/postgresql/*/bin/initdb"
   "update-ca-certificates|ca-certificates|test -d /etc/ssl/certs"
+  # gateway/tests/spice_view_only.rs encrypts its SPICE ticket with it (RSA-OAEP).
+  "openssl|openssl|openssl version"
 )
 # Node.js (>= 18) builds the browser pages; Debian's only when none is present.
 node_ok() { command -v node >/dev/null && node -e 'process.exit(Number(process.versions.node.split(".")[0]) < 18 ? 1 : 0)'; }
