@@ -33,6 +33,8 @@ CHECKS=(
   "systemd-analyze|systemd|systemd-analyze --version"   # the package test verifies the unit
   "strip|binutils|strip --version"                        # the package strips the binary
   "dpkg-deb|dpkg|dpkg-deb --version"
+  # gateway/tests/spice_view_only.rs encrypts its SPICE ticket with it (RSA-OAEP).
+  "openssl|openssl|openssl version"
 )
 # Node.js (>= 18) builds the browser pages; Debian's only when none is present.
 node_ok() { command -v node >/dev/null && node -e 'process.exit(Number(process.versions.node.split(".")[0]) < 18 ? 1 : 0)'; }

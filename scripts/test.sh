@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a clean clone on a fresh Debian 12 machine with only the
-# Rust toolchain: installs what the tests need, builds the test guest, checks formatting
-# and lints, then runs every test (real QEMU, no skipping).
+# Rust toolchain: installs what the tests need, builds the test guest, checks formatting,
+# lints and the dependency audit, then runs every test (real QEMU, no skipping).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +15,9 @@ static/build.sh
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# Known-vulnerable or unmaintained crates in any Cargo.lock fail the run (offline, against
+# the vendored advisory snapshot in .audit/).
+scripts/audit.sh
 cargo test --workspace --locked
 
 # The browser: headless Chromium (Debian's) driven by playwright-core against real

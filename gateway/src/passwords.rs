@@ -8,14 +8,21 @@
 //!   and answers [`PasswordError::Busy`] when the pool is full after a short wait (the
 //!   HTTP layer turns that into 503/429 + `Retry-After`).
 //!
+//! Memory: each hash needs `m_cost_kib` KiB of working memory (19 MiB by default). The
+//! verifier owns those blocks and reuses them, at most one set per slot, so password
+//! checks never hold more than `max_concurrent` × `m_cost_kib` KiB, however many arrive.
+//! (Allocating and freeing 19 MiB per hash let glibc's adaptive mmap threshold move the
+//! freed blocks into its per-thread arenas and keep them: a few hundred checks grew the
+//! gateway to ~1 GiB, kept after idle time and `malloc_trim`.)
+//!
 //! Nothing here logs a password or a hash.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier as _, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use tokio::sync::Semaphore;
 
 /// Password errors.
@@ -126,40 +133,116 @@ impl PasswordPolicy {
     }
 }
 
+/// Bytes of a new hash's output (argon2's default).
+const OUTPUT_LEN: usize = 32;
+
+/// Working memory for one argon2 hash under `policy`: `m_cost_kib` blocks of 1 KiB,
+/// enough for any stored hash the policy accepts (its `m` is at most the policy's).
+fn new_memory(policy: &PasswordPolicy) -> Vec<Block> {
+    vec![Block::default(); policy.m_cost_kib as usize]
+}
+
 /// Hashes `password` with argon2id under `policy` and returns the PHC string. Blocking
-/// (tens of milliseconds): run it off the async runtime.
+/// (tens of milliseconds): run it off the async runtime. Allocates its working memory
+/// for this one hash: a server should use [`PasswordVerifier::hash`], which reuses it.
 pub fn hash(password: &str, policy: &PasswordPolicy) -> Result<String, PasswordError> {
+    hash_with(password, policy, &mut new_memory(policy))
+}
+
+fn hash_with(
+    password: &str,
+    policy: &PasswordPolicy,
+    memory: &mut [Block],
+) -> Result<String, PasswordError> {
     policy.check_password(password)?;
     if password.is_empty() {
         return Err(PasswordError::Empty);
     }
+    let argon2 = policy.argon2()?;
     let mut salt = [0u8; 16];
     crate::links::os_random(&mut salt);
-    let salt = SaltString::encode_b64(&salt).map_err(|_| PasswordError::Hashing)?;
-    let phc = policy
-        .argon2()?
-        .hash_password(password.as_bytes(), &salt)
-        .map_err(|_| PasswordError::Hashing)?;
+    let salt_string = SaltString::encode_b64(&salt).map_err(|_| PasswordError::Hashing)?;
+    let output = Output::init_with(OUTPUT_LEN, |out| {
+        argon2
+            .hash_password_into_with_memory(password.as_bytes(), &salt, out, &mut *memory)
+            .map_err(|_| argon2::password_hash::Error::Crypto)
+    })
+    .map_err(|_| PasswordError::Hashing)?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(argon2.params()).map_err(|_| PasswordError::Hashing)?,
+        salt: Some(salt_string.as_salt()),
+        hash: Some(output),
+    };
     Ok(phc.to_string())
 }
 
 /// Checks `password` against `phc` (blocking). Refuses over-long passwords and stored
-/// hashes outside the policy before running argon2.
+/// hashes outside the policy before running argon2. Allocates its working memory for
+/// this one check: a server should use [`PasswordVerifier::verify`], which reuses it.
 pub fn verify_blocking(
     password: &str,
     phc: &str,
     policy: &PasswordPolicy,
+) -> Result<bool, PasswordError> {
+    verify_with(password, phc, policy, &mut new_memory(policy))
+}
+
+fn verify_with(
+    password: &str,
+    phc: &str,
+    policy: &PasswordPolicy,
+    memory: &mut [Block],
 ) -> Result<bool, PasswordError> {
     policy.check_password(password)?;
     let parsed = policy.check_stored(phc)?;
     if password.is_empty() {
         return Ok(false);
     }
-    // argon2 re-derives with the stored parameters and compares in constant time.
-    match Argon2::default().verify_password(password.as_bytes(), &parsed) {
-        Ok(()) => Ok(true),
-        Err(argon2::password_hash::Error::Password) => Ok(false),
-        Err(_) => Err(PasswordError::BadHash),
+    // check_stored made sure of argon2id v19, a salt and a hash; re-derive with the
+    // stored parameters (output length included) into our own memory.
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+        return Err(PasswordError::BadHash);
+    };
+    let params = Params::try_from(&parsed).map_err(|_| PasswordError::BadHash)?;
+    let mut salt_buf = [0u8; 64];
+    let salt = salt
+        .decode_b64(&mut salt_buf)
+        .map_err(|_| PasswordError::BadHash)?;
+    let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+    let computed = Output::init_with(expected.len(), |out| {
+        argon2
+            .hash_password_into_with_memory(password.as_bytes(), salt, out, &mut *memory)
+            .map_err(|_| argon2::password_hash::Error::Crypto)
+    })
+    .map_err(|_| PasswordError::BadHash)?;
+    // `Output`'s equality is constant-time.
+    Ok(computed == expected)
+}
+
+/// argon2 working memory, kept and reused. Only a slot holder takes a set, so there are
+/// never more sets than slots.
+struct MemoryPool {
+    free: Mutex<Vec<Vec<Block>>>,
+}
+
+impl MemoryPool {
+    fn take(&self, policy: &PasswordPolicy) -> Vec<Block> {
+        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+        free.pop().unwrap_or_else(|| new_memory(policy))
+    }
+
+    fn give(&self, memory: Vec<Block>) {
+        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+        free.push(memory);
+    }
+
+    fn sets(&self) -> usize {
+        self.free
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 }
 
@@ -169,6 +252,7 @@ pub fn verify_blocking(
 pub struct PasswordVerifier {
     policy: Arc<PasswordPolicy>,
     slots: Arc<Semaphore>,
+    memory: Arc<MemoryPool>,
 }
 
 impl fmt::Debug for PasswordVerifier {
@@ -176,6 +260,7 @@ impl fmt::Debug for PasswordVerifier {
         f.debug_struct("PasswordVerifier")
             .field("policy", &self.policy)
             .field("available", &self.slots.available_permits())
+            .field("memory_sets", &self.memory.sets())
             .finish()
     }
 }
@@ -188,6 +273,9 @@ impl PasswordVerifier {
         PasswordVerifier {
             slots: Arc::new(Semaphore::new(policy.max_concurrent.max(1))),
             policy: Arc::new(policy),
+            memory: Arc::new(MemoryPool {
+                free: Mutex::new(Vec::new()),
+            }),
         }
     }
 
@@ -228,11 +316,13 @@ impl PasswordVerifier {
             return Ok(false);
         }
         let permit = self.slot().await?;
-        let policy = Arc::clone(&self.policy);
+        let (policy, pool) = (Arc::clone(&self.policy), Arc::clone(&self.memory));
         let password = password.to_owned();
         let phc = phc.to_owned();
         tokio::task::spawn_blocking(move || {
-            let r = verify_blocking(&password, &phc, &policy);
+            let mut memory = pool.take(&policy);
+            let r = verify_with(&password, &phc, &policy, &mut memory);
+            pool.give(memory);
             drop(permit);
             r
         })
@@ -242,15 +332,43 @@ impl PasswordVerifier {
 
     /// Hashes a new link password in the pool (same limits as `verify`).
     pub async fn hash(&self, password: &str) -> Result<String, PasswordError> {
+        self.check_new(password)?;
+        let permit = self.slot().await?;
+        self.hash_in_slot(password, permit).await
+    }
+
+    /// Like [`PasswordVerifier::hash`], but waits for a slot as long as it takes instead
+    /// of answering [`PasswordError::Busy`]: for authenticated callers (an admin creating
+    /// a link), who should queue behind a visitor flood rather than fail, while staying
+    /// within the same memory and CPU bound.
+    pub async fn hash_queued(&self, password: &str) -> Result<String, PasswordError> {
+        self.check_new(password)?;
+        let permit = Arc::clone(&self.slots)
+            .acquire_owned()
+            .await
+            .map_err(|_| PasswordError::Task)?;
+        self.hash_in_slot(password, permit).await
+    }
+
+    fn check_new(&self, password: &str) -> Result<(), PasswordError> {
         self.policy.check_password(password)?;
         if password.is_empty() {
             return Err(PasswordError::Empty);
         }
-        let permit = self.slot().await?;
-        let policy = Arc::clone(&self.policy);
+        Ok(())
+    }
+
+    async fn hash_in_slot(
+        &self,
+        password: &str,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<String, PasswordError> {
+        let (policy, pool) = (Arc::clone(&self.policy), Arc::clone(&self.memory));
         let password = password.to_owned();
         tokio::task::spawn_blocking(move || {
-            let r = hash(&password, &policy);
+            let mut memory = pool.take(&policy);
+            let r = hash_with(&password, &policy, &mut memory);
+            pool.give(memory);
             drop(permit);
             r
         })
@@ -299,6 +417,62 @@ mod tests {
         assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
         assert_eq!(verify_blocking("s3cret", &phc, &p), Ok(true));
         assert_eq!(verify_blocking("s3cret!", &phc, &p), Ok(false));
+    }
+
+    /// Hashes made in our own (reused, dirty) memory are the library's hashes: each
+    /// side verifies the other's.
+    #[test]
+    fn own_memory_hashes_match_the_library() {
+        use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
+        let p = cheap();
+        let mut memory = new_memory(&p);
+        // Dirty the memory with an unrelated hash first.
+        hash_with("something else", &p, &mut memory).expect("hash");
+        let ours = hash_with("pw", &p, &mut memory).expect("hash");
+        let parsed = PasswordHash::new(&ours).expect("phc");
+        assert_eq!(Argon2::default().verify_password(b"pw", &parsed), Ok(()));
+        let salt = SaltString::encode_b64(b"0123456789abcdef").expect("salt");
+        let theirs = p
+            .argon2()
+            .expect("argon2")
+            .hash_password(b"pw", &salt)
+            .expect("hash")
+            .to_string();
+        assert_eq!(ours.len(), theirs.len());
+        assert_eq!(verify_with("pw", &theirs, &p, &mut memory), Ok(true));
+        assert_eq!(verify_with("pW", &theirs, &p, &mut memory), Ok(false));
+        // A cheaper (older-policy) hash uses a prefix of the memory.
+        let old = PasswordPolicy {
+            m_cost_kib: 64,
+            ..cheap()
+        };
+        let old_phc = hash("pw", &old).expect("hash");
+        assert_eq!(verify_with("pw", &old_phc, &p, &mut memory), Ok(true));
+    }
+
+    /// However many checks arrive, the verifier keeps at most one memory set per slot.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn memory_sets_bounded_by_slots() {
+        let v = Arc::new(PasswordVerifier::new(PasswordPolicy {
+            max_wait: Duration::from_secs(60),
+            ..cheap()
+        }));
+        let phc = v.hash("pw").await.expect("hash");
+        let tasks: Vec<_> = (0..32)
+            .map(|i| {
+                let (v, phc) = (Arc::clone(&v), phc.clone());
+                tokio::spawn(async move {
+                    let pw = if i % 2 == 0 { "pw" } else { "nope" };
+                    assert_eq!(v.verify(pw, &phc).await, Ok(i % 2 == 0));
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("join");
+        }
+        assert!(v.hash_queued("pw").await.is_ok());
+        let sets = v.memory.sets();
+        assert!((1..=2).contains(&sets), "{sets} memory sets for 2 slots");
     }
 
     #[tokio::test]

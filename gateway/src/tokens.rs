@@ -13,6 +13,11 @@
 //! malformed).
 //!
 //! Error values and their messages never contain the token or a secret.
+//!
+//! Crypto: jsonwebtoken is built without a crypto backend (its `rust_crypto` backend
+//! pulls in `rsa`, RUSTSEC-2023-0071; `aws_lc_rs` would add a C build). [`hs256`]
+//! installs a process-wide provider that does HMAC-SHA-256 with RustCrypto's `hmac`
+//! and refuses every other algorithm, even below our own header checks.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -193,6 +198,8 @@ impl TokenKeys {
     /// than 256 bits, or two keys with the same `kid`. A set with only retired keys can
     /// verify but not sign.
     pub fn new(keys: &[SigningKey], config: TokenConfig) -> Result<TokenKeys, TokenError> {
+        // Every sign/verify goes through a TokenKeys: install the provider before them.
+        hs256::install();
         let mut verifiers = HashMap::with_capacity(keys.len());
         let mut newest: Option<&SigningKey> = None;
         for k in keys {
@@ -329,6 +336,87 @@ impl TokenKeys {
     }
 }
 
+pub mod hs256 {
+    //! The jsonwebtoken crypto provider: HS256 only (HMAC-SHA-256, constant-time
+    //! verification by `hmac`). Any other algorithm or key family is an error.
+
+    use hmac::{Hmac, Mac};
+    use jsonwebtoken::crypto::{CryptoProvider, JwtSigner, JwtVerifier, KeyUtils};
+    use jsonwebtoken::errors::{Error, ErrorKind};
+    use jsonwebtoken::signature::{self, Signer, Verifier};
+    use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, EncodingKey};
+    use sha2::Sha256;
+
+    type HmacSha256 = Hmac<Sha256>;
+
+    static PROVIDER: CryptoProvider = CryptoProvider {
+        signer_factory: new_signer,
+        verifier_factory: new_verifier,
+        // JWK helpers (RSA/EC components, thumbprints) are never used here.
+        key_utils: KeyUtils::new_unimplemented(),
+    };
+
+    /// Installs the HS256 provider for this process; idempotent. Must run before any
+    /// `jsonwebtoken::encode`/`decode` ([`super::TokenKeys::new`] calls it).
+    pub fn install() {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            // Err only if another provider was installed first; ours is the only one.
+            let _ = PROVIDER.install_default();
+        });
+    }
+
+    struct Hs256(HmacSha256);
+
+    fn hs256(alg: &Algorithm, family: AlgorithmFamily, secret: &[u8]) -> Result<Hs256, Error> {
+        if *alg != Algorithm::HS256 {
+            return Err(ErrorKind::InvalidAlgorithm.into());
+        }
+        if family != AlgorithmFamily::Hmac {
+            return Err(ErrorKind::InvalidKeyFormat.into());
+        }
+        HmacSha256::new_from_slice(secret)
+            .map(Hs256)
+            .map_err(|_| ErrorKind::InvalidKeyFormat.into())
+    }
+
+    fn new_signer(alg: &Algorithm, key: &EncodingKey) -> Result<Box<dyn JwtSigner>, Error> {
+        Ok(Box::new(hs256(alg, key.family(), key.as_bytes())?))
+    }
+
+    fn new_verifier(alg: &Algorithm, key: &DecodingKey) -> Result<Box<dyn JwtVerifier>, Error> {
+        Ok(Box::new(hs256(alg, key.family(), key.try_get_as_bytes()?)?))
+    }
+
+    impl Signer<Vec<u8>> for Hs256 {
+        fn try_sign(&self, msg: &[u8]) -> Result<Vec<u8>, signature::Error> {
+            let mut mac = self.0.clone();
+            mac.update(msg);
+            Ok(mac.finalize().into_bytes().to_vec())
+        }
+    }
+
+    impl Verifier<Vec<u8>> for Hs256 {
+        fn verify(&self, msg: &[u8], sig: &Vec<u8>) -> Result<(), signature::Error> {
+            let mut mac = self.0.clone();
+            mac.update(msg);
+            mac.verify_slice(sig).map_err(|_| signature::Error::new())
+        }
+    }
+
+    impl JwtSigner for Hs256 {
+        fn algorithm(&self) -> Algorithm {
+            Algorithm::HS256
+        }
+    }
+
+    impl JwtVerifier for Hs256 {
+        fn algorithm(&self) -> Algorithm {
+            Algorithm::HS256
+        }
+    }
+}
+
 fn map_jwt_error(kind: &ErrorKind) -> TokenError {
     match kind {
         ErrorKind::InvalidSignature => TokenError::BadSignature,
@@ -431,6 +519,23 @@ mod tests {
     }
 
     const HDR: &str = r#"{"alg":"HS256","typ":"JWT","kid":"k1"}"#;
+
+    /// The installed provider does HS256 and nothing else: another algorithm fails at
+    /// the crypto layer too, not only at our header checks.
+    #[test]
+    fn provider_is_hs256_only() {
+        let _ = keys();
+        let secret = secret_of("k1");
+        let enc = EncodingKey::from_secret(&secret);
+        let signed =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims(), &enc).expect("HS256");
+        let msg = signed.rsplit_once('.').expect("dot").0;
+        let want = URL_SAFE_NO_PAD.encode(hmac_sha256(&secret, msg.as_bytes()));
+        assert!(signed.ends_with(&want), "signature is HMAC-SHA-256");
+        for alg in [Algorithm::HS384, Algorithm::HS512, Algorithm::RS256] {
+            assert!(jsonwebtoken::encode(&Header::new(alg), &claims(), &enc).is_err());
+        }
+    }
 
     #[test]
     fn round_trip() {

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
-use rustls_pki_types::ServerName;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -27,7 +28,7 @@ pub const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 pub fn tls_connector(pem: &Path) -> anyhow::Result<TlsConnector> {
     let bytes = std::fs::read(pem).with_context(|| format!("reading {}", pem.display()))?;
     let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut bytes.as_slice()) {
+    for c in CertificateDer::pem_slice_iter(&bytes) {
         roots.add(c?)?;
     }
     if roots.is_empty() {

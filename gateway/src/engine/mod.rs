@@ -306,16 +306,13 @@ impl App {
         let valid = req.validate(now, &self.link_policy)?;
         self.check_link_target(&valid.vm, valid.console).await?;
         let hash = match &valid.password {
-            Some(pw) => {
-                let pw = pw.clone();
-                let policy = self.password_policy.clone();
-                let h = tokio::task::spawn_blocking(move || {
-                    crate::passwords::hash(pw.expose(), &policy)
-                })
-                .await?
-                .map_err(EngineError::Hashing)?;
-                Some(h)
-            }
+            // In the verifier's pool: within its memory bound, queued behind visitors.
+            Some(pw) => Some(
+                self.passwords
+                    .hash_queued(pw.expose())
+                    .await
+                    .map_err(EngineError::Hashing)?,
+            ),
             None => None,
         };
         let link = valid.into_link(crate::links::new_link_id(), now, hash)?;

@@ -10,7 +10,6 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
-use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
@@ -401,19 +400,31 @@ async fn run_session(
                     return;
                 }
             };
-            let writing = tokio::time::timeout(timeout, io.write_all(&first));
-            match relay::until_ended(&guard.session, link.expires_at, writing).await {
-                Ok(Ok(Ok(()))) => {}
+            // The link with the console (the visitor's bytes after its link message, an
+            // early ticket, go through the view-only filter, if any), bounded and ended
+            // with the session like every other phase.
+            let (link_msg, rest) = first.split_at(hdr.total_len.min(first.len()));
+            let linking = relay::spice::connect_channel(
+                &mut ws,
+                &mut io,
+                link_msg,
+                &hdr,
+                link.view_only,
+                timeout,
+            );
+            let filter = match relay::until_ended(&guard.session, link.expires_at, linking).await {
+                Ok(Ok(f)) => f.map(relay::ClientFilter::Spice),
                 Err(r) => {
                     relay::close_with(ws, r.into()).await;
                     return;
                 }
-                Ok(_) => {
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "SPICE link with the console failed");
                     relay::close_with(ws, relay::Close::ConsoleUnavailable).await;
                     return;
                 }
-            }
-            (guard, io, ws, Bytes::new(), None)
+            };
+            (guard, io, ws, Bytes::copy_from_slice(rest), filter)
         }
         (ConsoleType::Vnc, Some((guard, mut io))) => {
             let pw = console.vnc_password.as_ref().map(|p| p.expose().as_bytes());
@@ -422,7 +433,7 @@ async fn run_session(
                 Ok((ws, rest)) => {
                     let filter =
                         relay::rfb::ClientFilter::new(link.view_only, limits.max_cut_text_bytes);
-                    (guard, io, ws, rest, Some(filter))
+                    (guard, io, ws, rest, Some(relay::ClientFilter::Rfb(filter)))
                 }
                 Err(e) => {
                     tracing::debug!(session = %guard.session.id, error = %e, "VNC handshake failed");

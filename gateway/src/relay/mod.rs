@@ -238,7 +238,40 @@ pub struct RelayContext<'a> {
     pub metrics: &'a Metrics,
 }
 
-/// The relay loop. `filter` sees every visitor→console byte (VNC); `initial` holds
+/// What the relay lets through of a visitor's bytes: RFB messages (VNC), or SPICE
+/// messages on a view-only SPICE channel.
+#[derive(Debug)]
+pub enum ClientFilter {
+    Rfb(rfb::ClientFilter),
+    Spice(spice::ClientFilter),
+}
+
+/// A visitor message a [`ClientFilter`] refuses (the session ends as a protocol error).
+#[derive(Debug, thiserror::Error)]
+pub enum FilterError {
+    #[error(transparent)]
+    Rfb(#[from] rfb::RfbError),
+    #[error(transparent)]
+    Spice(#[from] spice::SpiceError),
+}
+
+impl ClientFilter {
+    fn push(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), FilterError> {
+        match self {
+            ClientFilter::Rfb(f) => Ok(f.push(input, out)?),
+            ClientFilter::Spice(f) => Ok(f.push(input, out)?),
+        }
+    }
+
+    fn dropped(&self) -> u64 {
+        match self {
+            ClientFilter::Rfb(f) => f.dropped(),
+            ClientFilter::Spice(f) => f.dropped(),
+        }
+    }
+}
+
+/// The relay loop. `filter` sees every visitor→console byte (VNC, view-only SPICE); `initial` holds
 /// visitor bytes already read (after a handshake) that go through it first. Returns why it
 /// ended and the visitor's connection, to be closed (after the caller's bookkeeping) with
 /// [`Closing::finish`].
@@ -246,7 +279,7 @@ pub async fn relay<S, B>(
     ws: WebSocketStream<S>,
     console: B,
     initial: Bytes,
-    mut filter: Option<rfb::ClientFilter>,
+    mut filter: Option<ClientFilter>,
     ctx: RelayContext<'_>,
 ) -> (EndReason, Closing<S>)
 where
@@ -332,7 +365,7 @@ impl LastSeen {
 /// filter (VNC), nothing for a view-only raw console (a serial line takes no input that
 /// could be told apart from typing), else all of it.
 fn pass_input(
-    filter: &mut Option<rfb::ClientFilter>,
+    filter: &mut Option<ClientFilter>,
     ctx: RelayContext<'_>,
     bytes: &[u8],
     out: &mut Vec<u8>,
@@ -340,7 +373,7 @@ fn pass_input(
     out.clear();
     match filter.as_mut() {
         Some(f) => f.push(bytes, out).map_err(|e| {
-            tracing::debug!(session = %ctx.session.id, error = %e, "visitor sent a bad RFB message");
+            tracing::debug!(session = %ctx.session.id, error = %e, "visitor sent a bad message");
             EndReason::ProtocolError
         }),
         None if ctx.opts.view_only => Ok(()),
@@ -356,7 +389,7 @@ async fn to_console<R, W>(
     ws_rx: &mut R,
     con_w: &mut W,
     initial: Bytes,
-    filter: &mut Option<rfb::ClientFilter>,
+    filter: &mut Option<ClientFilter>,
     ctx: RelayContext<'_>,
     seen: &LastSeen,
 ) -> EndReason

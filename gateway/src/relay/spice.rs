@@ -1,4 +1,4 @@
-//! SPICE link header check.
+//! SPICE link header check, and the view-only filter.
 //!
 //! spice-html5 opens one WebSocket per SPICE channel and sends a
 //! `SpiceLinkHeader` + `SpiceLinkMess` first. [`parse_link_header`] validates
@@ -6,6 +6,15 @@
 //! garbage and huge size fields are refused without allocating, and so that
 //! the gateway can refuse channels a link may not use (e.g. inputs on a
 //! view-only link, see [`ChannelType::permitted_view_only`]).
+//!
+//! View-only links: [`connect_channel`] relays the server's `SpiceLinkReply`
+//! itself (to learn the negotiated capabilities) and returns a [`ClientFilter`]
+//! for the rest of the visitor's bytes. The filter passes the authentication
+//! (`SpiceLinkAuthMechanism` + the 128-byte ticket) and then only the messages
+//! that keep a viewer's channel running (acks, pongs, display init and
+//! reports, attach-channels); everything that could act on the guest (agent
+//! data: clipboard, monitor layout, file transfer; mouse mode; migration) is
+//! dropped. The inputs channel itself is refused before any of this.
 //!
 //! Wire format (all integers little endian):
 //!
@@ -24,6 +33,13 @@
     clippy::todo,
     clippy::unimplemented
 )]
+
+use std::time::Duration;
+
+use futures::SinkExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
 
 /// `SpiceLinkHeader.magic`.
 pub const SPICE_MAGIC: [u8; 4] = *b"REDQ";
@@ -71,6 +87,22 @@ pub enum SpiceError {
     /// A channel type SPICE does not define.
     #[error("unknown SPICE channel type {0}")]
     UnknownChannelType(u8),
+    /// The server's link reply is not a valid `SpiceLinkHeader` + `SpiceLinkReply`.
+    #[error("bad SPICE link reply from the console: {0}")]
+    BadReply(&'static str),
+    /// The console closed (or failed) while the gateway relayed the link.
+    #[error("console connection failed during the SPICE link")]
+    ConsoleClosed,
+    /// The visitor's connection failed or closed during the link.
+    #[error("visitor connection failed during the SPICE link")]
+    VisitorClosed,
+    /// The link did not complete in time.
+    #[error("SPICE link timed out")]
+    Timeout,
+    /// A view-only channel asked for an authentication other than the SPICE ticket
+    /// (SASL runs a free-form exchange the filter does not follow).
+    #[error("unsupported SPICE authentication mechanism {0} on a view-only link")]
+    AuthMechanism(u32),
 }
 
 /// SPICE channel types (spice-protocol `enum SpiceChannelType`).
@@ -255,6 +287,295 @@ pub fn parse_link_header(buf: &[u8]) -> Result<Option<LinkHeader>, SpiceError> {
         caps_offset,
         total_len,
     }))
+}
+
+/// `SPICE_COMMON_CAP_PROTOCOL_AUTH_SELECTION`: the client names its mechanism.
+const CAP_AUTH_SELECTION: u32 = 0;
+/// `SPICE_COMMON_CAP_AUTH_SPICE`: the ticket mechanism (also its wire value).
+const CAP_AUTH_SPICE: u32 = 1;
+/// `SPICE_COMMON_CAP_MINI_HEADER`: 6-byte message headers.
+const CAP_MINI_HEADER: u32 = 3;
+/// `SPICE_TICKET_PUBKEY_BYTES`: the server's RSA key in `SpiceLinkReply`.
+const PUBKEY_BYTES: usize = 162;
+/// Fixed part of `SpiceLinkReply`: error, pub_key, three u32 counts/offset.
+const LINK_REPLY_MIN_LEN: u32 = 4 + PUBKEY_BYTES as u32 + 12;
+/// The RSA-encrypted ticket the client sends (1024-bit key: 128 bytes).
+pub const TICKET_LEN: usize = 128;
+/// `SpiceMiniDataHeader`: type u16, size u32.
+const MINI_HEADER_LEN: usize = 6;
+/// `SpiceDataHeader`: serial u64, type u16, size u32, sub_list u32.
+const FULL_HEADER_LEN: usize = 18;
+
+fn has_cap(first_word: Option<u32>, cap: u32) -> bool {
+    first_word.is_some_and(|w| w & (1 << cap) != 0)
+}
+
+/// The first common capability word of a client's link message, if it has one.
+fn client_common_caps(link: &[u8], hdr: &LinkHeader) -> Option<u32> {
+    if hdr.num_common_caps == 0 {
+        return None;
+    }
+    let mess = link.get(LINK_HEADER_LEN..hdr.total_len)?;
+    le32(mess, usize::try_from(hdr.caps_offset).ok()?)
+}
+
+/// What the gateway needs of the server's `SpiceLinkReply`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkReply {
+    /// `SpiceLinkReply.error` (0: the server goes on to authentication).
+    pub error: u32,
+    /// The server's first common capability word (0 when it sends none).
+    pub common_caps: u32,
+}
+
+/// Parses a server's `SpiceLinkHeader` + `SpiceLinkReply` (exactly `16 + size` bytes).
+pub fn parse_link_reply(buf: &[u8]) -> Result<LinkReply, SpiceError> {
+    if buf.get(..4) != Some(&SPICE_MAGIC[..]) {
+        return Err(SpiceError::BadReply("magic"));
+    }
+    if le32(buf, 4) != Some(SPICE_VERSION_MAJOR) {
+        return Err(SpiceError::BadReply("major version"));
+    }
+    let size = le32(buf, 12).ok_or(SpiceError::BadReply("short header"))?;
+    if !(LINK_REPLY_MIN_LEN..=LINK_MESS_MAX_LEN).contains(&size) {
+        return Err(SpiceError::BadReply("size"));
+    }
+    let reply = buf
+        .get(LINK_HEADER_LEN..)
+        .filter(|r| r.len() == size as usize)
+        .ok_or(SpiceError::BadReply("length"))?;
+    let field = |at: usize| le32(reply, at).ok_or(SpiceError::BadReply("short reply"));
+    let error = field(0)?;
+    let num_common = field(4 + PUBKEY_BYTES)?;
+    let num_channel = field(8 + PUBKEY_BYTES)?;
+    let offset = field(12 + PUBKEY_BYTES)?;
+    let num_caps = u64::from(num_common) + u64::from(num_channel);
+    if num_caps > 0
+        && (offset < LINK_REPLY_MIN_LEN || u64::from(offset) + 4 * num_caps > u64::from(size))
+    {
+        return Err(SpiceError::BadReply("capabilities out of bounds"));
+    }
+    let common_caps = if num_common > 0 {
+        field(offset as usize)?
+    } else {
+        0
+    };
+    Ok(LinkReply { error, common_caps })
+}
+
+/// Whether a view-only visitor's message of type `msg_type` on `channel` reaches
+/// the console. Only what keeps the viewer's own channel running passes; anything
+/// that could act on the guest or the session is dropped.
+pub fn view_only_passes(channel: ChannelType, msg_type: u16) -> bool {
+    match msg_type {
+        // SPICE_MSGC_ACK_SYNC, ACK, PONG (flow control, keep-alive), DISCONNECTING.
+        // Not MIGRATE_FLUSH_MARK (4) / MIGRATE_DATA (5).
+        1..=3 | 6 => true,
+        _ => match channel {
+            // SPICE_MSGC_MAIN_ATTACH_CHANNELS only: not CLIENT_INFO (101), migration
+            // (102, 103, 109-111), MOUSE_MODE_REQUEST (105) nor the agent (106-108:
+            // clipboard, monitor layout, file transfer, all acting on the guest).
+            ChannelType::Main => msg_type == 104,
+            // SPICE_MSGC_DISPLAY_INIT, STREAM_REPORT, PREFERRED_COMPRESSION,
+            // GL_DRAW_DONE, PREFERRED_VIDEO_CODEC_TYPE: how this viewer is served.
+            ChannelType::Display => (101..=105).contains(&msg_type),
+            // Cursor and playback have no client messages of their own; the other
+            // channels are refused on view-only links before a filter exists.
+            _ => false,
+        },
+    }
+}
+
+#[derive(Debug)]
+enum Phase {
+    /// `SpiceLinkAuthMechanism` (u32), when both sides have AUTH_SELECTION.
+    Mechanism,
+    /// The encrypted ticket; this many bytes still to pass.
+    Ticket(usize),
+    /// A message header, being collected.
+    Header,
+    /// A message body; this many bytes still to pass or drop.
+    Body { left: u64, pass: bool },
+}
+
+/// The visitor→console filter of a view-only SPICE channel, after its link
+/// message: passes the authentication, then whole messages by
+/// [`view_only_passes`]. Streams bodies (nothing is buffered beyond a header).
+#[derive(Debug)]
+pub struct ClientFilter {
+    channel: ChannelType,
+    header_len: usize,
+    phase: Phase,
+    /// Bytes of the mechanism or header collected so far.
+    pending: Vec<u8>,
+    dropped: u64,
+}
+
+impl ClientFilter {
+    /// A filter for `channel`, with the capabilities both sides announced.
+    pub fn new(channel: ChannelType, auth_selection: bool, mini_header: bool) -> Self {
+        ClientFilter {
+            channel,
+            header_len: if mini_header {
+                MINI_HEADER_LEN
+            } else {
+                FULL_HEADER_LEN
+            },
+            phase: if auth_selection {
+                Phase::Mechanism
+            } else {
+                Phase::Ticket(TICKET_LEN)
+            },
+            pending: Vec::with_capacity(FULL_HEADER_LEN),
+            dropped: 0,
+        }
+    }
+
+    /// Messages dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Filters `input`, appending what may reach the console to `out`.
+    pub fn push(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<(), SpiceError> {
+        while !input.is_empty() {
+            match &mut self.phase {
+                Phase::Mechanism => {
+                    let (take, rest) = input.split_at(input.len().min(4 - self.pending.len()));
+                    self.pending.extend_from_slice(take);
+                    input = rest;
+                    if let Some(mech) = le32(&self.pending, 0) {
+                        if mech != CAP_AUTH_SPICE {
+                            return Err(SpiceError::AuthMechanism(mech));
+                        }
+                        out.extend_from_slice(&self.pending);
+                        self.pending.clear();
+                        self.phase = Phase::Ticket(TICKET_LEN);
+                    }
+                }
+                Phase::Ticket(left) => {
+                    let (take, rest) = input.split_at(input.len().min(*left));
+                    out.extend_from_slice(take);
+                    input = rest;
+                    *left -= take.len();
+                    if *left == 0 {
+                        self.phase = Phase::Header;
+                    }
+                }
+                Phase::Header => {
+                    let want = self.header_len - self.pending.len();
+                    let (take, rest) = input.split_at(input.len().min(want));
+                    self.pending.extend_from_slice(take);
+                    input = rest;
+                    if self.pending.len() == self.header_len {
+                        // Mini: type at 0, size at 2. Full: serial u64 first.
+                        let at = if self.header_len == MINI_HEADER_LEN {
+                            0
+                        } else {
+                            8
+                        };
+                        let (Some(t0), Some(t1), Some(size)) = (
+                            self.pending.get(at).copied(),
+                            self.pending.get(at + 1).copied(),
+                            le32(&self.pending, at + 2),
+                        ) else {
+                            return Err(SpiceError::SizeTooSmall(0));
+                        };
+                        let pass = view_only_passes(self.channel, u16::from_le_bytes([t0, t1]));
+                        if pass {
+                            out.extend_from_slice(&self.pending);
+                        } else {
+                            self.dropped += 1;
+                        }
+                        self.pending.clear();
+                        self.phase = Phase::Body {
+                            left: u64::from(size),
+                            pass,
+                        };
+                    }
+                }
+                Phase::Body { left, pass } => {
+                    let n = usize::try_from(*left)
+                        .unwrap_or(usize::MAX)
+                        .min(input.len());
+                    let (take, rest) = input.split_at(n);
+                    if *pass {
+                        out.extend_from_slice(take);
+                    }
+                    input = rest;
+                    *left -= n as u64;
+                }
+            }
+            // A message ends with its body (or its header, when the body is empty).
+            if let Phase::Body { left: 0, .. } = self.phase {
+                self.phase = Phase::Header;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Connects a visitor's SPICE channel to the console: sends the link message
+/// (`link` = exactly the visitor's `SpiceLinkHeader` + `SpiceLinkMess`).
+///
+/// Full links return `None`: the rest is relayed as it is. View-only links also
+/// read the server's link reply, check it, pass it on to the visitor, and return
+/// the [`ClientFilter`] for everything the visitor sends after the link message.
+pub async fn connect_channel<S, B>(
+    ws: &mut WebSocketStream<S>,
+    console: &mut B,
+    link: &[u8],
+    hdr: &LinkHeader,
+    view_only: bool,
+    timeout: Duration,
+) -> Result<Option<ClientFilter>, SpiceError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    console
+        .write_all(link)
+        .await
+        .map_err(|_| SpiceError::ConsoleClosed)?;
+    if !view_only {
+        return Ok(None);
+    }
+    let exchange = async {
+        let mut reply = vec![0u8; LINK_HEADER_LEN];
+        console
+            .read_exact(&mut reply)
+            .await
+            .map_err(|_| SpiceError::ConsoleClosed)?;
+        let size = le32(&reply, 12).ok_or(SpiceError::BadReply("short header"))?;
+        if reply.get(..4) != Some(&SPICE_MAGIC[..]) {
+            return Err(SpiceError::BadReply("magic"));
+        }
+        if !(LINK_REPLY_MIN_LEN..=LINK_MESS_MAX_LEN).contains(&size) {
+            return Err(SpiceError::BadReply("size"));
+        }
+        reply.resize(LINK_HEADER_LEN + size as usize, 0);
+        if let Some(rest) = reply.get_mut(LINK_HEADER_LEN..) {
+            console
+                .read_exact(rest)
+                .await
+                .map_err(|_| SpiceError::ConsoleClosed)?;
+        }
+        let parsed = parse_link_reply(&reply)?;
+        ws.send(Message::Binary(reply.into()))
+            .await
+            .map_err(|_| SpiceError::VisitorClosed)?;
+        Ok(parsed)
+    };
+    let server = tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| SpiceError::Timeout)??;
+    let client = client_common_caps(link, hdr);
+    let both = |cap| has_cap(client, cap) && has_cap(Some(server.common_caps), cap);
+    Ok(Some(ClientFilter::new(
+        hdr.channel_type,
+        both(CAP_AUTH_SELECTION),
+        both(CAP_MINI_HEADER),
+    )))
 }
 
 #[cfg(test)]
@@ -447,6 +768,156 @@ mod tests {
         let mut m = link(2, 0, &[], &[]);
         set_u32(&mut m, 16 + 14, 0);
         assert!(parse_link_header(&m).unwrap().is_some());
+    }
+
+    fn mini(t: u16, body: &[u8]) -> Vec<u8> {
+        let mut m = t.to_le_bytes().to_vec();
+        m.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        m.extend_from_slice(body);
+        m
+    }
+
+    fn full(serial: u64, t: u16, body: &[u8]) -> Vec<u8> {
+        let mut m = serial.to_le_bytes().to_vec();
+        m.extend_from_slice(&t.to_le_bytes());
+        m.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        m.extend_from_slice(&0u32.to_le_bytes());
+        m.extend_from_slice(body);
+        m
+    }
+
+    /// Runs `input` through a fresh filter in chunks of `step` bytes.
+    fn filtered(f: &mut ClientFilter, input: &[u8], step: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for chunk in input.chunks(step.max(1)) {
+            f.push(chunk, &mut out).unwrap();
+        }
+        out
+    }
+
+    fn auth() -> Vec<u8> {
+        let mut a = 1u32.to_le_bytes().to_vec();
+        a.extend((0..TICKET_LEN).map(|i| i as u8));
+        a
+    }
+
+    #[test]
+    fn main_channel_passes_auth_and_attach_drops_agent_and_mouse_mode() {
+        // An agent message whose body looks like an attach: skipped, not parsed.
+        let fake = mini(104, &[]);
+        let input = [
+            auth(),
+            mini(3, &[0; 12]),              // PONG
+            mini(105, &2u16.to_le_bytes()), // MOUSE_MODE_REQUEST
+            mini(106, &[0; 4]),             // AGENT_START
+            mini(107, &fake),               // AGENT_DATA
+            mini(108, &[0; 4]),             // AGENT_TOKEN
+            mini(101, &[0; 8]),             // CLIENT_INFO
+            mini(5, &[0; 16]),              // MIGRATE_DATA
+            mini(104, &[]),                 // ATTACH_CHANNELS
+            mini(2, &[]),                   // ACK
+        ]
+        .concat();
+        let want = [auth(), mini(3, &[0; 12]), mini(104, &[]), mini(2, &[])].concat();
+        for step in [1, 2, 3, 5, 7, 64, input.len()] {
+            let mut f = ClientFilter::new(ChannelType::Main, true, true);
+            assert_eq!(filtered(&mut f, &input, step), want, "step {step}");
+            assert_eq!(f.dropped(), 6, "step {step}");
+        }
+    }
+
+    #[test]
+    fn display_channel_passes_its_own_messages() {
+        let input = [
+            auth(),
+            mini(101, &[0; 14]), // DISPLAY_INIT
+            mini(102, &[0; 20]), // STREAM_REPORT
+            mini(103, &[1]),     // PREFERRED_COMPRESSION
+            mini(1, &[0; 4]),    // ACK_SYNC
+            mini(200, &[9; 3]),  // unknown: dropped
+        ]
+        .concat();
+        let mut f = ClientFilter::new(ChannelType::Display, true, true);
+        let out = filtered(&mut f, &input, 1);
+        assert_eq!(out, input[..input.len() - 9]);
+        assert_eq!(f.dropped(), 1);
+        // Cursor and playback: only the common messages.
+        for ch in [ChannelType::Cursor, ChannelType::Playback] {
+            assert!(view_only_passes(ch, 3));
+            assert!(!view_only_passes(ch, 101));
+        }
+        assert!(!view_only_passes(ChannelType::Inputs, 101));
+    }
+
+    #[test]
+    fn without_auth_selection_and_mini_header() {
+        let ticket: Vec<u8> = (0..TICKET_LEN).map(|i| i as u8).collect();
+        let input = [
+            ticket.clone(),
+            full(1, 105, &2u16.to_le_bytes()),
+            full(2, 104, &[]),
+        ]
+        .concat();
+        for step in [1, 4, 17, input.len()] {
+            let mut f = ClientFilter::new(ChannelType::Main, false, false);
+            let out = filtered(&mut f, &input, step);
+            assert_eq!(out, [ticket.clone(), full(2, 104, &[])].concat());
+            assert_eq!(f.dropped(), 1);
+        }
+    }
+
+    #[test]
+    fn sasl_is_refused() {
+        let mut f = ClientFilter::new(ChannelType::Main, true, true);
+        let mut out = Vec::new();
+        assert_eq!(
+            f.push(&2u32.to_le_bytes(), &mut out),
+            Err(SpiceError::AuthMechanism(2))
+        );
+        assert!(out.is_empty());
+    }
+
+    fn reply(error: u32, common: &[u32]) -> Vec<u8> {
+        let size = LINK_REPLY_MIN_LEN + 4 * common.len() as u32;
+        let mut m = b"REDQ".to_vec();
+        for v in [2u32, 2, size, error] {
+            m.extend_from_slice(&v.to_le_bytes());
+        }
+        m.extend_from_slice(&[0x30; PUBKEY_BYTES]);
+        for v in [common.len() as u32, 0, LINK_REPLY_MIN_LEN] {
+            m.extend_from_slice(&v.to_le_bytes());
+        }
+        for c in common {
+            m.extend_from_slice(&c.to_le_bytes());
+        }
+        m
+    }
+
+    #[test]
+    fn link_replies() {
+        assert_eq!(
+            parse_link_reply(&reply(0, &[0b1011])),
+            Ok(LinkReply {
+                error: 0,
+                common_caps: 0b1011
+            })
+        );
+        assert_eq!(
+            parse_link_reply(&reply(7, &[])),
+            Ok(LinkReply {
+                error: 7,
+                common_caps: 0
+            })
+        );
+        let mut bad = reply(0, &[1]);
+        bad[0] = b'X';
+        assert_eq!(parse_link_reply(&bad), Err(SpiceError::BadReply("magic")));
+        let mut short = reply(0, &[1]);
+        short.pop();
+        assert!(parse_link_reply(&short).is_err());
+        let mut caps = reply(0, &[1]);
+        set_u32(&mut caps, 16 + 4 + PUBKEY_BYTES, 9);
+        assert!(parse_link_reply(&caps).is_err());
     }
 
     /// `$GATEWAY_FUZZ_CORPUS/spice_link` when set, else

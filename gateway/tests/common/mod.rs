@@ -10,7 +10,8 @@ use std::time::Duration;
 use gateway::config::{Config, RawConfig};
 use gateway::engine::App;
 use gateway::launch::Gateway;
-use rustls_pki_types::ServerName;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -107,7 +108,7 @@ impl TestGateway {
         };
         let cert = std::fs::read(cert_path).unwrap();
         let mut roots = rustls::RootCertStore::empty();
-        for c in rustls_pemfile::certs(&mut cert.as_slice()) {
+        for c in CertificateDer::pem_slice_iter(&cert) {
             roots.add(c.unwrap()).unwrap();
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
