@@ -6,8 +6,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -16,7 +14,7 @@ use std::time::{Duration, Instant};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -93,8 +91,29 @@ async fn admin(
 ) -> Option<(u16, serde_json::Value)> {
     let tcp = TcpStream::connect(addr).await.ok()?;
     let auth = format!("Authorization: Bearer {token}\r\n");
-    let (s, _, b) = common::http_call(tcp, method, path, &auth, Some(body.to_string())).await;
-    (s != 0).then(|| (s, serde_json::from_slice(&b).unwrap_or_default()))
+    let (s, b) = request(tcp, method, path, &auth, &body.to_string()).await?;
+    Some((s, serde_json::from_slice(&b).unwrap_or_default()))
+}
+
+/// One request on its own connection: (status, body), or `None` when the connection
+/// broke (the gateway was killed) before a whole answer came.
+async fn request<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> Option<(u16, Vec<u8>)> {
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.ok()?;
+    let status = std::str::from_utf8(buf.get(9..12)?).ok()?.parse().ok()?;
+    let at = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    Some((status, buf[at..].to_vec()))
 }
 
 /// One visitor exchange; its status, or `None` when the connection broke.
@@ -105,8 +124,9 @@ async fn exchange(addr: &str, tls: &TlsConnector, token: &str) -> Option<u16> {
         .await
         .ok()?;
     let body = json!({ "token": token }).to_string();
-    let (status, _, _) = common::http_call(s, "POST", "/s/session", "", Some(body)).await;
-    (status != 0).then_some(status)
+    request(s, "POST", "/s/session", "", &body)
+        .await
+        .map(|(status, _)| status)
 }
 
 /// Runs the storm against a gateway on `config`, kills it, and checks `snapshot()`.
