@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use time::OffsetDateTime;
 
-use crate::tokens::{SigningKey, TokenConfig, TokenKeys};
+use crate::model::tokens::{SigningKey, TokenConfig, TokenKeys};
 
 fn keys() -> &'static TokenKeys {
     static KEYS: OnceLock<TokenKeys> = OnceLock::new();
@@ -61,10 +61,10 @@ pub fn proxy_header(data: &[u8]) {
 
 /// Admin JSON bodies: link requests (validated too) and exchange bodies.
 pub fn admin_json(data: &[u8]) {
-    if let Ok(req) = serde_json::from_slice::<crate::links::LinkRequest>(data) {
+    if let Ok(req) = serde_json::from_slice::<crate::model::links::LinkRequest>(data) {
         let _ = req.validate(
             OffsetDateTime::UNIX_EPOCH,
-            &crate::links::LinkPolicy::default(),
+            &crate::model::links::LinkPolicy::default(),
         );
     }
     let _ = serde_json::from_slice::<crate::store::TargetRequest>(data);

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use gateway::passwords::{PasswordPolicy, PasswordVerifier};
+use gateway::engine::passwords::{PasswordPolicy, PasswordVerifier};
 
 const MIB: u64 = 1024 * 1024;
 

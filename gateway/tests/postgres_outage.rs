@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::TestGateway;
-use gateway::links::{new_link_id, Link, LinkPolicy, LinkRequest};
+use gateway::model::links::{new_link_id, Link, LinkPolicy, LinkRequest};
 use gateway::store::{PgSettings, PgStore, RedeemError, Store};
 use serde_json::json;
 use test_support::postgres::{PgDatabase, PgServer};

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gateway::links::{new_link_id, Link, LinkPolicy, LinkRequest, Refusal};
+use gateway::model::links::{new_link_id, Link, LinkPolicy, LinkRequest, Refusal};
 use gateway::store::{PgSettings, PgStore, RedeemError, Store, StoreError};
 use test_support::postgres::{PgDatabase, PgServer};
 use time::macros::datetime;

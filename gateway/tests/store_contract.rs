@@ -14,12 +14,12 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use gateway::links::{new_link_id, ConsoleType, Link, LinkPolicy, LinkRequest, Refusal};
+use gateway::model::links::{new_link_id, ConsoleType, Link, LinkPolicy, LinkRequest, Refusal};
+use gateway::model::tokens::{TokenConfig, TokenKeys};
 use gateway::store::{
     admin_token_hash, AuditEvent, AuditKind, Grant, PgSettings, PgStore, RedeemError, Secret,
     SqliteStore, Store, StoreError, Target, TargetAddress, TargetRequest, MAX_AUDIT_DETAIL,
 };
-use gateway::tokens::{TokenConfig, TokenKeys};
 use test_support::postgres::{PgDatabase, PgServer};
 use time::macros::datetime;
 use time::OffsetDateTime;

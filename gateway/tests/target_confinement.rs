@@ -12,7 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use common::{TestGateway, WsBytes};
-use gateway::links::ConsoleType;
+use gateway::model::links::ConsoleType;
 use gateway::store::{Target, TargetAddress};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use gateway::config::Config;
-use gateway::links::{ConsoleType, LinkRequest};
+use gateway::model::links::{ConsoleType, LinkRequest};
 use vmm_backend::{
     Accel, BootSource, ConsoleConfig, PowerAction, VmBackend, VmDefinition, VmState,
 };
@@ -41,7 +41,7 @@ fn random_password() -> String {
     // 12 characters without look-alikes, from the OS CSPRNG.
     const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
     let mut raw = [0u8; 12];
-    gateway::links::os_random(&mut raw);
+    gateway::model::links::os_random(&mut raw);
     raw.iter()
         .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
         .collect()

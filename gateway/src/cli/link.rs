@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 
 use crate::cli::args::{JsonFlag, NameArgs};
 use gateway::config::Config;
-use gateway::links::{ConsoleType, LinkRequest};
+use gateway::model::links::{ConsoleType, LinkRequest};
 
 #[derive(Debug, Subcommand)]
 pub enum LinkCommand {
@@ -110,7 +110,7 @@ pub async fn run_link(cmd: LinkCommand, cfg: Config) -> anyhow::Result<()> {
                 expires_at: a.expires_at.as_deref().map(rfc3339).transpose()?,
                 ttl_seconds: a.ttl,
                 not_before: a.not_before.as_deref().map(rfc3339).transpose()?,
-                password: a.password.clone().map(gateway::secret::Secret::from),
+                password: a.password.clone().map(gateway::model::secret::Secret::from),
                 max_uses: a.max_uses,
                 max_viewers: a.max_viewers,
                 view_only: a.view_only,

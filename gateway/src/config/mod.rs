@@ -177,6 +177,19 @@ pub(crate) fn count<T: Copy + PartialOrd + From<u8>>(
     }
 }
 
+/// Whether `p` is absolute and written in normal form: rebuilding it from its components
+/// (which drop `.`, repeated and trailing `/`) gives it back, and it has no `..`.
+pub fn is_normal(p: &Path) -> bool {
+    p.is_absolute()
+        && p.components().all(|c| {
+            matches!(
+                c,
+                std::path::Component::RootDir | std::path::Component::Normal(_)
+            )
+        })
+        && p.components().collect::<PathBuf>().as_os_str() == p.as_os_str()
+}
+
 /// The origin (`scheme://host[:port]`) of a URL, lower-cased.
 pub fn origin_of(url: &str) -> Option<String> {
     let (scheme, rest) = url.split_once("://")?;

@@ -21,7 +21,7 @@ impl RawTargets {
         let key = "targets.unix_socket_dirs";
         let mut dirs = Vec::new();
         for d in self.unix_socket_dirs {
-            let normal = crate::confine::is_normal(&d);
+            let normal = super::is_normal(&d);
             if !normal || d.parent().is_none() {
                 return Err(invalid(
                     key,

@@ -10,9 +10,9 @@ use vmm_backend::nic::{NicRequest, NicSpec};
 use vmm_backend::{GuestAddress, PowerAction, VmInfo};
 
 use super::{App, EngineError};
-use crate::links::{ConsoleType, Link};
-use crate::secret::Secret;
-use crate::sessions::{EndReason, SessionInfo};
+use crate::engine::sessions::{EndReason, SessionInfo};
+use crate::model::links::{ConsoleType, Link};
+use crate::model::secret::Secret;
 use crate::store::{AuditEvent, AuditKind, StoreError, Target, TargetAddress};
 
 /// A link in the admin list: the stored link, its live sessions and its URL.
@@ -45,7 +45,7 @@ pub struct TargetSpec {
     /// `host:port` for TCP.
     #[serde(default)]
     pub address: Option<String>,
-    /// A unix socket path (confined, see [`crate::confine`]).
+    /// A unix socket path (confined, see [`crate::engine::confine`]).
     #[serde(default)]
     pub socket: Option<PathBuf>,
     #[serde(default)]
@@ -193,7 +193,7 @@ impl App {
 
     /// Registers an external console. Unix sockets must pass the confinement rules.
     pub async fn create_target(&self, t: TargetSpec) -> Result<Target, EngineError> {
-        crate::links::validate_name("name", &t.name)?;
+        crate::model::links::validate_name("name", &t.name)?;
         let address = match (t.address, t.socket) {
             (Some(a), None) => TargetAddress::Tcp(a),
             (None, Some(p)) => {

@@ -5,18 +5,19 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 
 use super::App;
-use crate::sessions::EndReason;
+use crate::engine::sessions::EndReason;
 
 /// Periodic housekeeping while serving: prune limiter state and expired grants, and pick
 /// up revocations made outside this process (CLI, other gateways sharing the store).
 pub async fn background(app: Arc<App>) {
     let mut tick = tokio::time::interval(app.cfg.limits.revocation_poll);
     let mut prune_every = 0u32;
-    let mut trim = crate::memory::TrimPolicy::new(crate::memory::TRIM_AFTER_SESSIONS_ENDED);
+    let mut trim =
+        crate::engine::memory::TrimPolicy::new(crate::engine::memory::TRIM_AFTER_SESSIONS_ENDED);
     loop {
         tick.tick().await;
         if trim.observe(app.sessions.count()) {
-            let _ = tokio::task::spawn_blocking(crate::memory::release_free_memory).await;
+            let _ = tokio::task::spawn_blocking(crate::engine::memory::release_free_memory).await;
         }
         prune_every += 1;
         if prune_every >= 60 {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::links::{LinkError, Refusal};
+use crate::model::links::{LinkError, Refusal};
 
 /// Why an engine operation did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -49,9 +49,9 @@ pub enum EngineError {
     #[error("network")]
     Net(#[from] vmm_backend::net::NetError),
     #[error("signing keys")]
-    Keys(#[source] crate::tokens::TokenError),
+    Keys(#[source] crate::model::tokens::TokenError),
     #[error("hashing a password")]
-    Hashing(#[source] crate::passwords::PasswordError),
+    Hashing(#[source] crate::engine::passwords::PasswordError),
     #[error("a worker task failed")]
     Task(#[from] tokio::task::JoinError),
     #[error("encoding a response")]

@@ -6,8 +6,13 @@
 
 mod admin;
 mod background;
+pub mod confine;
 mod error;
+pub mod limits;
+pub mod memory;
 mod network;
+pub mod passwords;
+pub mod sessions;
 mod visitor;
 
 pub use admin::{LinkDetail, LinkSummary, TargetSpec};
@@ -28,13 +33,13 @@ use tokio_util::task::TaskTracker;
 use vmm_backend::VmBackend;
 
 use crate::config::Config;
-use crate::limits::Limiter;
-use crate::links::{ConsoleType, Link, LinkPolicy, LinkRequest};
+use crate::engine::limits::Limiter;
+use crate::engine::passwords::{PasswordPolicy, PasswordVerifier};
+use crate::engine::sessions::{EndReason, Sessions};
 use crate::metrics::Metrics;
-use crate::passwords::{PasswordPolicy, PasswordVerifier};
-use crate::sessions::{EndReason, Sessions};
+use crate::model::links::{ConsoleType, Link, LinkPolicy, LinkRequest};
+use crate::model::tokens::{TokenConfig, TokenKeys};
 use crate::store::{AuditEvent, AuditKind, Grant, Store};
-use crate::tokens::{TokenConfig, TokenKeys};
 
 /// Where a console lives.
 #[derive(Debug, Clone)]
@@ -48,7 +53,7 @@ pub enum ConsoleAddress {
 pub struct ResolvedConsole {
     pub address: ConsoleAddress,
     pub kind: ConsoleType,
-    pub vnc_password: Option<crate::secret::Secret>,
+    pub vnc_password: Option<crate::model::secret::Secret>,
 }
 
 /// A link as the admin API returns it on creation.
@@ -95,7 +100,7 @@ pub struct App {
     /// Relay tasks, so shutdown can wait for their close frames.
     tasks: TaskTracker,
     /// Where unix-socket targets may point (checked at registration and connect).
-    confinement: crate::confine::SocketConfinement,
+    confinement: crate::engine::confine::SocketConfinement,
 }
 
 fn sha256(b: &[u8]) -> [u8; 32] {
@@ -137,7 +142,7 @@ impl App {
         };
         let mut own_dirs = vec![cfg.data_dir.as_path()];
         own_dirs.extend(cfg.run_dir.as_deref());
-        let confinement = crate::confine::SocketConfinement::new(
+        let confinement = crate::engine::confine::SocketConfinement::new(
             &cfg.targets.unix_socket_dirs,
             &own_dirs,
             &cfg.targets.unix_socket_owners,
@@ -315,7 +320,7 @@ impl App {
             ),
             None => None,
         };
-        let link = valid.into_link(crate::links::new_link_id(), now, hash)?;
+        let link = valid.into_link(crate::model::links::new_link_id(), now, hash)?;
         self.store.create_link(&link).await?;
         let keys = self.keys();
         let token = keys

@@ -11,12 +11,12 @@ use vmm_backend::{ConsoleKind, PowerAction};
 use super::{
     cookie_name, hex, sha256, App, ConsoleAddress, EngineError, Exchange, ResolvedConsole,
 };
-use crate::links::{ConsoleType, Link, Refusal};
+use crate::engine::passwords::PasswordError;
+use crate::engine::sessions::{SessionError, SessionGuard};
 use crate::metrics::Metrics;
-use crate::passwords::PasswordError;
-use crate::sessions::{SessionError, SessionGuard};
+use crate::model::links::{ConsoleType, Link, Refusal};
+use crate::model::tokens::TokenError;
 use crate::store::{AuditKind, Grant, RedeemError, Target, TargetAddress};
-use crate::tokens::TokenError;
 
 impl App {
     /// The visitor's exchange: token (+ password) → a grant cookie for the link.
@@ -119,7 +119,7 @@ impl App {
         }
         // The grant is stored with the redemption, so that a restart does not cost the
         // visitor a use to reconnect.
-        let cookie_value = crate::links::random_token(32);
+        let cookie_value = crate::model::links::random_token(32);
         let key = sha256(cookie_value.as_bytes());
         let link = match self
             .store

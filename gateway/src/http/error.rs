@@ -9,7 +9,7 @@ use http_body_util::Full;
 use serde_json::json;
 
 use crate::engine::EngineError;
-use crate::links::Refusal;
+use crate::model::links::Refusal;
 
 /// An HTTP-level error.
 #[derive(Debug, thiserror::Error)]

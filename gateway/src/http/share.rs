@@ -15,11 +15,11 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
 use super::{ApiError, Body, ConnInfo, Route, Site};
+use crate::engine::sessions::{EndReason, SessionGuard};
 use crate::engine::{cookie_name, App, ConsoleAddress, ResolvedConsole, VisitorPower};
-use crate::links::{ConsoleType, Link};
 use crate::metrics::Metrics;
+use crate::model::links::{ConsoleType, Link};
 use crate::relay::{self, ConsoleIo, RelayOptions};
-use crate::sessions::{EndReason, SessionGuard};
 use crate::store::AuditKind;
 
 /// The visitor's operations.
@@ -47,7 +47,7 @@ pub const MAX_EXCHANGE_BODY: usize = 1024;
 struct ExchangeRequest {
     token: String,
     #[serde(default)]
-    password: Option<crate::secret::Secret>,
+    password: Option<crate::model::secret::Secret>,
 }
 
 /// The visitor's address (see [`super::forwarded_client`]).
@@ -191,7 +191,9 @@ async fn exchange(
     let ex = app
         .exchange(
             &r.token,
-            r.password.as_ref().map(crate::secret::Secret::expose),
+            r.password
+                .as_ref()
+                .map(crate::model::secret::Secret::expose),
             client,
         )
         .await?;
@@ -241,8 +243,8 @@ async fn connect(addr: &ConsoleAddress, timeout: Duration) -> std::io::Result<Bo
 /// The answer to a WebSocket request whose session ended while connecting to the console.
 fn ended_refusal(r: EndReason) -> ApiError {
     match r {
-        EndReason::Revoked => ApiError::Refused(crate::links::Refusal::Revoked),
-        EndReason::Expired => ApiError::Refused(crate::links::Refusal::Expired),
+        EndReason::Revoked => ApiError::Refused(crate::model::links::Refusal::Revoked),
+        EndReason::Expired => ApiError::Refused(crate::model::links::Refusal::Expired),
         _ => ApiError::Unavailable {
             retry_after: Duration::from_secs(5),
             reason: r.as_str(),

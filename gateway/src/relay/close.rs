@@ -4,7 +4,7 @@
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
-use crate::sessions::EndReason;
+use crate::engine::sessions::EndReason;
 
 /// Why the gateway closes a visitor's console WebSocket: a close code and its reason text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -27,8 +27,8 @@ use tokio_tungstenite::WebSocketStream;
 pub use close::Close;
 
 use crate::config::Limits;
+use crate::engine::sessions::{EndReason, Session};
 use crate::metrics::Metrics;
-use crate::sessions::{EndReason, Session};
 
 /// A console connection (unix or TCP socket).
 pub trait ConsoleIo: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -553,7 +553,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Closing<S> {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
-    use crate::sessions::Sessions;
+    use crate::engine::sessions::Sessions;
     use tokio_tungstenite::tungstenite::protocol::Role;
 
     /// A revoked session's visitor reads the close code as soon as the relay returns,

@@ -20,11 +20,11 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::engine::limits::ConnSlot;
+use crate::engine::sessions::EndReason;
 use crate::engine::App;
 use crate::http::{ConnInfo, Hold, Side, Site};
-use crate::limits::ConnSlot;
 use crate::metrics::Metrics;
-use crate::sessions::EndReason;
 use tls::ListenerTls;
 
 #[derive(Debug)]

@@ -18,9 +18,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use crate::links::{random_token, validate_name, ConsoleType, Link, LinkError, Refusal};
-pub use crate::secret::Secret;
-use crate::tokens::SigningKey;
+use crate::model::links::{random_token, validate_name, ConsoleType, Link, LinkError, Refusal};
+pub use crate::model::secret::Secret;
+use crate::model::tokens::SigningKey;
 
 mod postgres;
 mod rows;

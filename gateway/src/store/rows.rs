@@ -12,8 +12,8 @@ use super::{
     admin_token_hash, new_admin_token, AdminTokenInfo, AuditEvent, AuditKind, RedeemError, Secret,
     StoreError, Target, TargetAddress,
 };
-use crate::links::{random_token, validate_name, ConsoleType, Link};
-use crate::tokens::SigningKey;
+use crate::model::links::{random_token, validate_name, ConsoleType, Link};
+use crate::model::tokens::SigningKey;
 
 /// One schema migration (each store has its own list, in its own dialect).
 #[derive(Debug, Clone, Copy)]

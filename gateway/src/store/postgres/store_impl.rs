@@ -16,8 +16,8 @@ use super::super::{
     StoreError, Target,
 };
 use super::PgStore;
-use crate::links::Link;
-use crate::tokens::SigningKey;
+use crate::model::links::Link;
+use crate::model::tokens::SigningKey;
 
 type PgResult<T> = Result<T, tokio_postgres::Error>;
 

@@ -17,8 +17,8 @@ use super::super::{
     StoreError, Target,
 };
 use super::{lock, QueuedAudit, SqliteStore};
-use crate::links::Link;
-use crate::tokens::SigningKey;
+use crate::model::links::Link;
+use crate::model::tokens::SigningKey;
 
 impl MaybeUnique for rusqlite::Error {
     fn is_unique_violation(&self) -> bool {

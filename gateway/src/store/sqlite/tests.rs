@@ -2,7 +2,7 @@
 //! upgrades, one connection per process. What every store must do is in
 //! `tests/store_contract.rs`.
 use super::*;
-use crate::links::{new_link_id, Link, LinkPolicy, LinkRequest, Refusal};
+use crate::model::links::{new_link_id, Link, LinkPolicy, LinkRequest, Refusal};
 use crate::store::{AuditEvent, AuditKind, Grant, RedeemError, Store, MAX_AUDIT_LIST};
 use time::macros::datetime;
 

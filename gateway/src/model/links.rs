@@ -17,7 +17,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::secret::Secret;
+use crate::model::secret::Secret;
 
 /// Bytes of CSPRNG output in a link id (128 bits).
 pub const LINK_ID_BYTES: usize = 16;
@@ -296,7 +296,7 @@ impl LinkRequest {
 
 /// A request that passed [`LinkRequest::validate`]: the expiry is resolved, all times are
 /// whole seconds in UTC. The password is still in clear: hash it (see
-/// `crate::passwords`) and hand the hash to [`ValidLink::into_link`].
+/// the engine's password pool) and hand the hash to [`ValidLink::into_link`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidLink {
     pub vm: String,

@@ -138,7 +138,7 @@ impl Sessions {
             }
         }
         let session = Arc::new(Session {
-            id: crate::links::new_link_id(),
+            id: crate::model::links::new_link_id(),
             link_id: link_id.to_owned(),
             vm: vm.to_owned(),
             client,

@@ -28,7 +28,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::links::{random_token, ConsoleType, Link};
+use crate::model::links::{random_token, ConsoleType, Link};
 
 /// Bytes of a generated HS256 secret (256 bits).
 pub const SECRET_BYTES: usize = 32;
@@ -116,7 +116,7 @@ impl SigningKey {
     /// both from the OS CSPRNG.
     pub fn generate(created_at: OffsetDateTime) -> SigningKey {
         let mut secret = vec![0u8; SECRET_BYTES];
-        crate::links::os_random(&mut secret);
+        crate::model::links::os_random(&mut secret);
         SigningKey {
             kid: random_token(12),
             secret,
@@ -566,7 +566,7 @@ mod tests {
 
     #[test]
     fn claims_for_link() {
-        let link = crate::links::LinkRequest {
+        let link = crate::model::links::LinkRequest {
             vm: "db".into(),
             console: Some(ConsoleType::Spice),
             expires_at: None,
@@ -579,7 +579,7 @@ mod tests {
             allow_power: false,
             note: None,
         }
-        .validate(NOW, &crate::links::LinkPolicy::default())
+        .validate(NOW, &crate::model::links::LinkPolicy::default())
         .expect("valid")
         .into_link("id1".into(), NOW, None)
         .expect("link");

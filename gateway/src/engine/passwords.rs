@@ -160,7 +160,7 @@ fn hash_with(
     }
     let argon2 = policy.argon2()?;
     let mut salt = [0u8; 16];
-    crate::links::os_random(&mut salt);
+    crate::model::links::os_random(&mut salt);
     let salt_string = SaltString::encode_b64(&salt).map_err(|_| PasswordError::Hashing)?;
     let output = Output::init_with(OUTPUT_LEN, |out| {
         argon2

@@ -20,7 +20,9 @@
 //! With no `unix_socket_dirs` configured (the default), unix-socket targets are refused.
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
+
+use crate::config::is_normal;
 
 /// Why a unix-socket target path was refused. The messages name the rule, never more of
 /// the file system than the path the admin gave.
@@ -60,15 +62,6 @@ pub struct SocketConfinement {
 /// The canonical form of a directory when it exists, else the path as given.
 fn canonical_or_given(p: &Path) -> PathBuf {
     std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned())
-}
-
-/// Whether `p` is absolute and written in normal form: rebuilding it from its components
-/// (which drop `.`, repeated and trailing `/`) gives it back, and it has no `..`.
-pub(crate) fn is_normal(p: &Path) -> bool {
-    p.is_absolute()
-        && p.components()
-            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
-        && p.components().collect::<PathBuf>().as_os_str() == p.as_os_str()
 }
 
 impl SocketConfinement {
