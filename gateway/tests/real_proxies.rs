@@ -527,6 +527,65 @@ async fn nginx_with_forwarded_names_the_visitor() {
     );
 }
 
+/// Behind nginx every connection comes from nginx, so the per-address connection cap
+/// cannot count connections; it counts consoles by the visitor nginx names: a visitor
+/// at its cap (2) is refused a third console (429), another visitor is not, and a
+/// closed console gives its slot back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_console_cap_counts_the_named_visitor() {
+    let port = free_port();
+    let origin = format!("https://127.0.0.1:{port}");
+    let gw = gateway_behind(|cfg| {
+        cfg.client_header = ClientHeader::XForwardedFor;
+        cfg.allowed_origins.push(origin.clone());
+        cfg.limits.max_connections_per_ip = 2;
+    })
+    .await;
+    let (nginx, tls) = start_nginx(port, gw.public).await;
+    let target = echo_target().await;
+    let link = gw.raw_link("echo", &target.to_string(), json!({})).await;
+    let s = tls_from(&tls, VISITOR, nginx.addr()).await.unwrap();
+    let (status, cookie, v) = exchange_on(s, link["token"].as_str().unwrap(), None, "").await;
+    assert_eq!(status, 200, "{v}");
+    let path = v["ws_path"].as_str().unwrap().to_owned();
+    let console = |src: [u8; 4]| {
+        let (tls, path, cookie, origin) = (&tls, &path, &cookie, &origin);
+        let to = nginx.addr();
+        async move {
+            let s = tls_from(tls, src, to).await.unwrap();
+            ws_on(s, path, cookie.as_deref(), origin).await
+        }
+    };
+    let mut a = WsBytes::new(console(VISITOR).await.unwrap());
+    let _b = console(VISITOR).await.unwrap();
+    a.send(b"a").await;
+    assert_eq!(a.read_exact(1).await, b"a");
+    let before = metric(&metrics_text(&gw).await, "vmgw_connections_refused_total");
+    match console(VISITOR).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 429),
+        other => panic!("a third console from 127.0.0.7 was not refused: {other:?}"),
+    }
+    let after = metric(&metrics_text(&gw).await, "vmgw_connections_refused_total");
+    assert_eq!(after, before + 1);
+    // another visitor behind the same nginx is not affected
+    let mut c = WsBytes::new(console(OTHER).await.unwrap());
+    c.send(b"c").await;
+    assert_eq!(c.read_exact(1).await, b"c");
+    // a closed console gives the visitor's slot back
+    drop(a);
+    let start = Instant::now();
+    loop {
+        match console(VISITOR).await {
+            Ok(_) => break,
+            Err(e) => assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "the slot was not given back: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 // ---------------------------------------------------------------------------------
 // HAProxy
 
