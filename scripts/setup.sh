@@ -35,6 +35,8 @@ CHECKS=(
   "dpkg-deb|dpkg|dpkg-deb --version"
   # gateway/tests/spice_view_only.rs encrypts its SPICE ticket with it (RSA-OAEP).
   "openssl|openssl|openssl version"
+  "nginx|nginx|nginx -v"                                  # real_proxies.rs: TLS-terminating proxy
+  "haproxy|haproxy|haproxy -v"                            # real_proxies.rs: PROXY protocol v2
 )
 # Node.js (>= 18) builds the browser pages; Debian's only when none is present.
 node_ok() { command -v node >/dev/null && node -e 'process.exit(Number(process.versions.node.split(".")[0]) < 18 ? 1 : 0)'; }
@@ -90,6 +92,21 @@ for line in "${CHECKS[@]}"; do
   fi
 done
 [ "$failed" -eq 0 ] || exit 1
+
+# nginx and haproxy are only for the tests, which start their own on free loopback ports
+# with generated configs. Where an init system started Debian's services at install time,
+# stop and disable them so nothing holds ports 80/443.
+for svc in nginx haproxy; do
+  pidfile=/run/$svc.pid
+  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    echo "setup: stopping the system $svc service (the tests run their own)" >&2
+    if command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1; then
+      $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true
+    else
+      $SUDO kill "$(cat "$pidfile")" || true
+    fi
+  fi
+done
 
 # The PostgreSQL tests run initdb and postgres as user postgres (never the system
 # cluster, which they leave alone).

@@ -23,8 +23,10 @@ export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 /**
  * Starts `gateway demo --json` on free ports with a fresh data directory and waits for
  * its one JSON line. `stop()` sends SIGINT and waits for the exit (SIGKILL after 30 s).
+ * Options: `config`, a configuration file (`gateway --config FILE demo`: e.g. `[proxy]`
+ * and `public_url` for a reverse proxy in front); `publicListen`, the public listener.
  */
-export async function startGateway() {
+export async function startGateway({ config, publicListen = '127.0.0.1:0' } = {}) {
   if (!existsSync(GATEWAY_BIN)) {
     throw new Error(`gateway binary not found at ${GATEWAY_BIN} (build it, or set VMGW_GATEWAY_BIN)`);
   }
@@ -34,7 +36,10 @@ export async function startGateway() {
   const dataDir = await mkdtemp(join(tmpdir(), 'vmgw-browser-'));
   const proc = spawn(
     GATEWAY_BIN,
-    ['demo', '--json', '--data-dir', dataDir, '--public-listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0'],
+    [
+      ...(config ? ['--config', config] : []),
+      'demo', '--json', '--data-dir', dataDir, '--public-listen', publicListen, '--admin-listen', '127.0.0.1:0',
+    ],
     {
       cwd: REPO_DIR,
       env: { ...process.env, VMGW_STATIC_DIR: join(STATIC_DIR, 'dist') },

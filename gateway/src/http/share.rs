@@ -89,10 +89,37 @@ async fn dispatch(
     let link_id = params.first().copied().unwrap_or("");
     match op {
         Op::Exchange => exchange(app, req, client).await,
-        Op::Console => websocket(app, req, link_id, client, conn.hold).await,
+        Op::Console => {
+            let hold = forwarded_console_hold(app, &conn, client)?;
+            websocket(app, req, link_id, client, hold).await
+        }
         Op::Status => status(app, &req, link_id).await,
         Op::Power => power(app, req, link_id, client).await,
     }
+}
+
+/// What a console holds while it lives. A connection from a trusted proxy took no
+/// per-address slot (its peer is the proxy, shared by every visitor); a console over it
+/// takes one for the visitor the proxy named (`X-Forwarded-For` / `Forwarded`), so the
+/// per-address cap counts visitors behind an HTTP reverse proxy too. Past the cap: 429.
+fn forwarded_console_hold(
+    app: &App,
+    conn: &ConnInfo,
+    client: IpAddr,
+) -> Result<super::Hold, ApiError> {
+    let trusted = |ip: IpAddr| app.config().trusted_proxies.iter().any(|c| c.contains(ip));
+    if !trusted(conn.peer.ip()) || trusted(client) {
+        return Ok(conn.hold.clone());
+    }
+    let Some(slot) = app.limiter().connection(client) else {
+        Metrics::inc(&app.metrics().connections_refused);
+        tracing::debug!("per-address connection cap reached (forwarded client)");
+        return Err(ApiError::TooManyRequests {
+            retry_after: Duration::from_secs(5),
+            reason: "too_many_connections",
+        });
+    };
+    Ok(Arc::new((conn.hold.clone(), slot)))
 }
 
 /// Cross-site requests: an `Origin` that is not one of ours is refused (403 `origin`)
