@@ -134,6 +134,8 @@ pub struct RawPublic {
     /// PEM certificate chain and private key.
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
+    /// `[public.acme]`: certificates from an ACME CA instead of `cert` and `key`.
+    pub acme: Option<crate::acme::config::RawAcme>,
     /// Extra origins allowed to open console WebSockets (the public URL's is always in).
     #[serde(default)]
     pub allowed_origins: Vec<String>,
@@ -401,6 +403,8 @@ pub struct Config {
     pub public_url: Option<String>,
     pub public_listen: SocketAddr,
     pub public_tls: Option<TlsFiles>,
+    /// Certificates from an ACME CA (exclusive with `public_tls`).
+    pub public_acme: Option<crate::acme::config::AcmeSettings>,
     pub allowed_origins: Vec<String>,
     /// Pages from this directory instead of the embedded ones.
     pub static_dir: Option<PathBuf>,
@@ -605,6 +609,16 @@ impl RawConfig {
                 ))
             }
         };
+        let public_acme = match self.public.acme {
+            Some(_) if public_tls.is_some() => {
+                return Err(invalid(
+                    "public.acme",
+                    "public.cert/key and public.acme exclude each other",
+                ))
+            }
+            Some(a) => Some(a.validate(base)?),
+            None => None,
+        };
         let admin_tls = match (self.admin.cert, self.admin.key) {
             (Some(c), Some(k)) => Some(TlsFiles {
                 cert: abs(c),
@@ -712,6 +726,7 @@ impl RawConfig {
                 .listen
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8443))),
             public_tls,
+            public_acme,
             allowed_origins,
             static_dir: self
                 .public

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use vmm_backend::{BackendConfig, QemuBackend, VmBackend};
 
+use crate::acme::Acme;
 use crate::config::{Config, StoreSettings};
 use crate::engine::App;
 use crate::http::assets::Assets;
@@ -31,6 +32,8 @@ pub enum LaunchError {
     },
     #[error("TLS")]
     Tls(#[from] TlsError),
+    #[error("ACME")]
+    Acme(#[from] crate::acme::AcmeError),
     #[error("starting the engine")]
     Engine(#[from] crate::engine::EngineError),
 }
@@ -72,8 +75,9 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Binds the listeners and builds the engine. Without a public certificate in the
-    /// configuration a self-signed one is made for `localhost` (the demo's case).
+    /// Binds the listeners and builds the engine. The public certificate comes from
+    /// files, from ACME (`[public.acme]`, ordered in the background once serving), or
+    /// else is a self-signed one for `localhost` (the demo's case).
     pub async fn bind(
         cfg: Config,
         backend: Option<Arc<dyn VmBackend>>,
@@ -96,9 +100,15 @@ impl Gateway {
                 Err(e) => tracing::warn!(error = %e, "reconciling virtual switches failed"),
             }
         }
-        let public_tls = match &cfg.public_tls {
-            Some(f) => ListenerTls::from_files(&f.cert, &f.key, false)?,
-            None => {
+        let mut acme = None;
+        let public_tls = match (&cfg.public_tls, &cfg.public_acme) {
+            (Some(f), _) => ListenerTls::from_files(&f.cert, &f.key, false)?,
+            (None, Some(settings)) => {
+                let (tls, task) = Acme::prepare(settings.clone(), &cfg.data_dir).await?;
+                acme = Some(task);
+                tls
+            }
+            (None, None) => {
                 let (cert, key) = tls::self_signed(vec!["localhost".into(), "127.0.0.1".into()])?;
                 let dir = cfg.data_dir.join("tls");
                 std::fs::create_dir_all(&dir).map_err(|e| LaunchError::DataDir(dir.clone(), e))?;
@@ -148,6 +158,7 @@ impl Gateway {
                 public_tls,
                 admin,
                 admin_tls,
+                acme,
             },
             public_addr,
             admin_addr,
