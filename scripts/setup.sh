@@ -30,6 +30,9 @@ CHECKS=(
   "chromium|chromium|chromium --version"
   "initdb|postgresql|compgen -G /usr/lib/postgresql/*/bin/initdb"
   "update-ca-certificates|ca-certificates|test -d /etc/ssl/certs"
+  # The ACME tests' CA (gateway/tests/acme.rs); pebble-challtestsrv is its DNS.
+  "pebble|pebble|test -x /usr/bin/pebble"
+  "pebble-challtestsrv|pebble|test -x /usr/bin/pebble-challtestsrv"
 )
 # Node.js (>= 18) builds the browser pages; Debian's only when none is present.
 node_ok() { command -v node >/dev/null && node -e 'process.exit(Number(process.versions.node.split(".")[0]) < 18 ? 1 : 0)'; }
