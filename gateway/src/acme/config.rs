@@ -179,6 +179,9 @@ impl RawAcme {
             120,
             "public.acme.order_timeout_secs",
         )?;
+        if order_timeout > 3600 {
+            return Err(invalid("public.acme.order_timeout_secs", "at most 3600"));
+        }
         Ok(AcmeSettings {
             domains,
             contact: self.contact,
@@ -260,6 +263,10 @@ mod tests {
                 "domains = [\"a.example\"]\nretry_min_secs = 10\nretry_max_secs = 5",
                 "public.acme.retry_max_secs",
             ),
+            (
+                "domains = [\"a.example\"]\norder_timeout_secs = 3601",
+                "public.acme.order_timeout_secs",
+            ),
         ];
         for (text, key) in cases {
             assert_eq!(key_of(parse(text).unwrap_err()), key, "{text}");
@@ -269,5 +276,24 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.challenge, ChallengeKind::Http01);
+    }
+
+    /// `[public] cert/key` and `[public.acme]` exclude each other.
+    #[test]
+    fn files_and_acme_exclude_each_other() {
+        let text =
+            "[public]\ncert = \"c.pem\"\nkey = \"k.pem\"\n[public.acme]\ndomains = [\"a.example\"]";
+        let raw: crate::config::RawConfig = toml::from_str(text).unwrap();
+        assert_eq!(
+            key_of(raw.validate(Path::new("/")).unwrap_err()),
+            "public.acme"
+        );
+        // Unknown keys are refused.
+        let bogus = "[public.acme]\ndomains = [\"a.example\"]\nbogus = 1";
+        assert!(toml::from_str::<crate::config::RawConfig>(bogus).is_err());
+        let raw: crate::config::RawConfig =
+            toml::from_str("[public.acme]\ndomains = [\"a.example\"]").unwrap();
+        let cfg = raw.validate(Path::new("/")).unwrap();
+        assert_eq!(cfg.public_acme.unwrap().domains, ["a.example"]);
     }
 }
