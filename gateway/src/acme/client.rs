@@ -93,7 +93,7 @@ impl CaClient {
             return builder()
                 .from_credentials(creds)
                 .await
-                .map_err(AcmeError::Ca);
+                .map_err(AcmeError::from_ca);
         }
         let contact: Vec<&str> = settings.contact.iter().map(String::as_str).collect();
         let new = NewAccount {
@@ -104,7 +104,7 @@ impl CaClient {
         let (account, creds) = builder()
             .create(&new, settings.directory.clone(), None)
             .await
-            .map_err(AcmeError::Ca)?;
+            .map_err(AcmeError::from_ca)?;
         storage
             .save_account(&settings.directory, &creds)
             .map_err(|e: StorageError| AcmeError::Storage(e))?;

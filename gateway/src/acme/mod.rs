@@ -34,6 +34,9 @@ const MAX_SLEEP: Duration = Duration::from_secs(3600);
 pub enum AcmeError {
     #[error("talking to the ACME CA")]
     Ca(#[source] instant_acme::Error),
+    /// A problem document from the CA: a failed challenge, a rate limit, a bad request.
+    #[error("the CA refused")]
+    Refused(#[source] instant_acme::Error),
     #[error("the CA offers no {0:?} challenge")]
     NoChallenge(instant_acme::ChallengeType),
     #[error("unexpected authorization: {0}")]
@@ -58,6 +61,16 @@ pub enum AcmeError {
     Tls(#[from] tls::TlsError),
     #[error("the order took longer than order_timeout_secs")]
     Timeout,
+}
+
+impl AcmeError {
+    /// The CA's own refusals apart from failures to reach it.
+    pub fn from_ca(e: instant_acme::Error) -> AcmeError {
+        match e {
+            instant_acme::Error::Api(_) => AcmeError::Refused(e),
+            other => AcmeError::Ca(other),
+        }
+    }
 }
 
 /// The ACME task of one gateway, ready to run.

@@ -45,12 +45,12 @@ pub async fn order(
     let mut order = account
         .new_order(&NewOrder::new(&identifiers))
         .await
-        .map_err(AcmeError::Ca)?;
+        .map_err(AcmeError::from_ca)?;
     // Held until the order is ready or failed.
     let mut armed: Vec<Armed> = Vec::new();
     let mut auths = order.authorizations();
     while let Some(auth) = auths.next().await {
-        let mut auth = auth.map_err(AcmeError::Ca)?;
+        let mut auth = auth.map_err(AcmeError::from_ca)?;
         match auth.status {
             AuthorizationStatus::Valid => continue,
             AuthorizationStatus::Pending => {}
@@ -75,12 +75,12 @@ pub async fn order(
             ChallengeKind::Http01 => challenges.arm_http(&ch.token, key_auth.as_str()),
         });
         tracing::debug!(%domain, "ACME challenge ready");
-        ch.set_ready().await.map_err(AcmeError::Ca)?;
+        ch.set_ready().await.map_err(AcmeError::from_ca)?;
     }
     let status = order
         .poll_ready(&retry_policy(settings))
         .await
-        .map_err(AcmeError::Ca)?;
+        .map_err(AcmeError::from_ca)?;
     if status != OrderStatus::Ready {
         return Err(AcmeError::Invalid(why_invalid(&mut order).await));
     }
@@ -118,11 +118,14 @@ async fn finalize(
     params.distinguished_name = rcgen::DistinguishedName::new();
     let key = rcgen::KeyPair::generate().map_err(AcmeError::Csr)?;
     let csr = params.serialize_request(&key).map_err(AcmeError::Csr)?;
-    order.finalize_csr(csr.der()).await.map_err(AcmeError::Ca)?;
+    order
+        .finalize_csr(csr.der())
+        .await
+        .map_err(AcmeError::from_ca)?;
     let chain_pem = order
         .poll_certificate(&retry_policy(settings))
         .await
-        .map_err(AcmeError::Ca)?;
+        .map_err(AcmeError::from_ca)?;
     Ok(Issued {
         chain_pem,
         key_pem: key.serialize_pem(),
