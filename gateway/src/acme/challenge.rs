@@ -154,3 +154,50 @@ pub async fn serve_http01(listener: TcpListener, challenges: Arc<Challenges>) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use x509_cert::der::{Decode, Encode};
+
+    /// RFC 8737 §3: the domain as the only name, and a critical `acmeIdentifier`
+    /// extension holding the SHA-256 of the key authorization as an OCTET STRING.
+    #[test]
+    fn the_tls_alpn_certificate_carries_the_digest() {
+        let digest = [7u8; 32];
+        let key = alpn_certificate("gw.example.com", &digest).unwrap();
+        let der = key.end_entity_cert().unwrap();
+        let (_, names) = super::super::storage::leaf_facts(der.as_ref()).unwrap();
+        assert_eq!(names, ["gw.example.com"]);
+        let cert = x509_cert::Certificate::from_der(der.as_ref()).unwrap();
+        let ext = cert
+            .tbs_certificate
+            .extensions
+            .unwrap()
+            .into_iter()
+            .find(|e| e.extn_id.to_string() == "1.3.6.1.5.5.7.1.31")
+            .unwrap();
+        assert!(ext.critical);
+        let want = x509_cert::der::asn1::OctetString::new(digest.to_vec())
+            .unwrap()
+            .to_der()
+            .unwrap();
+        assert_eq!(ext.extn_value.as_bytes(), want.as_slice());
+    }
+
+    #[test]
+    fn guards_withdraw_their_challenge() {
+        let (cert, key) = crate::server::tls::self_signed(vec!["a.example".into()]).unwrap();
+        let p = std::path::Path::new("x");
+        let resolver = CertResolver::new(
+            crate::server::tls::certified_key_from_pem(cert.as_bytes(), key.as_bytes(), p, p)
+                .unwrap(),
+        );
+        let ch = Challenges::new(resolver);
+        let armed = ch.arm_http("tok", "tok.thumb");
+        assert_eq!(ch.tokens.get("tok").unwrap().as_str(), "tok.thumb");
+        drop(armed);
+        assert!(ch.tokens.is_empty());
+    }
+}
