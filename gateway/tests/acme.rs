@@ -102,6 +102,11 @@ impl Pebble {
     /// Pebble validating on `tls_port` (TLS-ALPN-01) and `http_port` (HTTP-01), issuing
     /// certificates valid for `validity_secs`.
     async fn start(tls_port: u16, http_port: u16, validity_secs: u64) -> Pebble {
+        Self::start_at(free_port(), tls_port, http_port, validity_secs).await
+    }
+
+    /// The same, with its directory on port `listen`.
+    async fn start_at(listen: u16, tls_port: u16, http_port: u16, validity_secs: u64) -> Pebble {
         assert!(
             Path::new("/usr/bin/pebble").exists(),
             "pebble is missing: run scripts/setup.sh"
@@ -111,7 +116,7 @@ impl Pebble {
             .tempdir()
             .unwrap();
         let directory_ca = pebble_https(dir.path());
-        let (listen, mgmt, dns) = (free_port(), free_port(), free_port());
+        let (mgmt, dns) = (free_port(), free_port());
         let config = serde_json::json!({"pebble": {
             "listenAddress": format!("127.0.0.1:{listen}"),
             "managementListenAddress": format!("127.0.0.1:{mgmt}"),
@@ -451,5 +456,44 @@ async fn a_failed_challenge_is_retried_and_the_gateway_keeps_serving() {
     assert!(!ok && still == temporary);
     assert!(!gw.task.is_finished());
     assert!(!data.path().join("acme/cert.pem").exists());
+    gw.stop().await;
+}
+
+/// A CA that forgot the stored account (pebble keeps nothing across restarts): the
+/// order is refused, the account file is dropped, and the next order creates a new
+/// account and succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_the_ca_forgot_is_replaced() {
+    let (public, listen) = (free_port(), free_port());
+    let pebble = Pebble::start_at(listen, public, free_port(), 90 * 86_400).await;
+    let roots = pebble.root().await;
+    let data = tempfile::Builder::new()
+        .prefix("vmgw-acme")
+        .tempdir()
+        .unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, 1], public));
+    let gw = start_gateway(data.path(), public, &acme_toml(&pebble, "")).await;
+    let (temporary, _) = served(addr, &roots).await;
+    let (first, _) = until_issued(addr, &roots, &temporary, Duration::from_secs(30)).await;
+    gw.stop().await;
+    let account_file = |dir: &Path| {
+        std::fs::read_dir(dir.join("acme"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().contains("account-"))
+            .map(|p| std::fs::read(p).unwrap())
+    };
+    let old_account = account_file(data.path()).unwrap();
+    drop(pebble);
+
+    let pebble = Pebble::start_at(listen, public, free_port(), 90 * 86_400).await;
+    let roots = pebble.root().await;
+    // Renewal due at once, so the stored account is used at start.
+    let toml = acme_toml(&pebble, "renew_before_days = 36500");
+    let gw = start_gateway(data.path(), public, &toml).await;
+    let (second, _) = until_issued(addr, &roots, &first, Duration::from_secs(30)).await;
+    assert_ne!(second, first);
+    let new_account = account_file(data.path()).unwrap();
+    assert_ne!(new_account, old_account);
     gw.stop().await;
 }

@@ -71,6 +71,16 @@ impl AcmeError {
             other => AcmeError::Ca(other),
         }
     }
+
+    /// Whether the CA does not know the account (a test CA restarted, an account
+    /// deactivated elsewhere): a new one must be created.
+    fn account_gone(&self) -> bool {
+        matches!(
+            self,
+            AcmeError::Refused(instant_acme::Error::Api(p))
+                if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:accountDoesNotExist")
+        )
+    }
 }
 
 /// The ACME task of one gateway, ready to run.
@@ -200,6 +210,11 @@ impl Acme {
                     }
                 }
                 Err(e) => {
+                    // Loaded again for the next order (the CA may have forgotten it).
+                    account = None;
+                    if e.account_gone() {
+                        self.storage.forget_account(&self.settings.directory);
+                    }
                     failures = failures.saturating_add(1);
                     let delay = backoff(failures, self.settings.retry_min, self.settings.retry_max);
                     tracing::warn!(

@@ -147,6 +147,22 @@ impl Storage {
         write_private(&path, &json)
     }
 
+    /// Deletes the stored account of `directory` (the CA no longer knows it); a new one
+    /// is created at the next order.
+    pub fn forget_account(&self, directory: &str) {
+        let path = self.account_path(directory);
+        match std::fs::remove_file(&path) {
+            Ok(()) => tracing::warn!(
+                file = %path.display(),
+                "the CA does not know the stored ACME account; a new one will be created"
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "removing the ACME account failed")
+            }
+        }
+    }
+
     /// The stored certificate, if there is one that loads. One that does not is logged
     /// and ignored (a new one will be ordered).
     pub fn certificate(&self) -> Option<StoredCert> {
