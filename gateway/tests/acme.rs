@@ -300,6 +300,16 @@ impl Running {
 
 async fn start_gateway(data: &Path, public_port: u16, acme_toml: &str) -> Running {
     logs();
+    // A gateway just stopped may hold its port a moment longer (its accept task is
+    // aborted, not yet dropped).
+    let start = Instant::now();
+    while std::net::TcpListener::bind(("127.0.0.1", public_port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "port {public_port} stays busy"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let extra = format!("[public.acme]\n{acme_toml}");
     let mut cfg = common::test_config(data, &extra);
     cfg.public_listen = SocketAddr::from(([127, 0, 0, 1], public_port));

@@ -2,13 +2,15 @@
 //! system's roots or `directory_ca`), and the ACME account, created once and then
 //! reused from the data directory.
 
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 
 use bytes::Bytes;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use instant_acme::{Account, BodyWrapper, NewAccount};
+use instant_acme::{Account, BodyWrapper, BytesResponse, HttpClient, NewAccount};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
@@ -34,6 +36,20 @@ pub enum ClientError {
 /// A client for the CA, cheap to clone.
 #[derive(Clone)]
 pub struct CaClient(Https);
+
+impl HttpClient for CaClient {
+    fn request(
+        &self,
+        req: http::Request<BodyWrapper<Bytes>>,
+    ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
+        let fut = self.0.request(req);
+        Box::pin(async move {
+            fut.await
+                .map(BytesResponse::from)
+                .map_err(|e| instant_acme::Error::Other(Box::new(e)))
+        })
+    }
+}
 
 impl std::fmt::Debug for CaClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -88,7 +104,7 @@ impl CaClient {
         settings: &AcmeSettings,
         storage: &Storage,
     ) -> Result<Account, AcmeError> {
-        let builder = || Account::builder_with_http(Box::new(self.0.clone()));
+        let builder = || Account::builder_with_http(Box::new(self.clone()));
         if let Some(creds) = storage.account(&settings.directory)? {
             return builder()
                 .from_credentials(creds)
