@@ -257,8 +257,15 @@ impl Acme {
         // Served first: a certificate that cannot be stored is still good until restart.
         self.not_after = Some(cert.not_after);
         self.resolver.replace(cert.key);
-        self.storage
-            .save_certificate(&issued.chain_pem, &issued.key_pem)?;
+        if let Err(e) = self
+            .storage
+            .save_certificate(&issued.chain_pem, &issued.key_pem)
+        {
+            tracing::warn!(
+                error = %Chain(&e),
+                "the new ACME certificate is served but could not be stored; a restart will order again"
+            );
+        }
         Ok(())
     }
 }
