@@ -437,10 +437,43 @@ async fn a_due_certificate_is_renewed_and_the_new_one_served() {
     gw.stop().await;
 }
 
-/// A challenge that fails (pebble validates on a port where nothing listens) is
-/// retried with backoff; the gateway keeps serving its temporary certificate.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// Log lines written while the guard lives, on this thread (the whole gateway runs on
+/// it in a current-thread test).
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn start(&self) -> tracing::subscriber::DefaultGuard {
+        let me = self.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_env_filter("gateway=info")
+            .with_ansi(false)
+            .with_writer(move || me.clone())
+            .finish();
+        tracing::subscriber::set_default(sub)
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// A challenge that fails (pebble validates on a port where nothing listens) is logged
+/// with the CA's reason and retried with backoff; the gateway keeps serving its
+/// temporary certificate.
+#[tokio::test]
 async fn a_failed_challenge_is_retried_and_the_gateway_keeps_serving() {
+    let log = Captured::default();
+    let _guard = log.start();
     let public = free_port();
     let pebble = Pebble::start(free_port(), free_port(), 90 * 86_400).await;
     let roots = pebble.root().await;
@@ -466,6 +499,15 @@ async fn a_failed_challenge_is_retried_and_the_gateway_keeps_serving() {
     assert!(!ok && still == temporary);
     assert!(!gw.task.is_finished());
     assert!(!data.path().join("acme/cert.pem").exists());
+    let text = log.text();
+    let failures: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("ACME order failed"))
+        .collect();
+    assert!(failures.len() >= 2, "{text}");
+    assert!(failures[0].contains("WARN") && failures[0].contains("tls-alpn-01 challenge"));
+    assert!(failures[0].contains("retry_in_secs=1") && failures[1].contains("retry_in_secs=2"));
+    assert!(!text.contains("PRIVATE KEY") && !text.contains("key_pkcs8"));
     gw.stop().await;
 }
 
