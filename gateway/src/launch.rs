@@ -100,31 +100,7 @@ impl Gateway {
                 Err(e) => tracing::warn!(error = %e, "reconciling virtual switches failed"),
             }
         }
-        let mut acme = None;
-        let public_tls = match (&cfg.public_tls, &cfg.public_acme) {
-            (Some(f), _) => ListenerTls::from_files(&f.cert, &f.key, false)?,
-            (None, Some(settings)) => {
-                let (tls, task) = Acme::prepare(settings.clone(), &cfg.data_dir).await?;
-                acme = Some(task);
-                tls
-            }
-            (None, None) => {
-                let (cert, key) = tls::self_signed(vec!["localhost".into(), "127.0.0.1".into()])?;
-                let dir = cfg.data_dir.join("tls");
-                std::fs::create_dir_all(&dir).map_err(|e| LaunchError::DataDir(dir.clone(), e))?;
-                let (cp, kp) = (dir.join("self-signed.crt"), dir.join("self-signed.key"));
-                if !cp.exists() || !kp.exists() {
-                    write_private(&kp, key.as_bytes())
-                        .map_err(|e| LaunchError::DataDir(kp.clone(), e))?;
-                    std::fs::write(&cp, cert).map_err(|e| LaunchError::DataDir(cp.clone(), e))?;
-                }
-                // The demo's certificate is not watched for changes.
-                ListenerTls {
-                    files: None,
-                    ..ListenerTls::from_files(&cp, &kp, false)?
-                }
-            }
-        };
+        let (public_tls, acme) = public_tls(&cfg).await?;
         let admin_tls = match &cfg.admin_tls {
             Some(f) => Some(ListenerTls::from_files(&f.cert, &f.key, false)?),
             None => None,
@@ -172,6 +148,35 @@ impl Gateway {
             assets: self.assets,
         });
         server::run(site, self.listeners, shutdown).await;
+    }
+}
+
+/// The public listener's TLS: from files, from ACME (with the task that keeps it), or
+/// else a self-signed certificate for `localhost` kept in the data directory.
+async fn public_tls(cfg: &Config) -> Result<(ListenerTls, Option<Acme>), LaunchError> {
+    match (&cfg.public_tls, &cfg.public_acme) {
+        (Some(f), _) => Ok((ListenerTls::from_files(&f.cert, &f.key, false)?, None)),
+        (None, Some(settings)) => {
+            let (tls, task) = Acme::prepare(settings.clone(), &cfg.data_dir).await?;
+            Ok((tls, Some(task)))
+        }
+        (None, None) => {
+            let (cert, key) = tls::self_signed(vec!["localhost".into(), "127.0.0.1".into()])?;
+            let dir = cfg.data_dir.join("tls");
+            std::fs::create_dir_all(&dir).map_err(|e| LaunchError::DataDir(dir.clone(), e))?;
+            let (cp, kp) = (dir.join("self-signed.crt"), dir.join("self-signed.key"));
+            if !cp.exists() || !kp.exists() {
+                write_private(&kp, key.as_bytes())
+                    .map_err(|e| LaunchError::DataDir(kp.clone(), e))?;
+                std::fs::write(&cp, cert).map_err(|e| LaunchError::DataDir(cp.clone(), e))?;
+            }
+            // The demo's certificate is not watched for changes.
+            let tls = ListenerTls {
+                files: None,
+                ..ListenerTls::from_files(&cp, &kp, false)?
+            };
+            Ok((tls, None))
+        }
     }
 }
 
