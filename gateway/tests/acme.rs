@@ -329,6 +329,18 @@ fn acme_toml(p: &Pebble, extra: &str) -> String {
     )
 }
 
+/// The files of `DATA/acme/` whose names begin with `kind`.
+fn stored(data: &Path, kind: &str) -> Vec<PathBuf> {
+    std::fs::read_dir(data.join("acme"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(kind))
+        })
+        .collect()
+}
+
 fn mode(p: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
@@ -356,16 +368,13 @@ async fn tls_alpn_01_order_is_served_and_reused_after_restart() {
         start.elapsed()
     );
     let acme_dir = data.path().join("acme");
-    for f in ["cert.pem", "key.pem"] {
-        assert_eq!(mode(&acme_dir.join(f)), 0o600, "{f}");
+    assert_eq!(mode(&acme_dir), 0o700);
+    for kind in ["cert-", "key-", "account-"] {
+        let files = stored(data.path(), kind);
+        assert_eq!(files.len(), 1, "{kind}");
+        assert_eq!(mode(&files[0]), 0o600, "{kind}");
     }
-    let accounts: Vec<_> = std::fs::read_dir(&acme_dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().contains("account-"))
-        .collect();
-    assert_eq!(accounts.len(), 1);
-    assert_eq!(mode(&accounts[0]), 0o600);
+    let accounts = stored(data.path(), "account-");
     let account = std::fs::read(&accounts[0]).unwrap();
     gw.stop().await;
     let orders = pebble.orders();
@@ -498,7 +507,7 @@ async fn a_failed_challenge_is_retried_and_the_gateway_keeps_serving() {
     let (still, ok) = served(addr, &roots).await;
     assert!(!ok && still == temporary);
     assert!(!gw.task.is_finished());
-    assert!(!data.path().join("acme/cert.pem").exists());
+    assert!(stored(data.path(), "cert-").is_empty());
     let text = log.text();
     let failures: Vec<&str> = text
         .lines()
@@ -528,13 +537,7 @@ async fn an_account_the_ca_forgot_is_replaced() {
     let (temporary, _) = served(addr, &roots).await;
     let (first, _) = until_issued(addr, &roots, &temporary, Duration::from_secs(30)).await;
     gw.stop().await;
-    let account_file = |dir: &Path| {
-        std::fs::read_dir(dir.join("acme"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| p.to_string_lossy().contains("account-"))
-            .map(|p| std::fs::read(p).unwrap())
-    };
+    let account_file = |dir: &Path| std::fs::read(&stored(dir, "account-")[0]).ok();
     let old_account = account_file(data.path()).unwrap();
     drop(pebble);
 

@@ -105,7 +105,7 @@ impl CaClient {
         storage: &Storage,
     ) -> Result<Account, AcmeError> {
         let builder = || Account::builder_with_http(Box::new(self.clone()));
-        if let Some(creds) = storage.account(&settings.directory)? {
+        if let Some(creds) = storage.account()? {
             return builder()
                 .from_credentials(creds)
                 .await
@@ -122,7 +122,7 @@ impl CaClient {
             .await
             .map_err(AcmeError::from_ca)?;
         storage
-            .save_account(&settings.directory, &creds)
+            .save_account(&creds)
             .map_err(|e: StorageError| AcmeError::Storage(e))?;
         tracing::info!(
             directory = %settings.directory,

@@ -96,8 +96,8 @@ pub struct Acme {
     not_after: Option<SystemTime>,
 }
 
-/// When a certificate expiring at `not_after` is due for renewal (`None` when there is
-/// none).
+/// When a certificate expiring at `not_after` is due for renewal (at once when there
+/// is none).
 fn renew_at(not_after: Option<SystemTime>, renew_before: Duration) -> SystemTime {
     match not_after {
         Some(t) => t
@@ -123,7 +123,7 @@ impl Acme {
         settings: AcmeSettings,
         data_dir: &std::path::Path,
     ) -> Result<(ListenerTls, Acme), AcmeError> {
-        let storage = Storage::open(data_dir)?;
+        let storage = Storage::open(data_dir, &settings.directory)?;
         let client = CaClient::new(settings.directory_ca.as_deref())?;
         let stored = storage
             .certificate()
@@ -213,7 +213,7 @@ impl Acme {
                     // Loaded again for the next order (the CA may have forgotten it).
                     account = None;
                     if e.account_gone() {
-                        self.storage.forget_account(&self.settings.directory);
+                        self.storage.forget_account();
                     }
                     failures = failures.saturating_add(1);
                     let delay = backoff(failures, self.settings.retry_min, self.settings.retry_max);
@@ -253,7 +253,8 @@ impl Acme {
         )
         .await
         .map_err(|_| AcmeError::Timeout)??;
-        let cert = StoredCert::from_pem(&issued.chain_pem, &issued.key_pem, self.storage.dir())?;
+        let (cp, kp) = (self.storage.cert_path(), self.storage.key_path());
+        let cert = StoredCert::from_pem(&issued.chain_pem, &issued.key_pem, &cp, &kp)?;
         // Served first: a certificate that cannot be stored is still good until restart.
         self.not_after = Some(cert.not_after);
         self.resolver.replace(cert.key);

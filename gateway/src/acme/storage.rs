@@ -1,6 +1,8 @@
 //! What ACME leaves in the data directory (`DATA/acme/`), so that restarts reuse it:
-//! the account's credentials (one file per directory URL) and the last certificate with
-//! its key. Secrets are written 0600, through a temporary file renamed into place.
+//! the account's credentials and the last certificate with its key. Each file is named
+//! after the CA's directory URL (a hash of it), so that moving from a staging CA to the
+//! production one orders anew. Secrets are written 0600, through a temporary file
+//! renamed into place.
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -44,13 +46,14 @@ impl StoredCert {
     pub fn from_pem(
         chain_pem: &str,
         key_pem: &str,
-        place: &Path,
+        cert_place: &Path,
+        key_place: &Path,
     ) -> Result<StoredCert, StorageError> {
         let key = tls::certified_key_from_pem(
             chain_pem.as_bytes(),
             key_pem.as_bytes(),
-            &place.join(CERT_FILE),
-            &place.join(KEY_FILE),
+            cert_place,
+            key_place,
         )?;
         let leaf = key.end_entity_cert().map_err(tls::TlsError::Config)?;
         let (not_after, names) = leaf_facts(leaf.as_ref())?;
@@ -88,18 +91,17 @@ pub fn leaf_facts(der: &[u8]) -> Result<(SystemTime, Vec<String>), StorageError>
     Ok((not_after, names))
 }
 
-const CERT_FILE: &str = "cert.pem";
-const KEY_FILE: &str = "key.pem";
-
-/// `DATA/acme/`.
+/// `DATA/acme/`, for one CA.
 #[derive(Debug, Clone)]
 pub struct Storage {
     dir: PathBuf,
+    /// A short hash of the CA's directory URL, in every file name.
+    tag: String,
 }
 
 impl Storage {
-    /// The directory, created (0700) if needed.
-    pub fn open(data_dir: &Path) -> Result<Storage, StorageError> {
+    /// The directory, created (0700) if needed, for the CA at `directory`.
+    pub fn open(data_dir: &Path, directory: &str) -> Result<Storage, StorageError> {
         use std::os::unix::fs::DirBuilderExt;
         let dir = data_dir.join("acme");
         std::fs::DirBuilder::new()
@@ -107,26 +109,34 @@ impl Storage {
             .mode(0o700)
             .create(&dir)
             .map_err(|e| StorageError::Dir(dir.clone(), e))?;
-        Ok(Storage { dir })
+        let digest = Sha256::digest(directory.as_bytes());
+        let tag = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        Ok(Storage { dir, tag })
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// The account file for a directory URL (accounts belong to one CA).
-    fn account_path(&self, directory: &str) -> PathBuf {
-        let digest = Sha256::digest(directory.as_bytes());
-        let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-        self.dir.join(format!("account-{hex}.json"))
+    fn file(&self, kind: &str, ext: &str) -> PathBuf {
+        self.dir.join(format!("{kind}-{}.{ext}", self.tag))
     }
 
-    /// The stored credentials of the account at `directory`, if any.
-    pub fn account(
-        &self,
-        directory: &str,
-    ) -> Result<Option<instant_acme::AccountCredentials>, StorageError> {
-        let path = self.account_path(directory);
+    pub fn cert_path(&self) -> PathBuf {
+        self.file("cert", "pem")
+    }
+
+    pub fn key_path(&self) -> PathBuf {
+        self.file("key", "pem")
+    }
+
+    fn account_path(&self) -> PathBuf {
+        self.file("account", "json")
+    }
+
+    /// The stored credentials of the account, if any.
+    pub fn account(&self) -> Result<Option<instant_acme::AccountCredentials>, StorageError> {
+        let path = self.account_path();
         let text = match std::fs::read(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -139,18 +149,17 @@ impl Storage {
 
     pub fn save_account(
         &self,
-        directory: &str,
         creds: &instant_acme::AccountCredentials,
     ) -> Result<(), StorageError> {
-        let path = self.account_path(directory);
+        let path = self.account_path();
         let json = serde_json::to_vec(creds).map_err(|e| StorageError::Account(path.clone(), e))?;
         write_private(&path, &json)
     }
 
-    /// Deletes the stored account of `directory` (the CA no longer knows it); a new one
-    /// is created at the next order.
-    pub fn forget_account(&self, directory: &str) {
-        let path = self.account_path(directory);
+    /// Deletes the stored account (the CA no longer knows it); a new one is created at
+    /// the next order.
+    pub fn forget_account(&self) {
+        let path = self.account_path();
         match std::fs::remove_file(&path) {
             Ok(()) => tracing::warn!(
                 file = %path.display(),
@@ -166,12 +175,12 @@ impl Storage {
     /// The stored certificate, if there is one that loads. One that does not is logged
     /// and ignored (a new one will be ordered).
     pub fn certificate(&self) -> Option<StoredCert> {
-        let (cp, kp) = (self.dir.join(CERT_FILE), self.dir.join(KEY_FILE));
+        let (cp, kp) = (self.cert_path(), self.key_path());
         let (Ok(chain), Ok(key)) = (std::fs::read_to_string(&cp), std::fs::read_to_string(&kp))
         else {
             return None;
         };
-        match StoredCert::from_pem(&chain, &key, &self.dir) {
+        match StoredCert::from_pem(&chain, &key, &cp, &kp) {
             Ok(c) => Some(c),
             Err(e) => {
                 tracing::warn!(
@@ -186,8 +195,8 @@ impl Storage {
 
     /// Stores a certificate chain and its key (the key first, both replaced atomically).
     pub fn save_certificate(&self, chain_pem: &str, key_pem: &str) -> Result<(), StorageError> {
-        write_private(&self.dir.join(KEY_FILE), key_pem.as_bytes())?;
-        write_private(&self.dir.join(CERT_FILE), chain_pem.as_bytes())
+        write_private(&self.key_path(), key_pem.as_bytes())?;
+        write_private(&self.cert_path(), chain_pem.as_bytes())
     }
 }
 
@@ -207,7 +216,7 @@ mod tests {
     #[test]
     fn a_certificate_round_trips_with_its_facts_and_private_modes() {
         let dir = tempfile::tempdir().unwrap();
-        let st = Storage::open(dir.path()).unwrap();
+        let st = Storage::open(dir.path(), "https://ca.example/dir").unwrap();
         assert!(st.certificate().is_none());
         let ck = rcgen::generate_simple_self_signed(vec!["A.example".into(), "b.example".into()])
             .unwrap();
@@ -218,17 +227,17 @@ mod tests {
         assert!(c.covers(&["b.example".into()]));
         assert!(!c.covers(&["c.example".into()]));
         assert!(c.not_after > SystemTime::now());
-        for f in [KEY_FILE, CERT_FILE] {
-            let mode = std::fs::metadata(st.dir().join(f))
-                .unwrap()
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o600, "{f}");
+        for f in [st.key_path(), st.cert_path()] {
+            let mode = std::fs::metadata(&f).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{f:?}");
         }
         let mode = std::fs::metadata(st.dir()).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o700);
+        // Another CA's directory has its own files.
+        let other = Storage::open(dir.path(), "https://staging.example/dir").unwrap();
+        assert!(other.certificate().is_none());
         // A damaged file is ignored, not fatal.
-        std::fs::write(st.dir().join(CERT_FILE), "garbage").unwrap();
+        std::fs::write(st.cert_path(), "garbage").unwrap();
         assert!(st.certificate().is_none());
     }
 }
