@@ -15,7 +15,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
 use super::config::AcmeSettings;
-use super::storage::{Storage, StorageError};
+use super::storage::Storage;
 use super::AcmeError;
 
 type Https = Client<hyper_rustls::HttpsConnector<HttpConnector>, BodyWrapper<Bytes>>;
@@ -121,9 +121,13 @@ impl CaClient {
             .create(&new, settings.directory.clone(), None)
             .await
             .map_err(AcmeError::from_ca)?;
-        storage
-            .save_account(&creds)
-            .map_err(|e: StorageError| AcmeError::Storage(e))?;
+        if let Err(e) = storage.save_account(&creds) {
+            // Usable now; a restart will create another one.
+            tracing::warn!(
+                error = %crate::http::error::Chain(&e),
+                "the new ACME account could not be stored"
+            );
+        }
         tracing::info!(
             directory = %settings.directory,
             account = %account.id(),
