@@ -37,6 +37,9 @@ CHECKS=(
   "openssl|openssl|openssl version"
   "nginx|nginx|nginx -v"                                  # real_proxies.rs: TLS-terminating proxy
   "haproxy|haproxy|haproxy -v"                            # real_proxies.rs: PROXY protocol v2
+  # The ACME tests' CA (gateway/tests/acme.rs); pebble-challtestsrv is its DNS.
+  "pebble|pebble|test -x /usr/bin/pebble"
+  "pebble-challtestsrv|pebble|test -x /usr/bin/pebble-challtestsrv"
 )
 # Node.js (>= 18) builds the browser pages; Debian's only when none is present.
 node_ok() { command -v node >/dev/null && node -e 'process.exit(Number(process.versions.node.split(".")[0]) < 18 ? 1 : 0)'; }

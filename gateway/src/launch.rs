@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use vmm_backend::{BackendConfig, QemuBackend, VmBackend};
 
+use crate::acme::Acme;
 use crate::config::{Config, StoreSettings};
 use crate::engine::App;
 use crate::http::assets::Assets;
@@ -31,6 +32,8 @@ pub enum LaunchError {
     },
     #[error("TLS")]
     Tls(#[from] TlsError),
+    #[error("ACME")]
+    Acme(#[from] crate::acme::AcmeError),
     #[error("starting the engine")]
     Engine(#[from] crate::engine::EngineError),
 }
@@ -74,8 +77,9 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Binds the listeners and builds the engine. Without a public certificate in the
-    /// configuration a self-signed one is made for `localhost` (the demo's case).
+    /// Binds the listeners and builds the engine. The public certificate comes from
+    /// files, from ACME (`[public.acme]`, ordered in the background once serving), or
+    /// else is a self-signed one for `localhost` (the demo's case).
     pub async fn bind(
         cfg: Config,
         backend: Option<Arc<dyn VmBackend>>,
@@ -98,26 +102,9 @@ impl Gateway {
                 Err(e) => tracing::warn!(error = %e, "reconciling virtual switches failed"),
             }
         }
-        let public_tls = match &cfg.public_tls {
-            Some(f) => ListenerTls::from_files(&f.cert, &f.key, false)?,
-            None => {
-                let (cert, key) = tls::self_signed(vec!["localhost".into(), "127.0.0.1".into()])?;
-                let dir = cfg.data_dir.join("tls");
-                std::fs::create_dir_all(&dir).map_err(|e| LaunchError::DataDir(dir.clone(), e))?;
-                let (cp, kp) = (dir.join("self-signed.crt"), dir.join("self-signed.key"));
-                if !cp.exists() || !kp.exists() {
-                    write_private(&kp, key.as_bytes())
-                        .map_err(|e| LaunchError::DataDir(kp.clone(), e))?;
-                    std::fs::write(&cp, cert).map_err(|e| LaunchError::DataDir(cp.clone(), e))?;
-                }
-                // The demo's certificate is not watched for changes.
-                ListenerTls {
-                    files: None,
-                    ..ListenerTls::from_files(&cp, &kp, false)?
-                }
-            }
-        };
-        let self_signed_fingerprint = cfg.public_tls.is_none().then(|| {
+        let (public_tls, acme) = public_tls(&cfg).await?;
+        let self_signed = cfg.public_tls.is_none() && cfg.public_acme.is_none();
+        let self_signed_fingerprint = self_signed.then(|| {
             let fp = tls::fingerprint(&public_tls.resolver.current());
             tracing::info!(sha256 = %fp, "serving a self-signed certificate");
             fp
@@ -156,6 +143,7 @@ impl Gateway {
                 public_tls,
                 admin,
                 admin_tls,
+                acme,
             },
             public_addr,
             admin_addr,
@@ -169,6 +157,35 @@ impl Gateway {
             assets: self.assets,
         });
         server::run(site, self.listeners, shutdown).await;
+    }
+}
+
+/// The public listener's TLS: from files, from ACME (with the task that keeps it), or
+/// else a self-signed certificate for `localhost` kept in the data directory.
+async fn public_tls(cfg: &Config) -> Result<(ListenerTls, Option<Acme>), LaunchError> {
+    match (&cfg.public_tls, &cfg.public_acme) {
+        (Some(f), _) => Ok((ListenerTls::from_files(&f.cert, &f.key, false)?, None)),
+        (None, Some(settings)) => {
+            let (tls, task) = Acme::prepare(settings.clone(), &cfg.data_dir).await?;
+            Ok((tls, Some(task)))
+        }
+        (None, None) => {
+            let (cert, key) = tls::self_signed(vec!["localhost".into(), "127.0.0.1".into()])?;
+            let dir = cfg.data_dir.join("tls");
+            std::fs::create_dir_all(&dir).map_err(|e| LaunchError::DataDir(dir.clone(), e))?;
+            let (cp, kp) = (dir.join("self-signed.crt"), dir.join("self-signed.key"));
+            if !cp.exists() || !kp.exists() {
+                write_private(&kp, key.as_bytes())
+                    .map_err(|e| LaunchError::DataDir(kp.clone(), e))?;
+                std::fs::write(&cp, cert).map_err(|e| LaunchError::DataDir(cp.clone(), e))?;
+            }
+            // The demo's certificate is not watched for changes.
+            let tls = ListenerTls {
+                files: None,
+                ..ListenerTls::from_files(&cp, &kp, false)?
+            };
+            Ok((tls, None))
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The share-link gateway: a public TLS listener for visitors (token exchange, console
 //! WebSocket relay) and an admin listener (JSON API), on top of `vmm-backend`.
 
+pub mod acme;
 pub mod config;
 pub mod engine;
 #[cfg(any(test, feature = "fuzzing"))]

@@ -126,6 +126,8 @@ pub struct Config {
     pub public_url: Option<String>,
     pub public_listen: SocketAddr,
     pub public_tls: Option<TlsFiles>,
+    /// Certificates from an ACME CA (exclusive with `public_tls`).
+    pub public_acme: Option<crate::acme::config::AcmeSettings>,
     pub allowed_origins: Vec<String>,
     /// Pages from this directory instead of the embedded ones.
     pub static_dir: Option<PathBuf>,
@@ -227,6 +229,18 @@ impl RawConfig {
             Some(_) => return Err(invalid("links.leeway_secs", "at most 60")),
         };
         let vms = self.vms;
+        let public_tls =
+            sections::tls_files(self.public.cert, self.public.key, "public.cert", abs)?;
+        let public_acme = match self.public.acme {
+            Some(_) if public_tls.is_some() => {
+                return Err(invalid(
+                    "public.acme",
+                    "public.cert/key and public.acme exclude each other",
+                ))
+            }
+            Some(a) => Some(a.validate(base)?),
+            None => None,
+        };
         Ok(Config {
             data_dir: abs(self.data_dir.unwrap_or_else(|| PathBuf::from("data"))),
             public_url: sections::public_url(self.public_url)?,
@@ -234,7 +248,8 @@ impl RawConfig {
                 .public
                 .listen
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8443))),
-            public_tls: sections::tls_files(self.public.cert, self.public.key, "public.cert", abs)?,
+            public_tls,
+            public_acme,
             allowed_origins: sections::origins(self.public.allowed_origins)?,
             static_dir: self
                 .public

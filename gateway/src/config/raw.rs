@@ -65,6 +65,8 @@ pub struct RawPublic {
     /// PEM certificate chain and private key.
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
+    /// `[public.acme]`: certificates from an ACME CA instead of `cert` and `key`.
+    pub acme: Option<crate::acme::config::RawAcme>,
     /// Extra origins allowed to open console WebSockets (the public URL's is always in).
     #[serde(default)]
     pub allowed_origins: Vec<String>,

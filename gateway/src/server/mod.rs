@@ -33,6 +33,8 @@ pub struct Listeners {
     pub public_tls: ListenerTls,
     pub admin: TcpListener,
     pub admin_tls: Option<ListenerTls>,
+    /// The task that keeps the public certificate from ACME current, if configured.
+    pub acme: Option<crate::acme::Acme>,
 }
 
 /// Serves both listeners until `shutdown` completes, then drains: live sessions get
@@ -46,6 +48,7 @@ pub async fn run(site: Arc<Site>, listeners: Listeners, shutdown: impl Future<Ou
     let mut watched = vec![("public", listeners.public_tls.clone())];
     watched.extend(listeners.admin_tls.clone().map(|t| ("admin", t)));
     let certs = tokio::spawn(tls::watch_certificates(watched, limits.tls_reload_poll));
+    let acme = listeners.acme.map(|a| tokio::spawn(a.run()));
     let public = tokio::spawn(accept_loop(
         site.clone(),
         listeners.public,
@@ -71,6 +74,9 @@ pub async fn run(site: Arc<Site>, listeners: Listeners, shutdown: impl Future<Ou
     admin.abort();
     background.abort();
     certs.abort();
+    if let Some(a) = acme {
+        a.abort();
+    }
     app.sessions().end_all(EndReason::Shutdown);
     tracker.close();
     if tokio::time::timeout(limits.shutdown_drain, tracker.wait())
