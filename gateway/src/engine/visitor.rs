@@ -37,30 +37,7 @@ impl App {
         if password.is_some_and(|p| p.len() > self.password_policy.max_len) {
             return Err(EngineError::Invalid("password too long".into()));
         }
-        let mut verified = self.keys().verify(token, now);
-        if matches!(verified, Err(TokenError::UnknownKey)) {
-            // A key rotated by another process (CLI, another gateway): reload once.
-            self.reload_keys().await?;
-            verified = self.keys().verify(token, now);
-        }
-        let claims = verified.map_err(|e| {
-            tracing::debug!(error = %e, "token refused");
-            match e {
-                TokenError::Expired => EngineError::Refused(Refusal::Expired),
-                TokenError::NotYetValid { opens_at } => {
-                    EngineError::Refused(Refusal::NotYetValid { opens_at })
-                }
-                _ => EngineError::Unauthorized("invalid_token"),
-            }
-        })?;
-        let link = self
-            .store
-            .get_link(&claims.jti)
-            .await?
-            .ok_or(EngineError::Unauthorized("invalid_token"))?;
-        if link.vm != claims.vm || link.console != claims.console {
-            return Err(EngineError::Unauthorized("invalid_token"));
-        }
+        let link = self.link_of_token(token, now).await?;
         if let Err(r) = link.check(now) {
             Metrics::inc(&self.metrics.redemptions_refused);
             return Err(EngineError::Refused(r));
@@ -73,43 +50,8 @@ impl App {
             });
         }
         if let Some(hash) = &link.password_hash {
-            let Some(pw) = password else {
-                return Err(EngineError::Unauthorized("password_required"));
-            };
-            match self.passwords.verify(pw, hash).await {
-                Ok(true) => self.limiter.password_ok(&link.id),
-                Ok(false) => {
-                    Metrics::inc(&self.metrics.password_failures);
-                    self.audit(
-                        AuditKind::PasswordFailure,
-                        Some(&link.id),
-                        None,
-                        Some(client),
-                        None,
-                    )
-                    .await;
-                    if let Some(lock) = self.limiter.password_failed(&link.id) {
-                        Metrics::inc(&self.metrics.lockouts);
-                        self.audit(
-                            AuditKind::LockedOut,
-                            Some(&link.id),
-                            None,
-                            Some(client),
-                            Some(format!("for {}s", lock.secs())),
-                        )
-                        .await;
-                    }
-                    return Err(EngineError::Unauthorized("wrong_password"));
-                }
-                Err(PasswordError::Busy) => {
-                    Metrics::inc(&self.metrics.hash_pool_full);
-                    return Err(EngineError::Unavailable {
-                        retry_after: Duration::from_secs(1),
-                        reason: "busy",
-                    });
-                }
-                Err(e) => return Err(EngineError::Hashing(e)),
-            }
+            self.check_password(&link.id, hash, password, client)
+                .await?;
         }
         if let Some(max) = link.max_viewers {
             if self.sessions.count_viewers(&link.id) >= usize::try_from(max).unwrap_or(usize::MAX) {
@@ -155,6 +97,77 @@ impl App {
             max_age,
             link,
         })
+    }
+
+    /// The stored link a token names, once the token's signature and times check out
+    /// and its claims match the link.
+    async fn link_of_token(&self, token: &str, now: OffsetDateTime) -> Result<Link, EngineError> {
+        let mut verified = self.keys().verify(token, now);
+        if matches!(verified, Err(TokenError::UnknownKey)) {
+            // A key rotated by another process (CLI, another gateway): reload once.
+            self.reload_keys().await?;
+            verified = self.keys().verify(token, now);
+        }
+        let claims = verified.map_err(|e| {
+            tracing::debug!(error = %e, "token refused");
+            match e {
+                TokenError::Expired => EngineError::Refused(Refusal::Expired),
+                TokenError::NotYetValid { opens_at } => {
+                    EngineError::Refused(Refusal::NotYetValid { opens_at })
+                }
+                _ => EngineError::Unauthorized("invalid_token"),
+            }
+        })?;
+        let link = self
+            .store
+            .get_link(&claims.jti)
+            .await?
+            .ok_or(EngineError::Unauthorized("invalid_token"))?;
+        if link.vm != claims.vm || link.console != claims.console {
+            return Err(EngineError::Unauthorized("invalid_token"));
+        }
+        Ok(link)
+    }
+
+    /// A link's password, checked in the bounded pool; a wrong one is counted towards
+    /// the link's lockout and audited.
+    async fn check_password(
+        &self,
+        link_id: &str,
+        hash: &str,
+        password: Option<&str>,
+        client: IpAddr,
+    ) -> Result<(), EngineError> {
+        let Some(pw) = password else {
+            return Err(EngineError::Unauthorized("password_required"));
+        };
+        match self.passwords.verify(pw, hash).await {
+            Ok(true) => {
+                self.limiter.password_ok(link_id);
+                Ok(())
+            }
+            Ok(false) => {
+                Metrics::inc(&self.metrics.password_failures);
+                let link = Some(link_id);
+                self.audit(AuditKind::PasswordFailure, link, None, Some(client), None)
+                    .await;
+                if let Some(lock) = self.limiter.password_failed(link_id) {
+                    Metrics::inc(&self.metrics.lockouts);
+                    let detail = Some(format!("for {}s", lock.secs()));
+                    self.audit(AuditKind::LockedOut, link, None, Some(client), detail)
+                        .await;
+                }
+                Err(EngineError::Unauthorized("wrong_password"))
+            }
+            Err(PasswordError::Busy) => {
+                Metrics::inc(&self.metrics.hash_pool_full);
+                Err(EngineError::Unavailable {
+                    retry_after: Duration::from_secs(1),
+                    reason: "busy",
+                })
+            }
+            Err(e) => Err(EngineError::Hashing(e)),
+        }
     }
 
     /// Checks a grant cookie for `link_id` and returns the current link.

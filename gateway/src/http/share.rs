@@ -365,9 +365,103 @@ async fn websocket(
 
 type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
+/// A console ready to relay: its session, its connection, the visitor's WebSocket, the
+/// visitor bytes already read, and the filter of the visitor's messages.
+struct Ready {
+    guard: SessionGuard,
+    io: Box<dyn ConsoleIo>,
+    ws: Ws,
+    initial: Bytes,
+    filter: Option<relay::ClientFilter>,
+}
+
+/// A setup phase that failed: the visitor's WebSocket, to be closed with this code.
+type Refused = (Ws, relay::Close);
+
+/// The outcome of a setup phase raced against the session's end (revoke, kill, expiry):
+/// its value, or the close code that says why not.
+fn phase<T, E: std::fmt::Display>(
+    r: Result<Result<T, E>, EndReason>,
+    what: &'static str,
+) -> Result<T, relay::Close> {
+    match r {
+        Ok(Ok(v)) => Ok(v),
+        Err(ended) => Err(ended.into()),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "{what}");
+            Err(relay::Close::ConsoleUnavailable)
+        }
+    }
+}
+
+/// A SPICE channel: its link message, a session (a viewer for the main channel), the
+/// console connection and the link with the console.
+async fn spice_setup(
+    app: &App,
+    mut ws: Ws,
+    link: &Link,
+    console: &ResolvedConsole,
+    client: IpAddr,
+    opts: &RelayOptions,
+) -> Result<Ready, Refused> {
+    let limits = &app.config().limits;
+    // The link phase is a session too (not a viewer), so that revoke, kill and shutdown
+    // reach it.
+    let Ok(linking) = app.open_session(link, client, false) else {
+        return Err((ws, relay::Close::Shutdown));
+    };
+    let timeout = limits.console_handshake_timeout;
+    let (hdr, first) = match relay::spice_link(&mut ws, timeout, &linking.session, opts).await {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::debug!(error = %e, "no SPICE link message");
+            let close = e.close();
+            return Err((ws, close));
+        }
+    };
+    if link.view_only && !hdr.channel_type.permitted_view_only() {
+        return Err((ws, relay::Close::ViewOnly));
+    }
+    let viewer = hdr.channel_type == relay::spice::ChannelType::Main;
+    let Ok(guard) = app.open_session(link, client, viewer) else {
+        return Err((ws, relay::Close::ViewersFull));
+    };
+    // Ended between the link message and now: the new session inherits it.
+    if linking.session.cancel.is_cancelled() {
+        guard
+            .session
+            .end(linking.session.reason().unwrap_or(EndReason::Killed));
+    }
+    drop(linking);
+    let connecting = connect(&console.address, limits.console_connect_timeout);
+    let ended = relay::until_ended(&guard.session, link.expires_at, connecting).await;
+    let mut io = match phase(ended, "console connect failed") {
+        Ok(io) => io,
+        Err(c) => return Err((ws, c)),
+    };
+    // The link with the console (the visitor's bytes after its link message, an early
+    // ticket, go through the view-only filter, if any), bounded and ended with the
+    // session like every other phase.
+    let (link_msg, rest) = first.split_at(hdr.total_len.min(first.len()));
+    let linking =
+        relay::spice::connect_channel(&mut ws, &mut io, link_msg, &hdr, link.view_only, timeout);
+    let ended = relay::until_ended(&guard.session, link.expires_at, linking).await;
+    let filter = match phase(ended, "SPICE link with the console failed") {
+        Ok(f) => f.map(relay::ClientFilter::Spice),
+        Err(c) => return Err((ws, c)),
+    };
+    Ok(Ready {
+        guard,
+        io,
+        ws,
+        initial: Bytes::copy_from_slice(rest),
+        filter,
+    })
+}
+
 async fn run_session(
     app: Arc<App>,
-    mut ws: Ws,
+    ws: Ws,
     link: Link,
     console: ResolvedConsole,
     early: Option<(SessionGuard, Box<dyn ConsoleIo>)>,
@@ -378,91 +472,28 @@ async fn run_session(
         expires_at: link.expires_at,
     };
     let limits = &app.config().limits;
-    let (guard, io, ws, initial, filter) = match (link.console, early) {
+    let ready = match (link.console, early) {
         (ConsoleType::Spice, _) => {
-            // The link phase is a session too (not a viewer), so that revoke, kill and
-            // shutdown reach it.
-            let Ok(linking) = app.open_session(&link, client, false) else {
-                relay::close_with(ws, relay::Close::Shutdown).await;
-                return;
-            };
-            let timeout = limits.console_handshake_timeout;
-            let (hdr, first) =
-                match relay::spice_link(&mut ws, timeout, &linking.session, &opts).await {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "no SPICE link message");
-                        relay::close_with(ws, e.close()).await;
-                        return;
-                    }
-                };
-            if link.view_only && !hdr.channel_type.permitted_view_only() {
-                relay::close_with(ws, relay::Close::ViewOnly).await;
-                return;
+            match spice_setup(&app, ws, &link, &console, client, &opts).await {
+                Ok(r) => r,
+                Err((ws, close)) => return relay::close_with(ws, close).await,
             }
-            let viewer = hdr.channel_type == relay::spice::ChannelType::Main;
-            let guard = match app.open_session(&link, client, viewer) {
-                Ok(g) => g,
-                Err(_) => {
-                    relay::close_with(ws, relay::Close::ViewersFull).await;
-                    return;
-                }
-            };
-            // Ended between the link message and now: the new session inherits it.
-            if linking.session.cancel.is_cancelled() {
-                guard
-                    .session
-                    .end(linking.session.reason().unwrap_or(EndReason::Killed));
-            }
-            drop(linking);
-            let connecting = connect(&console.address, limits.console_connect_timeout);
-            let mut io = match relay::until_ended(&guard.session, link.expires_at, connecting).await
-            {
-                Ok(Ok(io)) => io,
-                Err(r) => {
-                    relay::close_with(ws, r.into()).await;
-                    return;
-                }
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "console connect failed");
-                    relay::close_with(ws, relay::Close::ConsoleUnavailable).await;
-                    return;
-                }
-            };
-            // The link with the console (the visitor's bytes after its link message, an
-            // early ticket, go through the view-only filter, if any), bounded and ended
-            // with the session like every other phase.
-            let (link_msg, rest) = first.split_at(hdr.total_len.min(first.len()));
-            let linking = relay::spice::connect_channel(
-                &mut ws,
-                &mut io,
-                link_msg,
-                &hdr,
-                link.view_only,
-                timeout,
-            );
-            let filter = match relay::until_ended(&guard.session, link.expires_at, linking).await {
-                Ok(Ok(f)) => f.map(relay::ClientFilter::Spice),
-                Err(r) => {
-                    relay::close_with(ws, r.into()).await;
-                    return;
-                }
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "SPICE link with the console failed");
-                    relay::close_with(ws, relay::Close::ConsoleUnavailable).await;
-                    return;
-                }
-            };
-            (guard, io, ws, Bytes::copy_from_slice(rest), filter)
         }
         (ConsoleType::Vnc, Some((guard, mut io))) => {
             let pw = console.vnc_password.as_ref().map(|p| p.expose().as_bytes());
             let timeout = limits.console_handshake_timeout;
             match relay::vnc_handshake(ws, &mut io, pw, timeout, &guard.session, &opts).await {
-                Ok((ws, rest)) => {
+                Ok((ws, initial)) => {
                     let filter =
                         relay::rfb::ClientFilter::new(link.view_only, limits.max_cut_text_bytes);
-                    (guard, io, ws, rest, Some(relay::ClientFilter::Rfb(filter)))
+                    let filter = Some(relay::ClientFilter::Rfb(filter));
+                    Ready {
+                        guard,
+                        io,
+                        ws,
+                        initial,
+                        filter,
+                    }
                 }
                 Err(e) => {
                     tracing::debug!(session = %guard.session.id, error = %e, "VNC handshake failed");
@@ -470,9 +501,33 @@ async fn run_session(
                 }
             }
         }
-        (_, Some((guard, io))) => (guard, io, ws, Bytes::new(), None),
+        (_, Some((guard, io))) => Ready {
+            guard,
+            io,
+            ws,
+            initial: Bytes::new(),
+            filter: None,
+        },
         (_, None) => return,
     };
+    relay_and_record(&app, ready, &link, client, &opts).await;
+}
+
+/// Relays a ready console, with the session's start and end in the audit trail.
+async fn relay_and_record(
+    app: &App,
+    ready: Ready,
+    link: &Link,
+    client: IpAddr,
+    opts: &RelayOptions,
+) {
+    let Ready {
+        guard,
+        io,
+        ws,
+        initial,
+        filter,
+    } = ready;
     let session = guard.session.clone();
     Metrics::inc(&app.metrics().sessions_started);
     app.audit(
@@ -486,21 +541,18 @@ async fn run_session(
     tracing::info!(session = %session.id, link = %link.id, vm = %link.vm, "session started");
     let ctx = relay::RelayContext {
         session: &session,
-        opts: &opts,
-        limits,
+        opts,
+        limits: &app.config().limits,
         metrics: app.metrics(),
     };
     let (reason, closing) = relay::relay(ws, io, initial, filter, ctx).await;
     Metrics::inc(&app.metrics().sessions_ended);
+    let relaxed = std::sync::atomic::Ordering::Relaxed;
     let detail = format!(
         "reason={} to_client={} to_console={}",
         reason.as_str(),
-        session
-            .bytes_to_client
-            .load(std::sync::atomic::Ordering::Relaxed),
-        session
-            .bytes_to_console
-            .load(std::sync::atomic::Ordering::Relaxed)
+        session.bytes_to_client.load(relaxed),
+        session.bytes_to_console.load(relaxed)
     );
     app.audit(
         AuditKind::SessionEnded,
