@@ -23,14 +23,6 @@ use tokio_rustls::TlsConnector;
 
 const DOMAIN: &str = "gw.acme.test";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -102,7 +94,7 @@ impl Pebble {
     /// Pebble validating on `tls_port` (TLS-ALPN-01) and `http_port` (HTTP-01), issuing
     /// certificates valid for `validity_secs`.
     async fn start(tls_port: u16, http_port: u16, validity_secs: u64) -> Pebble {
-        Self::start_at(free_port(), tls_port, http_port, validity_secs).await
+        Self::start_at(common::free_port(), tls_port, http_port, validity_secs).await
     }
 
     /// The same, with its directory on port `listen`.
@@ -116,7 +108,7 @@ impl Pebble {
             .tempdir()
             .unwrap();
         let directory_ca = pebble_https(dir.path());
-        let (mgmt, dns) = (free_port(), free_port());
+        let (mgmt, dns) = (common::free_port(), common::free_port());
         let config = serde_json::json!({"pebble": {
             "listenAddress": format!("127.0.0.1:{listen}"),
             "managementListenAddress": format!("127.0.0.1:{mgmt}"),
@@ -133,7 +125,7 @@ impl Pebble {
         let log = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
         let dns_srv = Command::new("/usr/bin/pebble-challtestsrv")
             .args(["-dns01", &format!("127.0.0.1:{dns}")])
-            .args(["-management", &format!("127.0.0.1:{}", free_port())])
+            .args(["-management", &format!("127.0.0.1:{}", common::free_port())])
             .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
             .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
             .stdout(log("dns.log"))
@@ -350,8 +342,8 @@ fn mode(p: &Path) -> u32 {
 /// (0600) and served again at once after a restart, with the same account.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_alpn_01_order_is_served_and_reused_after_restart() {
-    let public = free_port();
-    let pebble = Pebble::start(public, free_port(), 90 * 86_400).await;
+    let public = common::free_port();
+    let pebble = Pebble::start(public, common::free_port(), 90 * 86_400).await;
     let roots = pebble.root().await;
     let data = tempfile::Builder::new()
         .prefix("vmgw-acme")
@@ -398,8 +390,8 @@ async fn tls_alpn_01_order_is_served_and_reused_after_restart() {
 /// HTTP-01 on its own plain-HTTP listener, which answers nothing but challenges.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_01_order_is_served() {
-    let (public, http) = (free_port(), free_port());
-    let pebble = Pebble::start(free_port(), http, 90 * 86_400).await;
+    let (public, http) = (common::free_port(), common::free_port());
+    let pebble = Pebble::start(common::free_port(), http, 90 * 86_400).await;
     let roots = pebble.root().await;
     let data = tempfile::Builder::new()
         .prefix("vmgw-acme")
@@ -424,8 +416,8 @@ async fn http_01_order_is_served() {
 /// a second certificate is ordered and served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_due_certificate_is_renewed_and_the_new_one_served() {
-    let public = free_port();
-    let pebble = Pebble::start(public, free_port(), 86_400).await;
+    let public = common::free_port();
+    let pebble = Pebble::start(public, common::free_port(), 86_400).await;
     let roots = pebble.root().await;
     let data = tempfile::Builder::new()
         .prefix("vmgw-acme")
@@ -483,8 +475,8 @@ impl Captured {
 async fn a_failed_challenge_is_retried_and_the_gateway_keeps_serving() {
     let log = Captured::default();
     let _guard = log.start();
-    let public = free_port();
-    let pebble = Pebble::start(free_port(), free_port(), 90 * 86_400).await;
+    let public = common::free_port();
+    let pebble = Pebble::start(common::free_port(), common::free_port(), 90 * 86_400).await;
     let roots = pebble.root().await;
     let data = tempfile::Builder::new()
         .prefix("vmgw-acme")
@@ -525,8 +517,8 @@ async fn a_failed_challenge_is_retried_and_the_gateway_keeps_serving() {
 /// account and succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_account_the_ca_forgot_is_replaced() {
-    let (public, listen) = (free_port(), free_port());
-    let pebble = Pebble::start_at(listen, public, free_port(), 90 * 86_400).await;
+    let (public, listen) = (common::free_port(), common::free_port());
+    let pebble = Pebble::start_at(listen, public, common::free_port(), 90 * 86_400).await;
     let roots = pebble.root().await;
     let data = tempfile::Builder::new()
         .prefix("vmgw-acme")
@@ -541,7 +533,7 @@ async fn an_account_the_ca_forgot_is_replaced() {
     let old_account = account_file(data.path()).unwrap();
     drop(pebble);
 
-    let pebble = Pebble::start_at(listen, public, free_port(), 90 * 86_400).await;
+    let pebble = Pebble::start_at(listen, public, common::free_port(), 90 * 86_400).await;
     let roots = pebble.root().await;
     // Renewal due at once, so the stored account is used at start.
     let toml = acme_toml(&pebble, "renew_before_days = 36500");

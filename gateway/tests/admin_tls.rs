@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::TestGateway;
@@ -34,15 +33,7 @@ async fn admin_tls_gateway(limits: &str) -> (TestGateway, TlsConnector, tempfile
     // the harness's TOML ends inside [admin]: these lines belong to it
     let toml = format!("cert = {cert:?}\nkey = {key:?}\n[limits]\n{limits}");
     let gw = TestGateway::start_with(&toml).await;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ck.cert.der().clone()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    (gw, TlsConnector::from(Arc::new(cfg)), certs)
+    (gw, common::tls_trusting(ck.cert.pem().as_bytes()), certs)
 }
 
 async fn admin_tls_stream(gw: &TestGateway, tls: &TlsConnector) -> TlsStream<TcpStream> {

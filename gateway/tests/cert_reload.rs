@@ -7,15 +7,12 @@
 mod common;
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{TestGateway, WsBytes};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::ServerName;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_rustls::TlsConnector;
+use tokio::io::AsyncReadExt;
 
 /// A fresh self-signed certificate for localhost: (cert PEM, key PEM).
 fn cert() -> (String, String) {
@@ -30,26 +27,14 @@ fn replace(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-/// A client that trusts only `cert_pem`.
-fn trusting(cert_pem: &str) -> TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(cert_pem.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    TlsConnector::from(Arc::new(cfg))
-}
-
 /// Whether a handshake with `addr` succeeds for a client trusting only `cert_pem`.
 async fn served(addr: std::net::SocketAddr, cert_pem: &str) -> bool {
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let name = ServerName::try_from("localhost").unwrap();
-    trusting(cert_pem).connect(name, tcp).await.is_ok()
+    common::tls_trusting(cert_pem.as_bytes())
+        .connect(name, tcp)
+        .await
+        .is_ok()
 }
 
 async fn until_served(addr: std::net::SocketAddr, cert_pem: &str, within: Duration) -> Duration {
@@ -81,20 +66,7 @@ async fn a_changed_certificate_is_served_and_live_consoles_stay() {
     })
     .await;
     // A console over the first certificate.
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 256];
-                while let Ok(n) = s.read(&mut buf).await {
-                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
+    let addr = common::echo_console().await;
     let link = gw.raw_link("echo", &addr.to_string(), json!({})).await;
     let mut console = WsBytes::new(gw.open_console(&link, None).await);
     console.send(b"one").await;
@@ -135,10 +107,7 @@ async fn sighup_reloads_the_certificate_of_gateway_serve() {
     let (a_cert, a_key) = cert();
     replace(&cp, &a_cert);
     replace(&kp, &a_key);
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = common::free_port();
     let config = dir.path().join("gateway.toml");
     // Files are polled only hourly here: the reload below is the signal's.
     std::fs::write(

@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::{TestGateway, WsBytes};
@@ -16,25 +15,6 @@ use rustls_pki_types::ServerName;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// A TCP console that echoes.
-async fn echo_target() -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 1024];
-                while let Ok(n) = s.read(&mut buf).await {
-                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
 
 /// Whether a new TLS connection to the public listener gets an HTTP answer.
 async fn public_answers(gw: &TestGateway) -> bool {
@@ -109,7 +89,7 @@ async fn a_slow_request_body_is_cut_at_the_request_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_consoles_count_against_the_per_address_cap() {
     let gw = TestGateway::start_with("[limits]\nmax_connections_per_ip = 2\n").await;
-    let target = echo_target().await;
+    let target = common::echo_console().await;
     let link = gw.raw_link("echo", &target.to_string(), json!({})).await;
     let (a, b) = two_consoles(&gw, &link).await;
     let (mut a, mut b) = (WsBytes::new(a), WsBytes::new(b));
@@ -141,7 +121,7 @@ async fn live_consoles_count_against_the_per_address_cap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_consoles_count_against_the_global_cap() {
     let gw = TestGateway::start_with("[limits]\nmax_connections = 2\n").await;
-    let target = echo_target().await;
+    let target = common::echo_console().await;
     let link = gw.raw_link("echo", &target.to_string(), json!({})).await;
     let (a, _b) = two_consoles(&gw, &link).await;
     assert!(!public_answers(&gw).await, "a third connection was served");

@@ -9,16 +9,12 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::ServerName;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
@@ -48,18 +44,8 @@ fn installed() -> bool {
 }
 
 async fn tls_to(addr: &str, cert_pem: &[u8]) -> tokio_rustls::client::TlsStream<TcpStream> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(cert_pem) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
     let tcp = TcpStream::connect(addr).await.unwrap();
-    TlsConnector::from(Arc::new(cfg))
+    common::tls_trusting(cert_pem)
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
         .unwrap()
@@ -85,18 +71,7 @@ async fn admin(
 /// Opens a share link through the installed gateway and relays bytes to an echo
 /// console.
 async fn open_a_link(token: &str) {
-    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = echo.local_addr().unwrap();
-    tokio::spawn(async move {
-        if let Ok((mut s, _)) = echo.accept().await {
-            let mut buf = [0u8; 64];
-            while let Ok(n) = s.read(&mut buf).await {
-                if n == 0 || s.write_all(&buf[..n]).await.is_err() {
-                    break;
-                }
-            }
-        }
-    });
+    let addr = common::echo_console().await;
     let target = json!({"name": "pkg-echo", "kind": "raw", "address": addr.to_string()});
     admin(token, "POST", "/api/v1/targets", target).await;
     let link = json!({"vm": "pkg-echo", "console": "raw", "ttl_seconds": 600});

@@ -13,14 +13,13 @@ mod common;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{http_call, TestGateway, WsBytes};
 use gateway::config::{Cidr, ClientHeader, Config};
 use rustls_pki_types::ServerName;
 use serde_json::json;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
@@ -101,29 +100,12 @@ fn tool(name: &str) -> PathBuf {
     );
 }
 
-/// A free loopback port (bound and released; the proxy binds it right after).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// nginx's certificate: a self-signed one for `localhost`, and a client trusting it.
 fn nginx_tls(dir: &Path) -> TlsConnector {
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
     std::fs::write(dir.join("nginx.crt"), ck.cert.pem()).unwrap();
     std::fs::write(dir.join("nginx.key"), ck.key_pair.serialize_pem()).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ck.cert.der().clone()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    TlsConnector::from(Arc::new(cfg))
+    common::tls_trusting(ck.cert.pem().as_bytes())
 }
 
 /// nginx terminating TLS on `port` and proxying to the gateway's public listener over
@@ -317,25 +299,6 @@ async fn ws_on(
         .map(|(ws, _)| ws)
 }
 
-/// A TCP console that echoes.
-async fn echo_target() -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 1024];
-                while let Ok(n) = s.read(&mut buf).await {
-                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
 /// The audit log's (kind, client) pairs.
 async fn audit(gw: &TestGateway) -> Vec<(String, String)> {
     let (s, v) = gw.admin("GET", "/api/v1/audit", None).await;
@@ -388,7 +351,7 @@ async fn gateway_behind(tune: impl FnOnce(&mut Config)) -> TestGateway {
 /// nginx's) is what the audit log, the per-address rate limit and the lockout see.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_passes_the_visitor_and_its_address() {
-    let port = free_port();
+    let port = common::free_port();
     let origin = format!("https://127.0.0.1:{port}");
     let gw = gateway_behind(|cfg| {
         cfg.client_header = ClientHeader::XForwardedFor;
@@ -398,7 +361,7 @@ async fn nginx_passes_the_visitor_and_its_address() {
     })
     .await;
     let (nginx, tls) = start_nginx(port, gw.public).await;
-    let target = echo_target().await;
+    let target = common::echo_console().await;
     let open = gw.raw_link("echo", &target.to_string(), json!({})).await;
     let locked = gw
         .raw_link("locked", &target.to_string(), json!({"password": "pw"}))
@@ -468,7 +431,7 @@ async fn nginx_passes_the_visitor_and_its_address() {
 /// takes the right-most address that is not a trusted proxy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_forwarded_for_gains_nothing_with_or_without_nginx() {
-    let port = free_port();
+    let port = common::free_port();
     let gw = gateway_behind(|cfg| {
         cfg.client_header = ClientHeader::XForwardedFor;
         cfg.limits.exchanges_per_ip_per_minute = 2;
@@ -519,7 +482,7 @@ async fn forged_forwarded_for_gains_nothing_with_or_without_nginx() {
 /// replaces a forged `Forwarded` with its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_with_forwarded_names_the_visitor() {
-    let port = free_port();
+    let port = common::free_port();
     let gw = gateway_behind(|cfg| cfg.client_header = ClientHeader::Forwarded).await;
     let (nginx, tls) = start_nginx(port, gw.public).await;
     let link = gw
@@ -543,7 +506,7 @@ async fn nginx_with_forwarded_names_the_visitor() {
 /// closed console gives its slot back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_console_cap_counts_the_named_visitor() {
-    let port = free_port();
+    let port = common::free_port();
     let origin = format!("https://127.0.0.1:{port}");
     let gw = gateway_behind(|cfg| {
         cfg.client_header = ClientHeader::XForwardedFor;
@@ -552,7 +515,7 @@ async fn nginx_console_cap_counts_the_named_visitor() {
     })
     .await;
     let (nginx, tls) = start_nginx(port, gw.public).await;
-    let target = echo_target().await;
+    let target = common::echo_console().await;
     let link = gw.raw_link("echo", &target.to_string(), json!({})).await;
     let s = tls_from(&tls, VISITOR, nginx.addr()).await.unwrap();
     let (status, cookie, v) = exchange_on(s, link["token"].as_str().unwrap(), None, "").await;
@@ -604,7 +567,7 @@ async fn nginx_console_cap_counts_the_named_visitor() {
 /// not read (it is not a trusted proxy), so it gains nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn haproxy_proxy_protocol_names_the_visitor() {
-    let port = free_port();
+    let port = common::free_port();
     let gw = gateway_behind(|cfg| {
         cfg.proxy_protocol = true;
         cfg.client_header = ClientHeader::None;
@@ -612,7 +575,7 @@ async fn haproxy_proxy_protocol_names_the_visitor() {
     })
     .await;
     let haproxy = start_haproxy(port, gw.public).await;
-    let target = echo_target().await;
+    let target = common::echo_console().await;
     let link = gw
         .raw_link("echo", &target.to_string(), json!({"password": "pw"}))
         .await;
@@ -692,7 +655,7 @@ async fn haproxy_proxy_protocol_names_the_visitor() {
 /// PROXY header named an untrusted client, whose headers are not read).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn haproxy_rate_limits_per_visitor() {
-    let port = free_port();
+    let port = common::free_port();
     let gw = gateway_behind(|cfg| {
         cfg.proxy_protocol = true;
         cfg.limits.exchanges_per_ip_per_minute = 2;

@@ -106,24 +106,14 @@ impl TestGateway {
             Some(f) => f.cert.clone(),
             None => dir.path().join("tls/self-signed.crt"),
         };
-        let cert = std::fs::read(cert_path).unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_slice_iter(&cert) {
-            roots.add(c.unwrap()).unwrap();
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let cfg = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let tls = tls_trusting(&std::fs::read(cert_path).unwrap());
         TestGateway {
             dir,
             app,
             public,
             admin,
             admin_token,
-            tls: TlsConnector::from(Arc::new(cfg)),
+            tls,
             stop: Some(tx),
             task: Some(task),
         }
@@ -467,4 +457,47 @@ impl WsBytes {
         let hdr = self.read_exact(3).await;
         u16::from_be_bytes([hdr[1], hdr[2]])
     }
+}
+
+/// A TLS client trusting only the certificates in `pem`.
+pub fn tls_trusting(pem: &[u8]) -> TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(pem) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    TlsConnector::from(Arc::new(cfg))
+}
+
+/// A TCP console on 127.0.0.1 that echoes what it gets; its address.
+pub async fn echo_console() -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A free loopback port (bound and released; a server binds it right after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
