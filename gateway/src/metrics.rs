@@ -36,91 +36,29 @@ impl Metrics {
     /// Prometheus text exposition; `live_sessions` and `open_connections` are gauges.
     pub fn render(&self, live_sessions: usize, open_connections: usize) -> String {
         let mut out = String::new();
-        let mut counter = |name: &str, help: &str, v: &AtomicU64| {
+        let counters: [(&str, &str, &AtomicU64); 16] = [
+            ("vmgw_sessions_started_total", "Console sessions opened.", &self.sessions_started),
+            ("vmgw_sessions_ended_total", "Console sessions closed.", &self.sessions_ended),
+            ("vmgw_relayed_bytes_to_client_total", "Bytes relayed from consoles to visitors.", &self.bytes_to_client),
+            ("vmgw_relayed_bytes_to_console_total", "Bytes relayed from visitors to consoles.", &self.bytes_to_console),
+            ("vmgw_link_redemptions_total", "Successful token/password exchanges.", &self.redemptions),
+            ("vmgw_link_redemptions_refused_total", "Exchanges refused (expired, revoked, exhausted, ...).", &self.redemptions_refused),
+            ("vmgw_password_failures_total", "Wrong link passwords.", &self.password_failures),
+            ("vmgw_lockouts_total", "Links locked after repeated wrong passwords.", &self.lockouts),
+            ("vmgw_rate_limit_rejections_total", "Requests refused by rate limits.", &self.rate_limited),
+            ("vmgw_password_pool_full_total", "Exchanges refused because the hashing pool was full.", &self.hash_pool_full),
+            ("vmgw_connections_refused_total", "Connections refused by connection caps.", &self.connections_refused),
+            ("vmgw_tls_handshake_failures_total", "Failed or timed-out TLS handshakes.", &self.tls_handshake_failures),
+            ("vmgw_proxy_header_failures_total", "Connections from trusted proxies closed for a malformed, missing or late PROXY header.", &self.proxy_header_failures),
+            ("vmgw_view_only_input_dropped_total", "Input messages dropped on view-only sessions.", &self.input_messages_dropped),
+            ("vmgw_links_created_total", "Links created.", &self.links_created),
+            ("vmgw_links_revoked_total", "Links revoked.", &self.links_revoked),
+        ];
+        for (name, help, v) in counters {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} counter");
             let _ = writeln!(out, "{name} {}", v.load(Ordering::Relaxed));
-        };
-        counter(
-            "vmgw_sessions_started_total",
-            "Console sessions opened.",
-            &self.sessions_started,
-        );
-        counter(
-            "vmgw_sessions_ended_total",
-            "Console sessions closed.",
-            &self.sessions_ended,
-        );
-        counter(
-            "vmgw_relayed_bytes_to_client_total",
-            "Bytes relayed from consoles to visitors.",
-            &self.bytes_to_client,
-        );
-        counter(
-            "vmgw_relayed_bytes_to_console_total",
-            "Bytes relayed from visitors to consoles.",
-            &self.bytes_to_console,
-        );
-        counter(
-            "vmgw_link_redemptions_total",
-            "Successful token/password exchanges.",
-            &self.redemptions,
-        );
-        counter(
-            "vmgw_link_redemptions_refused_total",
-            "Exchanges refused (expired, revoked, exhausted, ...).",
-            &self.redemptions_refused,
-        );
-        counter(
-            "vmgw_password_failures_total",
-            "Wrong link passwords.",
-            &self.password_failures,
-        );
-        counter(
-            "vmgw_lockouts_total",
-            "Links locked after repeated wrong passwords.",
-            &self.lockouts,
-        );
-        counter(
-            "vmgw_rate_limit_rejections_total",
-            "Requests refused by rate limits.",
-            &self.rate_limited,
-        );
-        counter(
-            "vmgw_password_pool_full_total",
-            "Exchanges refused because the hashing pool was full.",
-            &self.hash_pool_full,
-        );
-        counter(
-            "vmgw_connections_refused_total",
-            "Connections refused by connection caps.",
-            &self.connections_refused,
-        );
-        counter(
-            "vmgw_tls_handshake_failures_total",
-            "Failed or timed-out TLS handshakes.",
-            &self.tls_handshake_failures,
-        );
-        counter(
-            "vmgw_proxy_header_failures_total",
-            "Connections from trusted proxies closed for a malformed, missing or late PROXY header.",
-            &self.proxy_header_failures,
-        );
-        counter(
-            "vmgw_view_only_input_dropped_total",
-            "Input messages dropped on view-only sessions.",
-            &self.input_messages_dropped,
-        );
-        counter(
-            "vmgw_links_created_total",
-            "Links created.",
-            &self.links_created,
-        );
-        counter(
-            "vmgw_links_revoked_total",
-            "Links revoked.",
-            &self.links_revoked,
-        );
+        }
         let _ = writeln!(out, "# HELP vmgw_sessions Live console sessions.");
         let _ = writeln!(out, "# TYPE vmgw_sessions gauge");
         let _ = writeln!(out, "vmgw_sessions {live_sessions}");

@@ -186,6 +186,55 @@ fn print_info(info: &VmInfo, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `vm list`: a table, or JSON.
+fn print_list(vms: &[vmm_backend::VmInfo], json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(vms)?);
+        return Ok(());
+    }
+    println!(
+        "{:<24} {:<8} {:>5} {:>8}  CONSOLES",
+        "NAME", "STATE", "VCPUS", "MEMORY"
+    );
+    for v in vms {
+        let consoles: Vec<String> = v.consoles.iter().map(|c| c.kind.to_string()).collect();
+        println!(
+            "{:<24} {:<8} {:>5} {:>5}MiB  {}",
+            v.spec.name,
+            v.state.to_string(),
+            v.spec.vcpus,
+            v.spec.memory_mib,
+            consoles.join(",")
+        );
+    }
+    Ok(())
+}
+
+/// `vm nic list`: one line a NIC, or JSON.
+fn print_nics(nics: &[vmm_backend::nic::NicSpec], json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(nics)?);
+        return Ok(());
+    }
+    for n in nics {
+        let attach = serde_json::to_string(&n.attach)?;
+        println!("{} {} {} {attach}", n.id, n.model, n.mac);
+    }
+    Ok(())
+}
+
+/// `vm ip`: one line an address, or JSON.
+fn print_addresses(addrs: &[vmm_backend::GuestAddress], json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(addrs)?);
+        return Ok(());
+    }
+    for ad in addrs {
+        println!("{:<10} {}/{}", ad.interface, ad.address, ad.prefix);
+    }
+    Ok(())
+}
+
 pub async fn run(cmd: VmCommand, cfg: &gateway::config::Config) -> anyhow::Result<()> {
     let backend = gateway::launch::open_backend(cfg, false)?;
     let power = |name: String, action: PowerAction, json: bool| {
@@ -201,29 +250,7 @@ pub async fn run(cmd: VmCommand, cfg: &gateway::config::Config) -> anyhow::Resul
         }
     };
     match cmd {
-        VmCommand::List(f) => {
-            let vms = backend.list().await?;
-            if f.json {
-                println!("{}", serde_json::to_string(&vms)?);
-            } else {
-                println!(
-                    "{:<24} {:<8} {:>5} {:>8}  CONSOLES",
-                    "NAME", "STATE", "VCPUS", "MEMORY"
-                );
-                for v in vms {
-                    let consoles: Vec<String> =
-                        v.consoles.iter().map(|c| c.kind.to_string()).collect();
-                    println!(
-                        "{:<24} {:<8} {:>5} {:>5}MiB  {}",
-                        v.spec.name,
-                        v.state.to_string(),
-                        v.spec.vcpus,
-                        v.spec.memory_mib,
-                        consoles.join(",")
-                    );
-                }
-            }
-        }
+        VmCommand::List(f) => print_list(&backend.list().await?, f.json)?,
         VmCommand::Show(a) => print_info(&backend.get(&a.name).await?, a.json)?,
         VmCommand::Define(a) => {
             let spec = backend.define(a.definition()?).await?;
@@ -260,20 +287,7 @@ pub async fn run(cmd: VmCommand, cfg: &gateway::config::Config) -> anyhow::Resul
             }
         }
         VmCommand::Nic(NicCommand::List(a)) => {
-            let nics = backend.get(&a.name).await?.spec.nics;
-            if a.json {
-                println!("{}", serde_json::to_string(&nics)?);
-            } else {
-                for n in nics {
-                    println!(
-                        "{} {} {} {}",
-                        n.id,
-                        n.model,
-                        n.mac,
-                        serde_json::to_string(&n.attach)?
-                    );
-                }
-            }
+            print_nics(&backend.get(&a.name).await?.spec.nics, a.json)?
         }
         VmCommand::Nic(NicCommand::Add(a)) => {
             let spec = backend.add_nic(&a.vm, a.nic.parse::<NicRequest>()?).await?;
@@ -286,16 +300,7 @@ pub async fn run(cmd: VmCommand, cfg: &gateway::config::Config) -> anyhow::Resul
             let spec = backend.remove_nic(&a.vm, &a.id).await?;
             println!("removed {} from {}", spec.id, a.vm);
         }
-        VmCommand::Ip(a) => {
-            let addrs = backend.guest_addresses(&a.name).await?;
-            if a.json {
-                println!("{}", serde_json::to_string(&addrs)?);
-            } else {
-                for ad in addrs {
-                    println!("{:<10} {}/{}", ad.interface, ad.address, ad.prefix);
-                }
-            }
-        }
+        VmCommand::Ip(a) => print_addresses(&backend.guest_addresses(&a.name).await?, a.json)?,
     }
     Ok(())
 }
