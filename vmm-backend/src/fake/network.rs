@@ -9,10 +9,10 @@ use async_trait::async_trait;
 
 use super::vms::Vms;
 use crate::api::VmState;
+use crate::net::switches::check_name_free;
 use crate::net::{
-    tap_name, valid_ifname, BondMode, BondRequest, BondSpec, BondStatus, MemberStatus, NetError,
-    NetState, Network, ReconcileReport, SwitchInfo, SwitchKind, SwitchPortInfo, SwitchRequest,
-    SwitchSpec,
+    tap_name, BondMode, BondRequest, BondSpec, BondStatus, MemberStatus, NetError, NetState,
+    Network, ReconcileReport, SwitchInfo, SwitchKind, SwitchPortInfo, SwitchRequest, SwitchSpec,
 };
 
 /// The network of a [`super::FakeBackend`]. Lock order: its state, then the VMs.
@@ -71,36 +71,6 @@ impl FakeNetwork {
         })
     }
 
-    fn check_new_name(what: &'static str, name: &str, st: &NetState) -> Result<(), NetError> {
-        if !valid_ifname(name) {
-            return Err(NetError::InvalidName {
-                what,
-                name: name.chars().take(40).collect(),
-            });
-        }
-        if st.switches.contains_key(name) {
-            return Err(if what == "vSwitch" {
-                NetError::SwitchExists(name.to_owned())
-            } else {
-                NetError::NameTaken {
-                    name: name.to_owned(),
-                    by: format!("vSwitch {name:?}"),
-                }
-            });
-        }
-        if st.bonds.contains_key(name) {
-            return Err(if what == "bond" {
-                NetError::BondExists(name.to_owned())
-            } else {
-                NetError::NameTaken {
-                    name: name.to_owned(),
-                    by: format!("bond {name:?}"),
-                }
-            });
-        }
-        Ok(())
-    }
-
     /// Checks that `members` are two or more distinct host interfaces nobody uses.
     fn check_ifaces(&self, members: &[String], st: &NetState) -> Result<(), NetError> {
         for (i, m) in members.iter().enumerate() {
@@ -139,7 +109,7 @@ impl Network for FakeNetwork {
 
     async fn create_switch(&self, req: SwitchRequest) -> Result<SwitchInfo, NetError> {
         let mut st = self.lock();
-        Self::check_new_name("vSwitch", &req.name, &st)?;
+        check_name_free("vSwitch", &req.name, &st)?;
         if req.uplinks.len() < 2 && (req.bond_mode.is_some() || req.bond_name.is_some()) {
             return Err(NetError::BondModeWithoutBond);
         }
@@ -153,7 +123,7 @@ impl Network for FakeNetwork {
                 .bond_name
                 .clone()
                 .unwrap_or_else(|| format!("{}-bond", req.name));
-            Self::check_new_name("bond", &bond, &st)?;
+            check_name_free("bond", &bond, &st)?;
             st.bonds.insert(
                 bond.clone(),
                 BondSpec {
@@ -206,7 +176,7 @@ impl Network for FakeNetwork {
 
     async fn create_bond(&self, req: BondRequest) -> Result<BondSpec, NetError> {
         let mut st = self.lock();
-        Self::check_new_name("bond", &req.name, &st)?;
+        check_name_free("bond", &req.name, &st)?;
         if !st.switches.contains_key(&req.switch) {
             return Err(NetError::NoSuchSwitch(
                 req.switch.chars().take(40).collect(),

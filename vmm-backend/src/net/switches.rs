@@ -75,32 +75,7 @@ impl NetManager {
         st: &NetState,
         actual: &Actual,
     ) -> Result<(), NetError> {
-        if !valid_ifname(name) {
-            return Err(NetError::InvalidName {
-                what,
-                name: name.chars().take(40).collect(),
-            });
-        }
-        if st.switches.contains_key(name) {
-            return Err(if what == "vSwitch" {
-                NetError::SwitchExists(name.to_owned())
-            } else {
-                NetError::NameTaken {
-                    name: name.to_owned(),
-                    by: format!("vSwitch {name:?}"),
-                }
-            });
-        }
-        if st.bonds.contains_key(name) {
-            return Err(if what == "bond" {
-                NetError::BondExists(name.to_owned())
-            } else {
-                NetError::NameTaken {
-                    name: name.to_owned(),
-                    by: format!("bond {name:?}"),
-                }
-            });
-        }
+        check_name_free(what, name, st)?;
         if actual.contains_key(name) {
             return Err(NetError::NameTaken {
                 name: name.to_owned(),
@@ -326,4 +301,41 @@ impl NetManager {
             lacp_status: rt.lacp_status,
         })
     }
+}
+
+/// Whether `name` may be a new vSwitch or bond in `st`: a valid interface name that no
+/// vSwitch or bond has (the QEMU backend also checks Open vSwitch and the host; the
+/// fake backend has only this).
+pub(crate) fn check_name_free(
+    what: &'static str,
+    name: &str,
+    st: &NetState,
+) -> Result<(), NetError> {
+    if !valid_ifname(name) {
+        return Err(NetError::InvalidName {
+            what,
+            name: name.chars().take(40).collect(),
+        });
+    }
+    if st.switches.contains_key(name) {
+        return Err(if what == "vSwitch" {
+            NetError::SwitchExists(name.to_owned())
+        } else {
+            NetError::NameTaken {
+                name: name.to_owned(),
+                by: format!("vSwitch {name:?}"),
+            }
+        });
+    }
+    if st.bonds.contains_key(name) {
+        return Err(if what == "bond" {
+            NetError::BondExists(name.to_owned())
+        } else {
+            NetError::NameTaken {
+                name: name.to_owned(),
+                by: format!("bond {name:?}"),
+            }
+        });
+    }
+    Ok(())
 }
