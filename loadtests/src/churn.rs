@@ -33,7 +33,7 @@ use crate::measure::{idle_cfg, Errors};
 use crate::procinfo::{self, Usage};
 use crate::relays::{admin_call, GatewayAdmin};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Kind {
     Visitor,
     Admin,
@@ -532,6 +532,7 @@ pub async fn run(
     relay: &Relay,
     admin: &GatewayAdmin,
     p: &Params,
+    kinds: &[Kind],
     progress: impl Fn(&str),
 ) -> anyhow::Result<(Usage, Vec<(Kind, anyhow::Result<Phase>)>, Usage)> {
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
@@ -550,7 +551,7 @@ pub async fn run(
     tokio::time::sleep(p.settle).await;
     let start = procinfo::usage(relay.pid)?;
     let mut out = Vec::new();
-    for kind in Kind::ALL {
+    for &kind in kinds {
         progress(kind.label());
         out.push((kind, phase(&ctx, kind, p).await));
     }

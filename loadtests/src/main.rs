@@ -113,6 +113,9 @@ struct ChurnArgs {
     /// refused phase (more than 2 × concurrency, so the other phases never reach it).
     #[arg(long, default_value_t = 64)]
     cap: usize,
+    /// The phases to run, in this order (default: all).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = churn::Kind::ALL)]
+    phases: Vec<churn::Kind>,
     /// Keep the gateway's data, certificate and log in this directory.
     #[arg(long)]
     keep_work: Option<PathBuf>,
@@ -176,7 +179,7 @@ async fn run_churn(a: &ChurnArgs) -> anyhow::Result<String> {
         settle: Duration::from_secs(a.settle_secs),
         cap: a.cap,
     };
-    let res = churn::run(&gw, &admin, &p, |what| {
+    let res = churn::run(&gw, &admin, &p, &a.phases, |what| {
         eprintln!(
             "[{}] churn: {what} (load {})",
             elapsed(),
