@@ -425,9 +425,8 @@ impl Holders {
             let mut ws = loop {
                 match relay.open(idle_cfg()).await {
                     Ok(ws) => break ws,
-                    Err(e) if tries < 5 => {
+                    Err(_) if tries < 5 => {
                         tries += 1;
-                        let _ = e;
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                     Err(e) => return Err(e.context(format!("holding slot {k} of {n}"))),
