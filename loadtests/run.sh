@@ -2,7 +2,14 @@
 # Builds what the load test needs and runs it: the gateway's console relay against
 # websockify on the same TCP backend, in one run. Writes results/<date>.md and prints it.
 # Extra arguments go to vmgw-load (e.g. --idle 500 --throughput-secs 5; see --help).
+# `run.sh churn [args]` runs the churn check instead (gateway only, no websockify):
+# writes results/churn-<date>.md; args go to `vmgw-load churn` (see README, "Churn").
 set -euo pipefail
+mode=compare
+if [ "${1:-}" = churn ]; then
+    mode=churn
+    shift
+fi
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/.." && pwd)"
 cd "$here"
@@ -12,15 +19,17 @@ echo "== building the gateway (release)" >&2
 echo "== building vmgw-load (release)" >&2
 cargo build --release
 
-if [ ! -x .venv/bin/websockify ]; then
+if [ "$mode" = compare ] && [ ! -x .venv/bin/websockify ]; then
     echo "== installing websockify into loadtests/.venv" >&2
     python3 -m venv .venv
     .venv/bin/pip install --quiet websockify
 fi
 
 mkdir -p results
-out="results/$(date +%F).md"
-if [ -e "$out" ]; then out="results/$(date +%F-%H%M).md"; fi
+prefix=""
+if [ "$mode" = churn ]; then prefix="churn-"; fi
+out="results/$prefix$(date +%F).md"
+if [ -e "$out" ]; then out="results/$prefix$(date +%F-%H%M).md"; fi
 
 ncpu="$(nproc)"
 if [ "$ncpu" -ge 2 ]; then
@@ -33,9 +42,21 @@ fi
 
 commit="$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 dirty="$(git -C "$repo" status --porcelain -- gateway Cargo.lock 2>/dev/null | head -1)"
+tmpfs="$(df -T "${TMPDIR:-/tmp}" | awk 'NR==2 {print $2}')"
+
+if [ "$mode" = churn ]; then
+    exec "${pin_client[@]}" target/release/vmgw-load churn \
+        --gateway "$repo/target/release/gateway" \
+        --out "$out" \
+        "${pin_args[@]}" \
+        --note "Date: $(date -Iseconds)" \
+        --note "Gateway: commit $commit${dirty:+ (with uncommitted changes)}, \`target/release/gateway serve --config\` (self-signed cert, data dir in ${TMPDIR:-/tmp} on $tmpfs)" \
+        --note "Command: \`loadtests/run.sh churn${*:+ $*}\`" \
+        "$@"
+fi
+
 wsver="$(.venv/bin/pip show websockify 2>/dev/null | sed -n 's/^Version: //p')"
 pyver="$(.venv/bin/python --version 2>&1)"
-tmpfs="$(df -T "${TMPDIR:-/tmp}" | awk 'NR==2 {print $2}')"
 
 "${pin_client[@]}" target/release/vmgw-load \
     --gateway "$repo/target/release/gateway" \

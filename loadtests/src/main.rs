@@ -2,6 +2,7 @@
 //! in one run. See README.md for what is measured and how to read it.
 
 mod backend;
+mod churn;
 mod client;
 mod measure;
 mod procinfo;
@@ -73,6 +74,54 @@ enum Cmd {
         #[arg(long)]
         to: SocketAddr,
     },
+    /// Open/close cycles (visitor sessions, admin requests, refused connections, failed
+    /// TLS handshakes) against the gateway alone: are its fds, threads and memory back
+    /// at their baseline afterwards? See README.md, "Churn".
+    Churn(ChurnArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ChurnArgs {
+    /// The gateway binary (built with `cargo build --release -p gateway`).
+    #[arg(long, default_value = "../target/release/gateway")]
+    gateway: PathBuf,
+    /// Write the Markdown report here (it is printed too).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Core for the gateway; this process should run on another (`taskset -c 1`).
+    #[arg(long, default_value_t = 0)]
+    relay_cpu: usize,
+    /// Do not pin the gateway.
+    #[arg(long)]
+    no_pin: bool,
+    /// Cycles per phase.
+    #[arg(long, default_value_t = 10_000)]
+    cycles: usize,
+    /// Warm-up cycles before each phase's baseline.
+    #[arg(long, default_value_t = 300)]
+    warmup: usize,
+    /// Cycles running at once.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Each phase stops after this many seconds even if its cycles are not done.
+    #[arg(long, default_value_t = 300)]
+    phase_secs: u64,
+    /// Pause before each reading (tokio's idle blocking threads exit after 10 s).
+    #[arg(long, default_value_t = 15)]
+    settle_secs: u64,
+    /// The gateway's `max_connections_per_ip`, held by that many sessions in the
+    /// refused phase (more than 2 × concurrency, so the other phases never reach it).
+    #[arg(long, default_value_t = 64)]
+    cap: usize,
+    /// The phases to run, in this order (default: all).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = churn::Kind::ALL)]
+    phases: Vec<churn::Kind>,
+    /// Keep the gateway's data, certificate and log in this directory.
+    #[arg(long)]
+    keep_work: Option<PathBuf>,
+    /// Lines for the report's environment section (run.sh passes the commit).
+    #[arg(long)]
+    note: Vec<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -88,13 +137,170 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(workers)
         .enable_all()
         .build()?;
-    let report = rt.block_on(run(&args))?;
+    let (report, out) = match &args.cmd {
+        Some(Cmd::Churn(c)) => (rt.block_on(run_churn(c))?, c.out.as_ref()),
+        _ => (rt.block_on(run(&args))?, args.out.as_ref()),
+    };
     println!("{report}");
-    if let Some(out) = &args.out {
+    if let Some(out) = out {
         std::fs::write(out, &report).with_context(|| format!("writing {}", out.display()))?;
         eprintln!("report written to {}", out.display());
     }
     Ok(())
+}
+
+async fn run_churn(a: &ChurnArgs) -> anyhow::Result<String> {
+    elapsed();
+    let cpu = (!a.no_pin).then_some(a.relay_cpu);
+    let backend = backend::spawn().await?;
+    let tmp = tempfile::Builder::new().prefix("vmgw-churn").tempdir()?;
+    let work = match &a.keep_work {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            std::fs::canonicalize(d)?
+        }
+        None => tmp.path().to_path_buf(),
+    };
+    let gateway_bin = std::fs::canonicalize(&a.gateway)
+        .with_context(|| format!("gateway binary {}", a.gateway.display()))?;
+    let (gw_proc, gw, admin) = relays::start_gateway(&gateway_bin, &work, cpu, backend, a.cap)
+        .await
+        .context("starting the gateway")?;
+    let load_before = procinfo::loadavg();
+    eprintln!(
+        "[{}] gateway started; load average {load_before}",
+        elapsed()
+    );
+    let p = churn::Params {
+        cycles: a.cycles,
+        warmup: a.warmup,
+        workers: a.concurrency,
+        phase_cap: Duration::from_secs(a.phase_secs),
+        settle: Duration::from_secs(a.settle_secs),
+        cap: a.cap,
+    };
+    let res = churn::run(&gw, &admin, &p, &a.phases, |what| {
+        eprintln!(
+            "[{}] churn: {what} (load {})",
+            elapsed(),
+            procinfo::loadavg()
+        );
+    })
+    .await;
+    let load_after = procinfo::loadavg();
+    gw_proc.stop().await;
+    let (start, phases, end) = res?;
+    let mut s = String::new();
+    let _ = writeln!(s, "# vmgw-load churn\n\n## Environment\n");
+    for n in &a.note {
+        let _ = writeln!(s, "- {n}");
+    }
+    let _ = writeln!(s, "- {}", machine());
+    let _ = writeln!(
+        s,
+        "- Load average (1, 5, 15 min) before: {load_before}; after: {load_after}"
+    );
+    let _ = writeln!(
+        s,
+        "- Pinning: {}; the load generator and the TCP backend on the other core (run.sh: `taskset -c 1`)",
+        match cpu {
+            Some(c) => format!("gateway on CPU {c}"),
+            None => "none".into(),
+        }
+    );
+    let _ = writeln!(
+        s,
+        "- Parameters: {} cycles per phase ({} warm-up cycles before each baseline), {} at a time, \
+         phase cap {} s, readings {} s after each phase; gateway `max_connections_per_ip = {}`, \
+         `exchanges_per_ip_per_minute = 1000000`, other limits default",
+        a.cycles, a.warmup, a.concurrency, a.phase_secs, a.settle_secs, a.cap
+    );
+    let _ = writeln!(
+        s,
+        "- Back at baseline: fds within ±{}, threads within ±{}, RSS and PSS at most \
+         max(10 %, 4 MiB) above",
+        churn::FD_SLACK,
+        churn::THREAD_SLACK
+    );
+    let _ = writeln!(
+        s,
+        "\n## Results\n\nEach cell: before → after (Δ), peak during the phase. Memory in MiB.\n\n\
+         | phase | cycles | failed | cycles/s | fds | threads | RSS | PSS | back at baseline |\n\
+         |---|---|---|---|---|---|---|---|---|"
+    );
+    let mib = |k: u64| k as f64 / 1024.0;
+    for (kind, r) in &phases {
+        match r {
+            Ok(ph) => {
+                let (b, x, pk) = (ph.before, ph.after, ph.peak);
+                let not = ph.not_back();
+                let _ = writeln!(
+                    s,
+                    "| {} | {}{} | {} | {:.0} | {} → {} ({:+}), {} | {} → {} ({:+}), {} | {:.1} → {:.1} ({:+.1}), {:.1} | {:.1} → {:.1} ({:+.1}), {:.1} | {} |",
+                    kind.label(),
+                    ph.ran,
+                    if ph.stopped_by_cap { " (time cap)" } else { "" },
+                    ph.ran - ph.ok,
+                    ph.per_sec(),
+                    b.fds, x.fds, x.fds as i64 - b.fds as i64, pk.fds,
+                    b.threads, x.threads, x.threads as i64 - b.threads as i64, pk.threads,
+                    mib(b.rss_kib), mib(x.rss_kib), mib(x.rss_kib) - mib(b.rss_kib), mib(pk.rss_kib),
+                    mib(b.pss_kib), mib(x.pss_kib), mib(x.pss_kib) - mib(b.pss_kib), mib(pk.pss_kib),
+                    if not.is_empty() { "yes".to_owned() } else { format!("**no**: {}", not.join(", ")) },
+                );
+            }
+            Err(e) => {
+                let _ = writeln!(s, "| {} | {} | | | | | | | |", kind.label(), fmt_err(e));
+            }
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\nWhole run (first baseline → last reading): fds {} → {}, threads {} → {}, RSS {:.1} → {:.1} MiB, PSS {:.1} → {:.1} MiB.\n\n## Details\n",
+        start.fds, end.fds, start.threads, end.threads,
+        mib(start.rss_kib), mib(end.rss_kib), mib(start.pss_kib), mib(end.pss_kib)
+    );
+    for (kind, r) in &phases {
+        let Ok(ph) = r else { continue };
+        let _ = write!(
+            s,
+            "- {}: {} cycles in {:.1} s, {} ended as expected",
+            kind.label(),
+            ph.ran,
+            ph.secs,
+            ph.ok
+        );
+        if let Some((name, d)) = ph.counter {
+            let _ = write!(s, "; gateway `{name}` +{d:.0}");
+        }
+        let _ = writeln!(
+            s,
+            "; after: `vmgw_sessions` {:.0}, `vmgw_public_connections` {:.0}; memory per cycle (PSS Δ / cycles) {:.0} bytes",
+            ph.live_after.0,
+            ph.live_after.1,
+            if ph.ran > 0 { (ph.after.pss_kib as f64 - ph.before.pss_kib as f64) * 1024.0 / ph.ran as f64 } else { 0.0 }
+        );
+        if let Some(e) = &ph.errors.first {
+            let _ = writeln!(s, "  - first failure: `{}`", e.replace('`', "'"));
+        }
+    }
+    Ok(s)
+}
+
+fn machine() -> String {
+    let os = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| t.lines().next().map(str::to_owned))
+        .unwrap_or_default();
+    format!(
+        "Linux {}, {} CPUs online, {}",
+        os.trim(),
+        std::fs::read_to_string("/sys/devices/system/cpu/online")
+            .unwrap_or_default()
+            .trim(),
+        mem.split_whitespace().collect::<Vec<_>>().join(" ")
+    )
 }
 
 /// Results of one relay.
@@ -145,7 +351,7 @@ async fn run(args: &Args) -> anyhow::Result<String> {
     };
     let gateway_bin = std::fs::canonicalize(&args.gateway)
         .with_context(|| format!("gateway binary {}", args.gateway.display()))?;
-    let (gw_proc, gw) = relays::start_gateway(&gateway_bin, &work, cpu, backend)
+    let (gw_proc, gw, _) = relays::start_gateway(&gateway_bin, &work, cpu, backend, 20_000)
         .await
         .context("starting the gateway")?;
     let mut procs = vec![gw_proc];

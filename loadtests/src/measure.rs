@@ -37,7 +37,7 @@ pub struct Errors {
 }
 
 impl Errors {
-    fn add(&mut self, e: &anyhow::Error) {
+    pub fn add(&mut self, e: &anyhow::Error) {
         self.count += 1;
         if self.first.is_none() {
             self.first = Some(format!("{e:#}"));

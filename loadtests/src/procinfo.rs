@@ -95,3 +95,37 @@ pub fn loadavg() -> String {
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "?".into())
 }
+
+/// What churn watches in one process: open descriptors, threads, RSS and PSS (KiB).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    pub fds: u64,
+    pub threads: u64,
+    pub rss_kib: u64,
+    pub pss_kib: u64,
+}
+
+impl Usage {
+    /// The larger of each field (for peaks).
+    pub fn max(self, o: Usage) -> Usage {
+        Usage {
+            fds: self.fds.max(o.fds),
+            threads: self.threads.max(o.threads),
+            rss_kib: self.rss_kib.max(o.rss_kib),
+            pss_kib: self.pss_kib.max(o.pss_kib),
+        }
+    }
+}
+
+/// Descriptors (entries of /proc/PID/fd), threads and memory of one process.
+pub fn usage(pid: u32) -> anyhow::Result<Usage> {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))?.count() as u64;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
+    Ok(Usage {
+        fds,
+        threads: kib_field(&status, "Threads:"),
+        rss_kib: kib_field(&status, "VmRSS:"),
+        pss_kib: kib_field(&rollup, "Pss:"),
+    })
+}

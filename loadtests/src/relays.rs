@@ -72,7 +72,16 @@ async fn wait_log_line(p: &mut Proc, needle: &str, limit: Duration) -> anyhow::R
     bail!("no {needle:?} in {} within {limit:?}", p.log.display())
 }
 
-async fn admin_call(
+/// The gateway's admin listener and a token for it.
+#[derive(Debug, Clone)]
+pub struct GatewayAdmin {
+    pub addr: SocketAddr,
+    pub token: String,
+    /// The id of the link made to the backend.
+    pub link_id: String,
+}
+
+pub async fn admin_call(
     admin: SocketAddr,
     token: &str,
     method: &str,
@@ -92,13 +101,15 @@ async fn admin_call(
 }
 
 /// Starts `gateway serve` on a fresh data directory under `work`, registers the backend
-/// as a raw external target and makes one link to it.
+/// as a raw external target and makes one link to it. `max_conns_per_ip` is the
+/// gateway's per-address connection cap (all the load comes from 127.0.0.1).
 pub async fn start_gateway(
     bin: &Path,
     work: &Path,
     cpu: Option<usize>,
     backend: SocketAddr,
-) -> anyhow::Result<(Proc, Relay)> {
+    max_conns_per_ip: usize,
+) -> anyhow::Result<(Proc, Relay, GatewayAdmin)> {
     let data = work.join("gateway-data");
     std::fs::create_dir_all(&data)?;
     let cfg = work.join("gateway.toml");
@@ -110,7 +121,7 @@ pub async fn start_gateway(
              [admin]\nlisten = \"127.0.0.1:0\"\n\
              [limits]\n\
              exchanges_per_ip_per_minute = 1000000\n\
-             max_connections_per_ip = 20000\n"
+             max_connections_per_ip = {max_conns_per_ip}\n"
         ),
     )?;
     let out = Command::new(bin)
@@ -166,6 +177,10 @@ pub async fn start_gateway(
         .as_str()
         .ok_or_else(|| anyhow!("link without token: {link}"))?
         .to_owned();
+    let link_id = link["id"]
+        .as_str()
+        .ok_or_else(|| anyhow!("link without id: {link}"))?
+        .to_owned();
     let tls = tls_connector(&data.join("tls/self-signed.crt"))?;
     let relay = Relay {
         name: "gateway",
@@ -175,7 +190,12 @@ pub async fn start_gateway(
         kind: RelayKind::Gateway { link_token },
         pid: p.pid,
     };
-    Ok((p, relay))
+    let admin = GatewayAdmin {
+        addr: admin,
+        token: admin_token,
+        link_id,
+    };
+    Ok((p, relay, admin))
 }
 
 /// Starts websockify (default engine, TLS only) with a fresh self-signed certificate.

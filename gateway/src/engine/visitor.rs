@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use dashmap::DashMap;
 use time::OffsetDateTime;
 use vmm_backend::{ConsoleKind, PowerAction};
 
@@ -17,6 +18,22 @@ use crate::metrics::Metrics;
 use crate::model::links::{ConsoleType, Link, Refusal};
 use crate::model::tokens::TokenError;
 use crate::store::{AuditKind, Grant, RedeemError, Target, TargetAddress};
+
+/// Grants kept in memory at most. Every exchange makes one, valid until its link
+/// expires (up to `links.max_ttl_secs`, 30 days by default), so an unbounded cache grew
+/// by one entry per exchange for the link's whole life (`loadtests`, churn: ~340 bytes
+/// per visitor session). The store holds every grant; the cache only spares a read.
+const GRANT_CACHE_MAX: usize = 4096;
+
+/// Caches a grant; a full cache is emptied first (the newest grants are the likeliest to
+/// be used; evicted ones are read back from the store). The map keeps its capacity, so
+/// its memory stays bounded by `max` entries.
+fn cache_grant(grants: &DashMap<[u8; 32], Grant>, key: [u8; 32], grant: Grant, max: usize) {
+    if grants.len() >= max && !grants.contains_key(&key) {
+        grants.clear();
+    }
+    grants.insert(key, grant);
+}
 
 impl App {
     /// The visitor's exchange: token (+ password) → a grant cookie for the link.
@@ -89,7 +106,7 @@ impl App {
             link_id: link.id.clone(),
             expires_at: link.expires_at,
         };
-        self.grants.insert(key, grant);
+        cache_grant(&self.grants, key, grant, GRANT_CACHE_MAX);
         let max_age = (link.expires_at - now).whole_seconds().max(1);
         Ok(Exchange {
             cookie_name: cookie_name(&link.id),
@@ -189,7 +206,7 @@ impl App {
                     .get_grant(&hex(&key))
                     .await?
                     .ok_or(EngineError::Unauthorized("no_session"))?;
-                self.grants.insert(key, g.clone());
+                cache_grant(&self.grants, key, g.clone(), GRANT_CACHE_MAX);
                 g
             }
         };
@@ -347,5 +364,36 @@ impl App {
                     reason: "shutting_down",
                 },
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_grant_cache_stays_bounded_and_keeps_the_newest() {
+        let grants = DashMap::new();
+        let grant = |i: u32| Grant {
+            link_id: format!("link-{i}"),
+            expires_at: OffsetDateTime::UNIX_EPOCH,
+        };
+        let key = |i: u32| {
+            let mut k = [0u8; 32];
+            k[..4].copy_from_slice(&i.to_le_bytes());
+            k
+        };
+        for i in 0..1000 {
+            cache_grant(&grants, key(i), grant(i), 64);
+            assert!(grants.len() <= 64, "{} entries after {i}", grants.len());
+            assert_eq!(
+                grants.get(&key(i)).map(|g| g.link_id.clone()),
+                Some(format!("link-{i}"))
+            );
+        }
+        // Caching a grant already there (a store read after a restart) evicts nothing.
+        let n = grants.len();
+        cache_grant(&grants, key(999), grant(999), n);
+        assert_eq!(grants.len(), n);
     }
 }
