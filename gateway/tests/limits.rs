@@ -186,3 +186,37 @@ async fn oversized_bodies_and_passwords_are_refused_before_hashing() {
     let (s, _, _) = gw.exchange(token, Some(&long)).await;
     assert_eq!(s, 400);
 }
+
+/// `grant_cache_entries` bounds the visitors' grants held in memory; grants past it are
+/// read back from the store, so every visitor keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grant_cache_is_bounded_and_visitors_keep_working() {
+    let gw = TestGateway::start_with("[limits]\ngrant_cache_entries = 2\n").await;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let link = gw.raw_link("cache", &addr.to_string(), json!({})).await;
+    let mut cookies = Vec::new();
+    for _ in 0..5 {
+        let (s, cookie, v) = gw.exchange(link["token"].as_str().unwrap(), None).await;
+        assert_eq!(s, 200, "{v}");
+        cookies.push(cookie.unwrap());
+        assert!(
+            gw.app.cached_grants() <= 2,
+            "{} cached",
+            gw.app.cached_grants()
+        );
+    }
+    let id = link["id"].as_str().unwrap();
+    for c in &cookies {
+        let (s, _, v) = gw
+            .public(
+                "GET",
+                &format!("/s/status/{id}"),
+                &format!("Cookie: {c}\r\n"),
+                None,
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+    }
+    assert!(gw.app.cached_grants() <= 2);
+}

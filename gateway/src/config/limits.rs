@@ -47,6 +47,9 @@ pub struct Limits {
     pub max_concurrent_hashes: usize,
     /// Largest clipboard (ClientCutText) a visitor may send.
     pub max_cut_text_bytes: usize,
+    /// Visitors' grants kept in memory (the store holds them all; past this many the
+    /// cache is emptied and grants are read back from the store).
+    pub grant_cache_entries: usize,
     /// How long shutdown waits for sessions to close.
     pub shutdown_drain: Duration,
     /// How often revocations made elsewhere (CLI, other gateways) are picked up.
@@ -80,6 +83,7 @@ impl Default for Limits {
             lockout: Duration::from_secs(300),
             max_concurrent_hashes: 2,
             max_cut_text_bytes: 1 << 20,
+            grant_cache_entries: 4096,
             shutdown_drain: Duration::from_secs(5),
             revocation_poll: Duration::from_secs(1),
             console_connect_timeout: Duration::from_secs(5),
@@ -124,6 +128,7 @@ impl RawLimits {
             lockout: secs!(lockout, lockout_secs),
             max_concurrent_hashes: count!(max_concurrent_hashes),
             max_cut_text_bytes: count!(max_cut_text_bytes),
+            grant_cache_entries: count!(grant_cache_entries),
             shutdown_drain: secs!(shutdown_drain, shutdown_drain_secs),
             console_connect_timeout: secs!(console_connect_timeout, console_connect_timeout_secs),
             console_handshake_timeout: secs!(

@@ -120,6 +120,7 @@ pub struct RawLimits {
     pub lockout_secs: Option<u64>,
     pub max_concurrent_hashes: Option<usize>,
     pub max_cut_text_bytes: Option<usize>,
+    pub grant_cache_entries: Option<usize>,
     pub shutdown_drain_secs: Option<u64>,
     pub revocation_poll_ms: Option<u64>,
     pub console_connect_timeout_secs: Option<u64>,

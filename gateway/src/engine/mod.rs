@@ -213,6 +213,11 @@ impl App {
         &self.tasks
     }
 
+    /// Visitors' grants held in memory now (bounded by `limits.grant_cache_entries`).
+    pub fn cached_grants(&self) -> usize {
+        self.grants.len()
+    }
+
     /// The store, for the CLI's offline commands and for tests. Request handlers go
     /// through the engine's operations instead.
     pub fn store(&self) -> &Arc<dyn Store> {

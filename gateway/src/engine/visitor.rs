@@ -19,12 +19,6 @@ use crate::model::links::{ConsoleType, Link, Refusal};
 use crate::model::tokens::TokenError;
 use crate::store::{AuditKind, Grant, RedeemError, Target, TargetAddress};
 
-/// Grants kept in memory at most. Every exchange makes one, valid until its link
-/// expires (up to `links.max_ttl_secs`, 30 days by default), so an unbounded cache grew
-/// by one entry per exchange for the link's whole life (`loadtests`, churn: ~340 bytes
-/// per visitor session). The store holds every grant; the cache only spares a read.
-const GRANT_CACHE_MAX: usize = 4096;
-
 /// Caches a grant; a full cache is emptied first (the newest grants are the likeliest to
 /// be used; evicted ones are read back from the store). The map keeps its capacity, so
 /// its memory stays bounded by `max` entries.
@@ -106,7 +100,12 @@ impl App {
             link_id: link.id.clone(),
             expires_at: link.expires_at,
         };
-        cache_grant(&self.grants, key, grant, GRANT_CACHE_MAX);
+        cache_grant(
+            &self.grants,
+            key,
+            grant,
+            self.cfg.limits.grant_cache_entries,
+        );
         let max_age = (link.expires_at - now).whole_seconds().max(1);
         Ok(Exchange {
             cookie_name: cookie_name(&link.id),
@@ -206,7 +205,12 @@ impl App {
                     .get_grant(&hex(&key))
                     .await?
                     .ok_or(EngineError::Unauthorized("no_session"))?;
-                cache_grant(&self.grants, key, g.clone(), GRANT_CACHE_MAX);
+                cache_grant(
+                    &self.grants,
+                    key,
+                    g.clone(),
+                    self.cfg.limits.grant_cache_entries,
+                );
                 g
             }
         };
