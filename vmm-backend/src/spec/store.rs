@@ -108,27 +108,7 @@ impl SpecStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::nic::{NicModel, NicRequest};
-    use crate::spec::vm::{Accel, BootSource, ConsoleConfig, VmDefinition};
-
-    fn def(name: &str) -> VmDefinition {
-        VmDefinition {
-            name: name.to_owned(),
-            uuid: None,
-            vcpus: 1,
-            memory_mib: 128,
-            boot: BootSource::Firmware,
-            console: ConsoleConfig::Both,
-            nics: vec![NicRequest {
-                model: NicModel::Virtio,
-                mac: None,
-                attach: Default::default(),
-                pf: None,
-            }],
-            accel: Accel::Tcg,
-            autostart: false,
-        }
-    }
+    use crate::spec::vm::tests::def;
 
     #[test]
     fn store_roundtrip_and_atomic_leftovers() {

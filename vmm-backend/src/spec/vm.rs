@@ -419,10 +419,11 @@ pub fn has_sriov(spec: &VmSpec) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn def(name: &str) -> VmDefinition {
+    /// A small valid definition (firmware, one virtio NIC), for tests here and nearby.
+    pub(crate) fn def(name: &str) -> VmDefinition {
         VmDefinition {
             name: name.to_owned(),
             uuid: None,
