@@ -68,6 +68,12 @@ pub fn admin_json(data: &[u8]) {
         );
     }
     let _ = serde_json::from_slice::<crate::store::TargetRequest>(data);
+    // The admin API's own target body (`POST /targets`), with its socket-path rules.
+    if let Ok(t) = serde_json::from_slice::<crate::engine::TargetSpec>(data) {
+        if let Some(p) = &t.socket {
+            let _ = crate::config::is_normal(p);
+        }
+    }
 }
 
 /// The RFB client→server filter. Byte 0 selects the mode (bit 0: view-only) and a chunk
