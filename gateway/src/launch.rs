@@ -166,7 +166,7 @@ async fn public_tls(cfg: &Config) -> Result<(ListenerTls, Option<Acme>), LaunchE
     match (&cfg.public_tls, &cfg.public_acme) {
         (Some(f), _) => Ok((ListenerTls::from_files(&f.cert, &f.key, false)?, None)),
         (None, Some(settings)) => {
-            let (tls, task) = Acme::prepare(settings.clone(), &cfg.data_dir).await?;
+            let (tls, task) = Acme::prepare(settings.clone(), &cfg.data_dir, &cfg.limits).await?;
             Ok((tls, Some(task)))
         }
         (None, None) => {

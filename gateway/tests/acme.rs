@@ -544,3 +544,39 @@ async fn an_account_the_ca_forgot_is_replaced() {
     assert_ne!(new_account, old_account);
     gw.stop().await;
 }
+
+/// The HTTP-01 listener's bounds act: with `http01_max_connections = 1` a second client
+/// waits while an idle one holds the slot, and the idle one is cut at
+/// `limits.header_read_timeout_secs`, after which the second is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http01_listener_is_bounded() {
+    let (public, http) = (common::free_port(), common::free_port());
+    let data = tempfile::Builder::new()
+        .prefix("vmgw-acme")
+        .tempdir()
+        .unwrap();
+    // A CA that cannot be reached: orders fail and wait; the listener serves anyway.
+    let toml = format!(
+        "domains = [{DOMAIN:?}]\ndirectory = \"https://127.0.0.1:1/dir\"\nchallenge = \"http-01\"\nhttp01_listen = \"127.0.0.1:{http}\"\nhttp01_max_connections = 1\nretry_min_secs = 600\n[limits]\nheader_read_timeout_secs = 1\n"
+    );
+    let gw = start_gateway(data.path(), public, &toml).await;
+    let addr = SocketAddr::from(([127, 0, 0, 1], http));
+    wait_port(addr).await;
+    let idle = TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let start = Instant::now();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (status, _, _) = common::http_call(tcp, "GET", "/", "", None).await;
+    let waited = start.elapsed();
+    assert_eq!(status, 404);
+    assert!(
+        waited >= Duration::from_millis(600),
+        "not held by the cap: {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(5),
+        "the idle client was not cut: {waited:?}"
+    );
+    drop(idle);
+    gw.stop().await;
+}

@@ -20,8 +20,6 @@ use tokio::sync::Semaphore;
 use crate::server::tls::CertResolver;
 
 const HTTP01_PREFIX: &str = "/.well-known/acme-challenge/";
-/// Connections the HTTP-01 listener serves at once; more wait in the backlog.
-const HTTP01_MAX_CONNECTIONS: usize = 64;
 
 /// Errors arming a challenge.
 #[derive(Debug, thiserror::Error)]
@@ -119,9 +117,22 @@ impl Challenges {
     }
 }
 
+/// The HTTP-01 listener's bounds: connections at most, and the time a request has to
+/// arrive and to finish (the gateway's `header_read_timeout` and `request_timeout`).
+#[derive(Debug, Clone, Copy)]
+pub struct Http01Limits {
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
 /// Serves HTTP-01 answers on `listener` until the task is dropped.
-pub async fn serve_http01(listener: TcpListener, challenges: Arc<Challenges>) {
-    let cap = Arc::new(Semaphore::new(HTTP01_MAX_CONNECTIONS));
+pub async fn serve_http01(
+    listener: TcpListener,
+    challenges: Arc<Challenges>,
+    limits: Http01Limits,
+) {
+    let cap = Arc::new(Semaphore::new(limits.max_connections));
     loop {
         let Ok(permit) = cap.clone().acquire_owned().await else {
             return;
@@ -143,10 +154,10 @@ pub async fn serve_http01(listener: TcpListener, challenges: Arc<Challenges>) {
             });
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
+                .header_read_timeout(limits.header_read_timeout)
                 .keep_alive(false)
                 .serve_connection(TokioIo::new(stream), service);
-            match tokio::time::timeout(Duration::from_secs(30), conn).await {
+            match tokio::time::timeout(limits.request_timeout, conn).await {
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "HTTP-01 connection failed"),
                 Err(_) => tracing::debug!(%peer, "HTTP-01 connection timed out"),
                 Ok(Ok(())) => {}

@@ -44,6 +44,10 @@ pub struct RawAcme {
     /// An order (challenges, validation, issuance) must finish within this many seconds
     /// (default 120), else it counts as failed.
     pub order_timeout_secs: Option<u64>,
+    /// Open connections on the HTTP-01 listener at most (default 64); each must send
+    /// its request within `limits.header_read_timeout_secs` and be done within
+    /// `limits.request_timeout_secs`.
+    pub http01_max_connections: Option<u64>,
 }
 
 /// How control of the names is proven.
@@ -67,6 +71,7 @@ pub struct AcmeSettings {
     pub retry_min: Duration,
     pub retry_max: Duration,
     pub order_timeout: Duration,
+    pub http01_max_connections: usize,
 }
 
 fn invalid(key: &'static str, why: impl Into<String>) -> ConfigError {
@@ -195,6 +200,12 @@ impl RawAcme {
             retry_min: Duration::from_secs(retry_min),
             retry_max: Duration::from_secs(retry_max),
             order_timeout: Duration::from_secs(order_timeout),
+            http01_max_connections: usize::try_from(positive(
+                self.http01_max_connections,
+                64,
+                "public.acme.http01_max_connections",
+            )?)
+            .unwrap_or(usize::MAX),
         })
     }
 }

@@ -92,6 +92,7 @@ pub struct Acme {
     resolver: Arc<CertResolver>,
     challenges: Arc<Challenges>,
     http01: Option<TcpListener>,
+    http01_limits: challenge::Http01Limits,
     /// The expiry of the certificate served now, when it is a CA's.
     not_after: Option<SystemTime>,
 }
@@ -122,6 +123,7 @@ impl Acme {
     pub async fn prepare(
         settings: AcmeSettings,
         data_dir: &std::path::Path,
+        limits: &crate::config::Limits,
     ) -> Result<(ListenerTls, Acme), AcmeError> {
         let storage = Storage::open(data_dir, &settings.directory)?;
         let client = CaClient::new(settings.directory_ca.as_deref())?;
@@ -160,6 +162,7 @@ impl Acme {
             resolver: resolver.clone(),
             files: None,
         };
+        let settings_http01_max = settings.http01_max_connections;
         let acme = Acme {
             challenges: Challenges::new(resolver.clone()),
             settings,
@@ -167,6 +170,11 @@ impl Acme {
             client,
             resolver,
             http01,
+            http01_limits: challenge::Http01Limits {
+                max_connections: settings_http01_max,
+                header_read_timeout: limits.header_read_timeout,
+                request_timeout: limits.request_timeout,
+            },
             not_after,
         };
         Ok((tls, acme))
@@ -183,6 +191,7 @@ impl Acme {
             AbortOnDrop(tokio::spawn(challenge::serve_http01(
                 l,
                 self.challenges.clone(),
+                self.http01_limits,
             )))
         });
         let mut account = None;
