@@ -68,7 +68,12 @@ impl Proxy {
                 );
             }
             if TcpStream::connect(self.addr()).await.is_ok() {
-                return;
+                // Listening, and still alive a moment later (not someone else's port).
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if self.child.try_wait().unwrap().is_none() {
+                    return;
+                }
+                continue;
             }
             assert!(
                 start.elapsed() < Duration::from_secs(10),

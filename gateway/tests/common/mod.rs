@@ -493,11 +493,15 @@ pub async fn echo_console() -> SocketAddr {
     addr
 }
 
-/// A free loopback port (bound and released; a server binds it right after).
+/// A free loopback port for a server a test starts itself (a proxy, a CA, a `gateway
+/// serve`): bound and released, then bound by that server. It is drawn below Linux's
+/// ephemeral range (32768–60999), so a listener on port 0 elsewhere in the test run
+/// cannot take it in between.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    loop {
+        let port = 20_000 + rand::random::<u16>() % 12_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
