@@ -254,7 +254,7 @@ fn header_has_token(h: &http::HeaderMap, name: header::HeaderName, token: &str) 
 async fn connect(addr: &ConsoleAddress, timeout: Duration) -> std::io::Result<Box<dyn ConsoleIo>> {
     let fut = async {
         Ok::<Box<dyn ConsoleIo>, std::io::Error>(match addr {
-            ConsoleAddress::Unix(p) => Box::new(tokio::net::UnixStream::connect(p).await?),
+            ConsoleAddress::Unix(p) => Box::new(connect_unix(p).await?),
             ConsoleAddress::Tcp(a) => {
                 let s = tokio::net::TcpStream::connect(a.as_str()).await?;
                 let _ = s.set_nodelay(true);
@@ -265,6 +265,21 @@ async fn connect(addr: &ConsoleAddress, timeout: Duration) -> std::io::Result<Bo
     tokio::time::timeout(timeout, fut)
         .await
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
+}
+
+/// Connects to a unix-socket console. QEMU listens on its VNC and SPICE sockets with a
+/// backlog of one, and a unix socket whose backlog is full refuses at once (`EAGAIN`)
+/// instead of queueing: visitors arriving together wait their turn (bounded by the
+/// caller's connect timeout) instead of failing.
+async fn connect_unix(path: &std::path::Path) -> std::io::Result<tokio::net::UnixStream> {
+    loop {
+        match tokio::net::UnixStream::connect(path).await {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// The answer to a WebSocket request whose session ended while connecting to the console.
