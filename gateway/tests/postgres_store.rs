@@ -7,40 +7,15 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod store_fixtures;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gateway::model::links::{new_link_id, Link, LinkPolicy, LinkRequest, Refusal};
+use gateway::model::links::Refusal;
 use gateway::store::{PgSettings, PgStore, RedeemError, Store, StoreError};
+use store_fixtures::{link_with, NOW};
 use test_support::postgres::{PgDatabase, PgServer};
-use time::macros::datetime;
-use time::OffsetDateTime;
-
-const NOW: OffsetDateTime = datetime!(2030-01-01 12:00:00 UTC);
-
-fn link_with(max_uses: Option<u32>, not_before: Option<OffsetDateTime>) -> Link {
-    LinkRequest {
-        vm: "web-01".into(),
-        console: None,
-        expires_at: None,
-        ttl_seconds: Some(3600),
-        not_before,
-        password: Some("pw".into()),
-        max_uses,
-        max_viewers: Some(2),
-        view_only: true,
-        allow_power: false,
-        note: Some("for Alice — ünïcode".into()),
-    }
-    .validate(NOW, &LinkPolicy::default())
-    .unwrap()
-    .into_link(
-        new_link_id(),
-        NOW,
-        Some("$argon2id$v=19$m=8,t=1,p=1$c2FsdA$aGFzaA".into()),
-    )
-    .unwrap()
-}
 
 fn settings(db: &PgDatabase) -> PgSettings {
     PgSettings::parse(&db.url).unwrap()

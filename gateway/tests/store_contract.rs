@@ -11,20 +11,19 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod store_fixtures;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use gateway::model::links::{new_link_id, ConsoleType, Link, LinkPolicy, LinkRequest, Refusal};
+use gateway::model::links::{ConsoleType, Refusal};
 use gateway::model::tokens::{TokenConfig, TokenKeys};
 use gateway::store::{
     admin_token_hash, AuditEvent, AuditKind, Grant, PgSettings, PgStore, RedeemError, Secret,
     SqliteStore, Store, StoreError, Target, TargetAddress, TargetRequest, MAX_AUDIT_DETAIL,
 };
+use store_fixtures::{link_with, NOW};
 use test_support::postgres::{PgDatabase, PgServer};
-use time::macros::datetime;
-use time::OffsetDateTime;
-
-const NOW: OffsetDateTime = datetime!(2030-01-01 12:00:00 UTC);
 
 enum Backend {
     Sqlite {
@@ -135,30 +134,6 @@ contract! {
     #[tokio::test] audit_log;
     #[tokio::test] reopen_keeps_everything;
     #[tokio::test] health_and_debug;
-}
-
-fn link_with(max_uses: Option<u32>, not_before: Option<OffsetDateTime>) -> Link {
-    LinkRequest {
-        vm: "web-01".into(),
-        console: None,
-        expires_at: None,
-        ttl_seconds: Some(3600),
-        not_before,
-        password: Some("pw".into()),
-        max_uses,
-        max_viewers: Some(2),
-        view_only: true,
-        allow_power: false,
-        note: Some("for Alice — ünïcode".into()),
-    }
-    .validate(NOW, &LinkPolicy::default())
-    .unwrap()
-    .into_link(
-        new_link_id(),
-        NOW,
-        Some("$argon2id$v=19$m=8,t=1,p=1$c2FsdA$aGFzaA".into()),
-    )
-    .unwrap()
 }
 
 async fn link_crud_and_revoke(f: Fixture) {
