@@ -108,6 +108,7 @@ pub fn linux_vm(name: &str, extra_cmdline: &str, nics: &[&str]) -> VmDefinition 
             .collect(),
         accel: Accel::Tcg,
         autostart: false,
+        keyboard_layout: None,
     }
 }
 
@@ -123,5 +124,6 @@ pub fn firmware_vm(name: &str) -> VmDefinition {
         nics: vec![],
         accel: Accel::Tcg,
         autostart: false,
+        keyboard_layout: None,
     }
 }

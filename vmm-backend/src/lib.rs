@@ -26,7 +26,7 @@ pub mod qemu;
 pub mod spec;
 pub mod util;
 
-pub use spec::{nic, vm};
+pub use spec::{keyboard, nic, vm};
 pub use util::lockfile;
 
 pub use api::console;

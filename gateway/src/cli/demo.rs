@@ -139,6 +139,7 @@ async fn demo_vm(backend: &dyn VmBackend, data_dir: &Path) -> anyhow::Result<()>
                 // Linux guests under nested KVM hang on some hosts; TCG always works.
                 accel: Accel::Tcg,
                 autostart: false,
+                keyboard_layout: None,
             })
             .await?;
     }

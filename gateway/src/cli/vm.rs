@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use crate::cli::args::{JsonFlag, NameArgs};
+use vmm_backend::keyboard::KeyboardLayout;
 use vmm_backend::nic::NicRequest;
 use vmm_backend::{Accel, BootSource, ConsoleConfig, PowerAction, VmBackend, VmDefinition, VmInfo};
 
@@ -37,6 +38,19 @@ pub enum VmCommand {
     /// A VM's NICs: list, add (hot-plugged when running), remove.
     #[command(subcommand)]
     Nic(NicCommand),
+    /// Set the guest's keyboard layout ("type text" on the console pages uses it), or
+    /// clear it with `none`.
+    KeyboardLayout(KeyboardLayoutArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeyboardLayoutArgs {
+    name: String,
+    /// en-us, en-gb, de, de-ch, fr, fr-be, fr-ch, es, it, pt, pt-br, nl, sv, no, da,
+    /// fi, pl, ja; or none.
+    layout: String,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -111,6 +125,9 @@ pub struct DefineArgs {
     accel: String,
     #[arg(long)]
     autostart: bool,
+    /// The guest's keyboard layout (en-us, de, fr, en-gb, ja, …; see `vm keyboard-layout`).
+    #[arg(long)]
+    keyboard_layout: Option<String>,
     #[arg(long)]
     json: bool,
 }
@@ -149,6 +166,11 @@ impl DefineArgs {
             nics,
             accel: self.accel.parse::<Accel>()?,
             autostart: self.autostart,
+            keyboard_layout: self
+                .keyboard_layout
+                .as_deref()
+                .map(str::parse::<KeyboardLayout>)
+                .transpose()?,
         })
     }
 }
@@ -168,6 +190,9 @@ fn print_info(info: &VmInfo, json: bool) -> anyhow::Result<()> {
     println!("vcpus:       {}", s.vcpus);
     println!("memory:      {} MiB", s.memory_mib);
     println!("accelerator: {}", s.accel);
+    if let Some(l) = &s.keyboard_layout {
+        println!("keyboard:    {l}");
+    }
     let boot = match &s.boot {
         BootSource::Kernel { kernel, .. } => format!("kernel {}", kernel.display()),
         BootSource::Disk { path, .. } => format!("disk {}", path.display()),
@@ -301,6 +326,21 @@ pub async fn run(cmd: VmCommand, cfg: &gateway::config::Config) -> anyhow::Resul
             println!("removed {} from {}", spec.id, a.vm);
         }
         VmCommand::Ip(a) => print_addresses(&backend.guest_addresses(&a.name).await?, a.json)?,
+        VmCommand::KeyboardLayout(a) => {
+            let layout = match a.layout.as_str() {
+                "none" => None,
+                l => Some(l.parse::<KeyboardLayout>()?),
+            };
+            let spec = backend.set_keyboard_layout(&a.name, layout).await?;
+            if a.json {
+                println!("{}", serde_json::to_string(&spec)?);
+            } else {
+                match &spec.keyboard_layout {
+                    Some(l) => println!("{}: keyboard layout {l}", spec.name),
+                    None => println!("{}: no keyboard layout (en-us assumed)", spec.name),
+                }
+            }
+        }
     }
     Ok(())
 }

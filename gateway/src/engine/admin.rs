@@ -191,6 +191,24 @@ impl App {
         Ok(spec)
     }
 
+    /// Sets (or clears) a VM's keyboard layout, audited. Consoles opened afterwards use
+    /// it; the guest itself is not changed.
+    pub async fn set_keyboard_layout(
+        &self,
+        name: &str,
+        layout: Option<vmm_backend::keyboard::KeyboardLayout>,
+        client: Option<IpAddr>,
+    ) -> Result<VmInfo, EngineError> {
+        let what = match &layout {
+            Some(l) => format!("admin set keyboard layout of {name} to {l}"),
+            None => format!("admin clear keyboard layout of {name}"),
+        };
+        self.backend.set_keyboard_layout(name, layout).await?;
+        self.audit(AuditKind::VmAction, None, None, client, Some(what))
+            .await;
+        Ok(self.backend.get(name).await?)
+    }
+
     /// Registers an external console. Unix sockets must pass the confinement rules.
     pub async fn create_target(&self, t: TargetSpec) -> Result<Target, EngineError> {
         crate::model::links::validate_name("name", &t.name)?;

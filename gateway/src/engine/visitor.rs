@@ -305,6 +305,16 @@ impl App {
         }
     }
 
+    /// The guest keyboard layout of a link's VM, for the console page's "type text" and
+    /// on-screen keys (None: not set, or not a VM; the page then assumes `en-us`).
+    pub async fn keyboard_layout(&self, link: &Link) -> Option<&'static str> {
+        if link.console == ConsoleType::Raw {
+            return None;
+        }
+        let info = self.backend.get(&link.vm).await.ok()?;
+        info.spec.keyboard_layout.map(|l| l.as_str())
+    }
+
     /// A visitor's power action on the VM of a link that allows it, audited. A shutdown
     /// may take the guest's whole grace period: it is started and `Ok(false)` returned
     /// at once (finished in the background); other actions complete first (`Ok(true)`).

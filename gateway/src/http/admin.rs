@@ -48,6 +48,7 @@ pub enum Op {
     AddNic,
     RemoveNic,
     Screenshot,
+    UpdateVm,
 }
 
 impl Op {
@@ -90,6 +91,7 @@ pub const ROUTES: &[Route<Op>] = &[
     Route::new("POST", "/api/v1/vms/{name}/nics", Op::AddNic),
     Route::new("DELETE", "/api/v1/vms/{name}/nics/{id}", Op::RemoveNic),
     Route::new("GET", "/api/v1/vms/{name}/screenshot", Op::Screenshot),
+    Route::new("PATCH", "/api/v1/vms/{name}", Op::UpdateVm),
 ];
 
 pub async fn handle(site: Arc<Site>, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
@@ -112,6 +114,24 @@ async fn authorize(app: &App, req: &Request<Incoming>) -> Result<(), ApiError> {
 #[serde(deny_unknown_fields)]
 struct BondModeRequest {
     mode: BondMode,
+}
+
+/// `PATCH /api/v1/vms/{name}`: the VM settings that may change on a defined VM.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VmUpdate {
+    /// Absent: unchanged; a layout name; or null for none (the pages assume `en-us`).
+    #[serde(default, deserialize_with = "present")]
+    keyboard_layout: Option<Option<vmm_backend::keyboard::KeyboardLayout>>,
+}
+
+/// A field that is present (even as null) becomes `Some`.
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }
 
 async fn dispatch(
@@ -238,6 +258,14 @@ impl Call<'_> {
             }
             Op::RemoveNic => json_ok(ok, &app.remove_nic(self.p(0)?, self.p(1)?, client).await?),
             Op::Screenshot => Ok(bytes(app.screenshot(self.p(0)?).await?, "image/png")),
+            Op::UpdateVm => {
+                let r: VmUpdate = self.body(req).await?;
+                let info = match r.keyboard_layout {
+                    Some(layout) => app.set_keyboard_layout(self.p(0)?, layout, client).await?,
+                    None => app.get_vm(self.p(0)?).await?,
+                };
+                json_ok(ok, &info)
+            }
         }
     }
 }

@@ -45,6 +45,7 @@ const OPS: &[Op] = &[
     ("post", "/api/v1/vms/{name}/nics", "Add a NIC (hot-plugged when the VM runs): model, mac, attach (user or switch with vlan).", Some("NicRequest"), "201", "Nic"),
     ("delete", "/api/v1/vms/{name}/nics/{id}", "Remove a NIC (unplugged when the VM runs).", None, "200", "Nic"),
     ("get", "/api/v1/vms/{name}/screenshot", "A PNG of the running VM's screen (QMP screendump; 409 when it is not running).", None, "200", "Png"),
+    ("patch", "/api/v1/vms/{name}", "Change a VM's settings (absent fields stay): keyboard_layout, the guest's layout for the console pages' \"type text\" and on-screen keys (null clears it; consoles opened afterwards use it).", Some("VmUpdate"), "200", "Vm"),
     ("post", "/s/session", "Visitor: exchange a link token (and password) for a session cookie (public listener).", Some("ExchangeRequest"), "200", "ExchangeResponse"),
     ("get", "/s/status/{link_id}", "Visitor: the link's VM state and expiry (session cookie).", None, "200", "VisitorStatus"),
     ("post", "/s/power/{link_id}", "Visitor: power action start, shutdown, poweroff or reset (links with allow_power; session cookie).", Some("PowerRequest"), "200", "VisitorPower"),
@@ -137,7 +138,21 @@ fn schemas() -> Value {
     });
     // Added apart: one more entry above exceeds the json! macro's recursion limit.
     all["Png"] = json!({"type": "string", "format": "binary"});
+    keyboard_layout_schemas(&mut all);
     all
+}
+
+/// The guest keyboard layout: the VM update request, and where it is reported (the VM's
+/// spec, the visitor's exchange and status answers).
+fn keyboard_layout_schemas(all: &mut Value) {
+    let layout = json!({"type": ["string", "null"], "enum": vmm_backend::keyboard::KEYBOARD_LAYOUTS.iter().map(|l| Value::from(*l)).chain([Value::Null]).collect::<Vec<_>>(),
+        "description": "the guest's keyboard layout; \"type text\" and the on-screen keys type for it (null: none set, en-us assumed)"});
+    all["VmUpdate"] = json!({"type": "object", "additionalProperties": false,
+        "properties": {"keyboard_layout": layout.clone()}});
+    all["Vm"]["properties"]["spec"] =
+        json!({"type": "object", "properties": {"keyboard_layout": layout.clone()}});
+    all["ExchangeResponse"]["properties"]["keyboard_layout"] = layout.clone();
+    all["VisitorStatus"]["properties"]["keyboard_layout"] = layout;
 }
 
 /// The document.

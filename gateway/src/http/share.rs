@@ -160,6 +160,7 @@ async fn status(
         "console": link.console,
         "viewers": app.sessions().count_viewers(&link.id),
         "max_viewers": link.max_viewers,
+        "keyboard_layout": app.keyboard_layout(&link).await,
     });
     Ok(super::error::json_response(StatusCode::OK, &body))
 }
@@ -232,6 +233,7 @@ async fn exchange(
         "allow_power": ex.link.allow_power,
         "expires_at": ex.link.expires_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
         "ws_path": format!("/s/ws/{}", ex.link.id),
+        "keyboard_layout": app.keyboard_layout(&ex.link).await,
     });
     let mut resp = super::error::json_response(StatusCode::OK, &body);
     let cookie = format!(

@@ -18,6 +18,7 @@ pub use types::{PowerAction, VmEvent, VmInfo, VmState};
 
 use crate::net::Network;
 use crate::qemu::GuestAddress;
+use crate::spec::keyboard::KeyboardLayout;
 use crate::spec::nic::{NicRequest, NicSpec};
 use crate::spec::vm::{VmDefinition, VmSpec};
 
@@ -41,6 +42,13 @@ pub trait VmBackend: Send + Sync + std::fmt::Debug {
     async fn add_nic(&self, vm: &str, req: NicRequest) -> Result<NicSpec, BackendError>;
     /// Removes a NIC from a VM's spec, unplugging it when the VM runs.
     async fn remove_nic(&self, vm: &str, nic_id: &str) -> Result<NicSpec, BackendError>;
+    /// Sets (or clears) the guest's keyboard layout in a VM's spec. Takes effect for
+    /// consoles opened afterwards; the running VM is not touched.
+    async fn set_keyboard_layout(
+        &self,
+        vm: &str,
+        layout: Option<KeyboardLayout>,
+    ) -> Result<VmSpec, BackendError>;
     /// Virtual switches and bonds, whatever implements them.
     fn network(&self) -> &dyn Network;
 }

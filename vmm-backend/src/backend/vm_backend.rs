@@ -11,6 +11,7 @@ use crate::api::{
 };
 use crate::net::Network;
 use crate::qemu::{self, GuestAddress};
+use crate::spec::keyboard::KeyboardLayout;
 use crate::spec::nic::{NicRequest, NicSpec};
 use crate::spec::vm::{BootSource, SpecError, VmDefinition, VmSpec};
 
@@ -241,6 +242,18 @@ impl VmBackend for QemuBackend {
 
     async fn remove_nic(&self, vm: &str, nic_id: &str) -> Result<NicSpec, BackendError> {
         self.detach_nic(vm, nic_id).await
+    }
+
+    async fn set_keyboard_layout(
+        &self,
+        vm: &str,
+        layout: Option<KeyboardLayout>,
+    ) -> Result<VmSpec, BackendError> {
+        let _specs = self.lock_specs().await?;
+        let mut spec = self.inner.specs.get(vm)?;
+        spec.keyboard_layout = layout;
+        self.inner.specs.put(&spec)?;
+        Ok(spec)
     }
 
     fn network(&self) -> &dyn Network {

@@ -24,6 +24,7 @@ use crate::api::{
 };
 use crate::net::{NetError, Network};
 use crate::qemu::{GuestAddress, QemuError};
+use crate::spec::keyboard::KeyboardLayout;
 use crate::spec::nic::{NicModel, NicRequest, NicSpec};
 use crate::spec::vm::{SpecError, VmDefinition, VmSpec, MAX_NICS};
 use console::ConsoleServer;
@@ -258,6 +259,17 @@ impl VmBackend for FakeBackend {
         self.events.subscribe()
     }
 
+    async fn set_keyboard_layout(
+        &self,
+        vm: &str,
+        layout: Option<KeyboardLayout>,
+    ) -> Result<VmSpec, BackendError> {
+        let mut vms = self.vms.lock();
+        let v = vms.get_mut(vm).ok_or_else(|| not_found(vm))?;
+        v.spec.keyboard_layout = layout;
+        Ok(v.spec.clone())
+    }
+
     async fn add_nic(&self, vm: &str, req: NicRequest) -> Result<NicSpec, BackendError> {
         req.validate()?;
         // The network's state first: it is never locked while the VMs are.
@@ -323,6 +335,7 @@ mod tests {
             nics: Vec::new(),
             accel: Accel::Tcg,
             autostart: false,
+            keyboard_layout: None,
         }
     }
 

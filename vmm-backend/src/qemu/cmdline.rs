@@ -237,6 +237,7 @@ mod tests {
                 .collect(),
             accel: Accel::Tcg,
             autostart: false,
+            keyboard_layout: None,
         }
         .into_spec(&[])
         .expect("spec")

@@ -3,8 +3,10 @@
 //!
 //! * [`vm`]: VM definitions and specs, their limits and validation.
 //! * [`nic`]: NIC models, MACs, attachments, SR-IOV functions.
+//! * [`keyboard`]: the guest's keyboard layout.
 //! * [`store`]: the spec files.
 
+pub mod keyboard;
 pub mod nic;
 pub mod store;
 pub mod vm;

@@ -8,6 +8,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::spec::keyboard::{KeyboardLayout, KEYBOARD_LAYOUTS};
 use crate::spec::nic::{MacAddr, NicError, NicModel, NicRequest, NicSpec};
 
 /// Longest VM name accepted.
@@ -55,6 +56,8 @@ pub enum SpecError {
     UnknownAccel(String),
     #[error("unknown console {0:?} (expected vnc, spice or both)")]
     UnknownConsole(String),
+    #[error("unknown keyboard layout {0:?} (expected one of {layouts})", layouts = KEYBOARD_LAYOUTS.join(", "))]
+    UnknownKeyboardLayout(String),
     #[error("kernel command line too long ({0} bytes, at most 4096)")]
     CmdlineTooLong(usize),
     #[error("a VM named {0:?} already exists")]
@@ -185,6 +188,9 @@ pub struct VmDefinition {
     pub accel: Accel,
     #[serde(default)]
     pub autostart: bool,
+    /// The guest's keyboard layout, for the console pages (none: `en-us`).
+    #[serde(default)]
+    pub keyboard_layout: Option<KeyboardLayout>,
 }
 
 fn default_vcpus() -> u32 {
@@ -209,6 +215,9 @@ pub struct VmSpec {
     pub nics: Vec<NicSpec>,
     pub accel: Accel,
     pub autostart: bool,
+    /// The guest's keyboard layout, for the console pages (none: `en-us`).
+    #[serde(default)]
+    pub keyboard_layout: Option<KeyboardLayout>,
 }
 
 impl VmSpec {
@@ -409,6 +418,7 @@ impl VmDefinition {
             nics,
             accel: self.accel,
             autostart: self.autostart,
+            keyboard_layout: self.keyboard_layout,
         })
     }
 }
@@ -439,6 +449,7 @@ pub(crate) mod tests {
             }],
             accel: Accel::Tcg,
             autostart: false,
+            keyboard_layout: None,
         }
     }
 
