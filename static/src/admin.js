@@ -4,6 +4,7 @@
 
 import QRCode from 'qrcode';
 import { $, h, fetchJSON, secondsUntil, formatDuration, formatDate } from './lib/util.js';
+import { LAYOUTS } from './lib/layouts.gen.js';
 
 const TOKEN_KEY = 'vmgw.adminToken';
 const REFRESH_MS = 5000;
@@ -154,6 +155,8 @@ function vmName(vm) {
 
 function renderVMs() {
   const box = $('vms');
+  // Not while the admin is choosing in a VM's menu (a re-render would close it).
+  if (box.contains(document.activeElement) && document.activeElement.tagName === 'SELECT') return;
   if (!st.vms.length) {
     box.replaceChildren(h('p', { class: 'muted', text: 'No VMs are defined.' }));
     return;
@@ -214,9 +217,41 @@ function renderVM(vm) {
       : null,
     vm.exit_reason && state === 'stopped' ? h('p', { class: 'vm-details muted small', text: `Last stop: ${vm.exit_reason}` }) : null,
     ipText ? h('p', { class: 'vm-ips small', text: ipText }) : null,
+    keyboardLayoutField(name, spec.keyboard_layout ?? null),
     h('div', { class: 'vm-actions' }, ...actions, ...consoleButtons,
       h('button', { type: 'button', class: 'small ghost', text: 'Share…', 'aria-label': `Create a share link for ${name}`, onclick: () => prefillLink(name, consoles[0]) })),
   );
+}
+
+/**
+ * The guest's keyboard layout: the console pages type "type text" and the on-screen
+ * keys for it. Changing it applies to consoles opened (or reconnected) afterwards.
+ */
+function keyboardLayoutField(name, current) {
+  const id = `kbd-${name}`;
+  const select = h('select', {
+    id,
+    class: 'small',
+    'data-role': 'keyboard-layout',
+    onchange: async (e) => {
+      const value = e.target.value || null;
+      e.target.disabled = true;
+      try {
+        await api('PATCH', `/api/v1/vms/${encodeURIComponent(name)}`, { keyboard_layout: value });
+        toast(value ? `Keyboard layout of ${name}: ${LAYOUTS[value].label}.` : `Keyboard layout of ${name} cleared (US assumed).`);
+      } catch (err) {
+        if (err.status !== 401) toast(`Could not set the keyboard layout of ${name}: ${err.message}`, 6000);
+      } finally {
+        e.target.blur();
+        refresh();
+      }
+    },
+  },
+  h('option', { value: '', text: 'Not set (English, US)' }),
+  ...Object.entries(LAYOUTS).map(([k, l]) => h('option', { value: k, text: `${l.label} (${k})`, selected: k === current })));
+  return h('p', { class: 'vm-kbd small' },
+    h('label', { for: id, title: 'The layout the guest uses: “Type text” and the on-screen keys of its consoles type for it', text: 'Guest keyboard: ' }),
+    select);
 }
 
 async function vmAction(name, a) {

@@ -6,6 +6,7 @@
 import { $, h, fetchJSON, secondsUntil, formatDuration, formatDate, formatWhen, sleep } from './lib/util.js';
 import { icon } from './lib/icons.js';
 import { SPECIAL_KEYS, MODIFIERS, ctrlAltF, charToKey } from './lib/keys.js';
+import { resolveLayout, layoutLabel, strokesFor, scancodeToCode, SCAN } from './lib/layouts.js';
 
 // ---------------------------------------------------------------------------------
 // State
@@ -25,6 +26,7 @@ const state = {
   tickTimer: null,
   scale: readPref('scale', 'fit'),
   latched: new Set(), // on-screen Ctrl/Alt/Win latched for the next key
+  typeConfirmed: '', // the text whose untypeable characters the visitor was told of
 };
 
 const ui = {};
@@ -370,6 +372,7 @@ async function checkAndConnect({ afterClose = null, reexchanged = false } = {}) 
       expires_at: r.body.expires_at ?? s.expires_at,
       allow_power: r.body.allow_power ?? s.allow_power,
       view_only: r.body.view_only ?? s.view_only,
+      keyboard_layout: r.body.keyboard_layout === undefined ? s.keyboard_layout : r.body.keyboard_layout,
     });
     ui.powerWrap.hidden = !s.allow_power;
     const vm = r.body.vm_state;
@@ -503,6 +506,7 @@ function connect() {
   const c = new Ctor(ui.screen, {
     url: wsURL(s.ws_path),
     viewOnly: !!s.view_only,
+    layout: resolveLayout(s.keyboard_layout),
     onConnect: () => {
       if (state.console !== c) return;
       state.backoff = 0;
@@ -707,6 +711,8 @@ function setupToolbar() {
   // Type text.
   ui.btnType.addEventListener('click', () => {
     $('type-note').textContent = '';
+    state.typeConfirmed = '';
+    $('type-layout').textContent = layoutLabel(resolveLayout(state.session?.keyboard_layout));
     ui.typeDialog.showModal();
     ui.typeText.focus();
   });
@@ -722,12 +728,30 @@ function setupToolbar() {
       $('type-note').textContent = 'The console is not connected.';
       return;
     }
+    // Characters the guest's layout has no keys for are named first; a second press
+    // types the rest.
+    const missing = state.console.untypeable(text);
+    if (missing.length && state.typeConfirmed !== text) {
+      state.typeConfirmed = text;
+      $('type-note').textContent = `${cannotType(missing)} Press “Type it” again to type the rest without them.`;
+      return;
+    }
     ui.typeDialog.close();
     state.console.focus();
-    const skipped = await state.console.typeText(text);
+    const left = await state.console.typeText(text);
     ui.typeText.value = '';
-    toast(skipped ? `Typed. ${skipped} character(s) could not be typed and were left out.` : 'Typed.');
+    toast(left.length ? `Typed, without ${left.length} character(s): ${quoteChars(left)}.` : 'Typed.');
   });
+}
+
+/** The characters the guest's layout cannot type, in words. */
+function cannotType(chars) {
+  const layout = layoutLabel(state.console?.layout ?? resolveLayout(state.session?.keyboard_layout));
+  return `The keyboard layout ${layout} has no keys for ${quoteChars(chars)}.`;
+}
+
+function quoteChars(chars) {
+  return chars.map((c) => (c === ' ' ? '“ ”' : `“${c}” (U+${c.codePointAt(0).toString(16).toUpperCase().padStart(4, '0')})`)).join(', ');
 }
 
 /** A toolbar button with a popup menu of buttons. */
@@ -807,29 +831,44 @@ function setupKeyRow() {
     input.value = '';
     if (!text || !state.console) return;
     if (state.latched.size && [...text].length === 1) {
-      const k = charToKey(text);
-      if (k) {
-        pressWithLatched({ keysym: k.keysym, code: null, scancode: null, char: text });
+      const key = latchedKey(text);
+      if (key) {
+        pressWithLatched(key);
         return;
       }
     }
-    state.console.typeText(text);
+    state.console.typeText(text).then((left) => {
+      if (left.length) toast(cannotType(left));
+    });
   });
 }
 
+/**
+ * One character as keys to press with the latched modifiers: on the guest's layout
+ * (its key and its Shift/AltGr) when the console takes scancodes, else as a keysym.
+ */
+function latchedKey(ch) {
+  const c = state.console;
+  const strokes = c?.kind === 'spice' || c?.scancodes ? strokesFor(ch, c.layout) : null;
+  if (strokes?.length === 1) {
+    const s = strokes[0];
+    const keys = [];
+    if (s.shift) keys.push({ keysym: 0xffe1, code: 'ShiftLeft', scancode: SCAN.ShiftLeft });
+    if (s.altgr) keys.push({ keysym: 0xfe03, code: 'AltRight', scancode: SCAN.AltRight });
+    keys.push({ keysym: s.keysym, code: scancodeToCode(s.scancode), scancode: s.scancode });
+    return keys;
+  }
+  if (c?.kind === 'spice' || c?.scancodes) return null;
+  const k = charToKey(ch);
+  return k ? [{ keysym: k.keysym, code: null, scancode: null }] : null;
+}
+
+/** Presses a key (or `[keys]`, in order) with the latched modifiers. */
 function pressWithLatched(key) {
   const c = state.console;
   if (!c) return;
   const mods = [...state.latched].map((m) => MODIFIERS[m]);
-  if (key.char && c.kind === 'spice') {
-    // SPICE takes scancodes: type the character between modifier presses.
-    for (const m of mods) c.key(m.keysym, m.code, true, m.scancode);
-    c.typeText(key.char).finally(() => {
-      for (const m of mods.reverse()) c.key(m.keysym, m.code, false, m.scancode);
-    });
-  } else {
-    c.combo([...mods, key]);
-  }
+  c.combo([...mods, ...(Array.isArray(key) ? key : [key])]);
   state.latched.clear();
   for (const b of ui.keyrow.querySelectorAll('.key-mod')) b.setAttribute('aria-pressed', 'false');
 }

@@ -5,7 +5,8 @@
 import { SpiceMainConn } from '@spice-project/spice-html5/src/main.js';
 import { SpiceMiniData, SpiceMsgcKeyDown, SpiceMsgcKeyUp } from '@spice-project/spice-html5/src/spicemsg.js';
 import { Constants } from '@spice-project/spice-html5/src/enums.js';
-import { textToScanSteps, SCANCODES } from '../lib/keys.js';
+import { SCANCODES } from '../lib/keys.js';
+import { textToKeyEvents, DEFAULT_LAYOUT } from '../lib/layouts.js';
 
 let seq = 0;
 
@@ -20,6 +21,7 @@ export class SpiceConsole {
     this.scaleMode = 'fit';
     this.screenId = `spice-screen-${++seq}`;
     this._observer = null;
+    this.layout = o.layout ?? DEFAULT_LAYOUT; // the guest's keyboard layout
   }
 
   connect() {
@@ -160,15 +162,25 @@ export class SpiceConsole {
     if (scancode) this._send(scancode, down);
   }
 
+  /** Which characters of a text the guest's layout cannot type. */
+  untypeable(text) {
+    return textToKeyEvents(text, this.layout).missing;
+  }
+
+  /**
+   * Types text as scancodes for the guest's keyboard layout; characters the layout
+   * cannot type are left out.
+   * @returns {Promise<string[]>} the characters that could not be typed
+   */
   async typeText(text, { signal } = {}) {
-    const { steps, skipped } = textToScanSteps(text);
-    for (let i = 0; i < steps.length; i++) {
+    const { events, missing } = textToKeyEvents(text, this.layout);
+    for (const e of events) {
       if (signal?.aborted || !this.connected) break;
-      this._send(steps[i][0], steps[i][1]);
+      this._send(e.scancode, e.down);
       // SPICE key events reach the guest's PS/2 queue without flow control: pace
       // them (after each release) or a slow guest drops some.
-      if (!steps[i][1]) await new Promise((r) => setTimeout(r, 15));
+      if (!e.down) await new Promise((r) => setTimeout(r, 15));
     }
-    return skipped;
+    return missing;
   }
 }

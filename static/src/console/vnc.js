@@ -4,6 +4,7 @@
 
 import RFB from '@novnc/novnc';
 import { textToSteps } from '../lib/keys.js';
+import { textToKeyEvents, scancodeToCode, DEFAULT_LAYOUT } from '../lib/layouts.js';
 
 export class VncConsole {
   /**
@@ -24,6 +25,7 @@ export class VncConsole {
     this.closed = false;
     this.connected = false;
     this.scaleMode = 'fit';
+    this.layout = o.layout ?? DEFAULT_LAYOUT; // the guest's keyboard layout
   }
 
   connect() {
@@ -126,19 +128,46 @@ export class VncConsole {
   }
 
   /**
-   * Types text as keystrokes, paced so the guest keeps up.
-   * @returns {Promise<number>} the number of characters that could not be typed
+   * Whether QEMU takes key events as scancodes (its extended key event): then keys are
+   * typed for the guest's layout. Other VNC servers get keysyms (they map them).
+   */
+  get scancodes() {
+    // noVNC keeps this private; it is set once the server announced the encoding.
+    return !!this.rfb?._qemuExtKeyEventSupported;
+  }
+
+  /**
+   * Types text as keystrokes on the guest's keyboard layout, paced so the guest keeps
+   * up. Characters the layout cannot type are left out.
+   * @returns {Promise<string[]>} the characters that could not be typed
    */
   async typeText(text, { signal } = {}) {
-    const { steps, skipped } = textToSteps(text);
+    if (!this.scancodes) return this._typeKeysyms(text, signal);
+    const { events, missing } = textToKeyEvents(text, this.layout);
+    for (let i = 0; i < events.length; i++) {
+      if (signal?.aborted || !this.connected) break;
+      const e = events[i];
+      this.rfb.sendKey(e.keysym, scancodeToCode(e.scancode), e.down);
+      // A short pause every few events: QEMU's keyboard queue is small.
+      if (i % 8 === 7) await new Promise((r) => setTimeout(r, 12));
+    }
+    return missing;
+  }
+
+  /** Which characters of a text cannot be typed here. */
+  untypeable(text) {
+    return this.scancodes ? textToKeyEvents(text, this.layout).missing : textToSteps(text).missing;
+  }
+
+  async _typeKeysyms(text, signal) {
+    const { steps, missing } = textToSteps(text);
     for (let i = 0; i < steps.length; i++) {
       if (signal?.aborted || !this.connected) break;
       const [keysym, down] = steps[i];
       this.rfb.sendKey(keysym, null, down);
-      // A short pause every few events: QEMU's keyboard queue is small.
       if (i % 8 === 7) await new Promise((r) => setTimeout(r, 12));
     }
-    return skipped;
+    return missing;
   }
 
   set viewOnly(v) {

@@ -1,14 +1,15 @@
 // Keyboard helpers for the console toolbar: named keysyms, key combinations, and
-// "type text" (QEMU's VNC server shares no clipboard, so pasted text is sent as
-// keystrokes). Keysyms come from noVNC's tables; nothing here talks to a socket.
+// "type text" as keysyms for VNC servers that take no scancodes (QEMU does: then the
+// guest's layout is used, see layouts.js). Keysyms come from noVNC's tables; nothing
+// here talks to a socket.
 
 import KeyTable from 'novnc-core/input/keysym.js';
 import keysyms from 'novnc-core/input/keysymdef.js';
 
 export { KeyTable };
 
-// Characters that need Shift on a US keyboard (the layout QEMU's VNC server assumes
-// by default). QEMU maps a keysym to a scancode but does not press Shift for us.
+// Characters that need Shift on a US keyboard (what a keysym-only server most likely
+// maps keysyms with); such servers do not press Shift for us.
 const SHIFTED = new Set('~!@#$%^&*()_+{}|:"<>?'.split(''));
 
 /**
@@ -29,24 +30,24 @@ export function charToKey(ch) {
 
 /**
  * The key presses for a text: an array of `[keysym, down]` steps. "\r\n" counts as
- * one Return. Characters that cannot be typed are skipped and counted.
- * @returns {{steps: Array<[number, boolean]>, skipped: number}}
+ * one Return. Characters that cannot be typed are left out and listed (once each).
+ * @returns {{steps: Array<[number, boolean]>, missing: string[]}}
  */
 export function textToSteps(text) {
   const steps = [];
-  let skipped = 0;
+  const missing = [];
   const normalized = text.replace(/\r\n?/g, '\n');
   for (const ch of normalized) {
     const k = charToKey(ch);
     if (!k) {
-      skipped++;
+      if (!missing.includes(ch)) missing.push(ch);
       continue;
     }
     if (k.shift) steps.push([KeyTable.XK_Shift_L, true]);
     steps.push([k.keysym, true], [k.keysym, false]);
     if (k.shift) steps.push([KeyTable.XK_Shift_L, false]);
   }
-  return { steps, skipped };
+  return { steps, missing };
 }
 
 /** The special keys of the on-screen key row and the "Keys" menu. */
@@ -83,22 +84,6 @@ export function ctrlAltF(n) {
 
 // ---- PC/AT set-1 scancodes (for SPICE, whose inputs channel takes scancodes) ----
 
-const US_ROWS = [
-  // [unshifted, shifted, first scancode]
-  ['1234567890-=', '!@#$%^&*()_+', 0x02],
-  ['qwertyuiop[]', 'QWERTYUIOP{}', 0x10],
-  ["asdfghjkl;'`", 'ASDFGHJKL:"~', 0x1e],
-  ['\\zxcvbnm,./', '|ZXCVBNM<>?', 0x2b],
-];
-const SCAN = new Map();
-for (const [plain, shifted, first] of US_ROWS) {
-  [...plain].forEach((c, i) => SCAN.set(c, { scancode: first + i, shift: false }));
-  [...shifted].forEach((c, i) => SCAN.set(c, { scancode: first + i, shift: true }));
-}
-SCAN.set(' ', { scancode: 0x39, shift: false });
-SCAN.set('\n', { scancode: 0x1c, shift: false });
-SCAN.set('\t', { scancode: 0x0f, shift: false });
-
 export const SCANCODES = {
   Shift: 0x2a,
   Control: 0x1d,
@@ -119,23 +104,6 @@ export const SCANCODES = {
   PageDown: 0xe051,
   F: [0x3b, 0x3c, 0x3d, 0x3e, 0x3f, 0x40, 0x41, 0x42, 0x43, 0x44, 0x57, 0x58],
 };
-
-/** Text as `[scancode, down]` steps on a US layout (unknown characters skipped). */
-export function textToScanSteps(text) {
-  const steps = [];
-  let skipped = 0;
-  for (const ch of text.replace(/\r\n?/g, '\n')) {
-    const k = SCAN.get(ch);
-    if (!k) {
-      skipped++;
-      continue;
-    }
-    if (k.shift) steps.push([SCANCODES.Shift, true]);
-    steps.push([k.scancode, true], [k.scancode, false]);
-    if (k.shift) steps.push([SCANCODES.Shift, false]);
-  }
-  return { steps, skipped };
-}
 
 for (const [name, k] of Object.entries(SPECIAL_KEYS)) k.scancode = SCANCODES[name];
 for (const [name, k] of Object.entries(MODIFIERS)) k.scancode = SCANCODES[name];
