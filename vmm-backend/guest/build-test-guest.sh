@@ -19,6 +19,13 @@ REPO_ROOT=$(cd "$SCRIPT_DIR/../.." && pwd)
 ROOTFS_SRC=$SCRIPT_DIR/rootfs
 OUTDIR=${1:-$REPO_ROOT/target/test-guest}
 
+# Console keyboard layouts in the guest (name = the gateway's layout name, then the
+# X layout): compiled from the X keyboard database with ckbcomp (console-setup) and
+# `loadkeys -b` (kbd) into binary keymaps for busybox loadkmap, like Debian's
+# console-setup does for the text console. The console page's layout tables come
+# from the same database (static/tools/keyboard-layouts.sh).
+KEYMAPS=(en-us:us de:de fr:fr en-gb:gb ja:jp)
+
 # Kernel modules wanted in the guest (with their dependencies). Built-in ones
 # are skipped automatically. QEMU's rtl8139 is an "enhanced 8139C+" that
 # 8139too refuses ("use 8139cp"), so 8139cp is what drives it; 8139too is kept
@@ -132,7 +139,7 @@ fetch_debs() {
     rm -rf "$WORK/debs" && mkdir -p "$WORK/debs" || return 1
     # shellcheck disable=SC2086
     (cd "$WORK/debs" && apt-get -q -o APT::Sandbox::User=root download \
-        "$KPKG" busybox-static qemu-guest-agent $LIBPKGS >&2)
+        "$KPKG" busybox-static qemu-guest-agent console-setup xkb-data kbd $LIBPKGS >&2)
 }
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/vmgw-test-guest.XXXXXX")
@@ -253,6 +260,20 @@ while read -r lib; do
     [[ $lib == */ld-linux-x86-64.so.2 ]] && continue
     install -m 0755 "$(readlink -f "$lib")" "$ROOT/lib/x86_64-linux-gnu/${lib##*/}"
 done < <(sed -n 's/^.* => \(\/[^ ]*\) (0x[0-9a-f]*)$/\1/p' <<<"$ldlist")
+
+# console keymaps (see KEYMAPS): ckbcomp is perl, loadkeys runs on the host
+KBDROOT=$WORK/kbd
+mkdir -p "$KBDROOT" "$ROOT/etc/vmgw/keymaps"
+for p in console-setup xkb-data kbd; do
+    dpkg-deb -x "$(deb_of "$p")" "$KBDROOT"
+done
+command -v perl >/dev/null || die "perl is needed to run ckbcomp"
+for km in "${KEYMAPS[@]}"; do
+    perl "$KBDROOT/usr/bin/ckbcomp" "-I$KBDROOT/usr/share/X11/xkb" -model pc105 -layout "${km#*:}" \
+        2>/dev/null >"$WORK/keymap.txt" || die "ckbcomp failed for ${km#*:}"
+    "$KBDROOT/bin/loadkeys" -q -b -u "$WORK/keymap.txt" >"$ROOT/etc/vmgw/keymaps/${km%%:*}.bmap" ||
+        die "loadkeys -b failed for ${km#*:}"
+done
 
 # our files (/init, /etc/...); scripts executable whatever the checkout says
 cp -R --preserve=mode,links "$ROOTFS_SRC"/. "$ROOT"/
