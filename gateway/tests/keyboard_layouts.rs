@@ -131,3 +131,63 @@ async fn layout_is_set_checked_and_reported_to_visitors() {
             .is_object()
     );
 }
+
+/// `gateway vm define --keyboard-layout` and `gateway vm keyboard-layout` on a data
+/// directory: set, shown, checked, cleared.
+#[test]
+fn cli_sets_shows_checks_and_clears_the_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = gateway(&[
+        "vm",
+        "define",
+        "--name",
+        "k1",
+        "--firmware",
+        "--keyboard-layout",
+        "fr",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let spec: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(spec["keyboard_layout"], "fr", "{out}");
+
+    let (ok, _, err) = gateway(&["vm", "keyboard-layout", "k1", "klingon"]);
+    assert!(
+        !ok && err.contains("unknown keyboard layout") && err.contains("en-gb"),
+        "{err}"
+    );
+    let (ok, _, err) = gateway(&[
+        "vm",
+        "define",
+        "--name",
+        "k2",
+        "--firmware",
+        "--keyboard-layout",
+        "xx",
+    ]);
+    assert!(!ok && err.contains("unknown keyboard layout"), "{err}");
+
+    let (ok, out, err) = gateway(&["vm", "keyboard-layout", "k1", "ja"]);
+    assert!(ok && out.contains("ja"), "{out}{err}");
+    let (ok, out, _) = gateway(&["vm", "show", "k1"]);
+    assert!(ok && out.contains("keyboard:    ja"), "{out}");
+    let (ok, out, _) = gateway(&["vm", "keyboard-layout", "k1", "none", "--json"]);
+    assert!(ok, "{out}");
+    let spec: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(spec["keyboard_layout"].is_null(), "{out}");
+    let (ok, out, _) = gateway(&["vm", "show", "k1"]);
+    assert!(ok && !out.contains("keyboard:"), "{out}");
+}
