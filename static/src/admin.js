@@ -215,6 +215,15 @@ function renderVM(vm) {
     vm.exit_reason && state === 'stopped' ? h('p', { class: 'vm-details muted small', text: `Last stop: ${vm.exit_reason}` }) : null,
     ipText ? h('p', { class: 'vm-ips small', text: ipText }) : null,
     h('div', { class: 'vm-actions' }, ...actions, ...consoleButtons,
+      h('button', {
+        type: 'button',
+        class: 'small secondary',
+        'data-console': 'serial',
+        'aria-label': `Open the serial console of ${name}`,
+        title: 'The serial port in a text terminal; opens a 1-hour link in a new tab',
+        text: 'Serial console',
+        onclick: () => openConsole(name, 'serial'),
+      }),
       h('button', { type: 'button', class: 'small ghost', text: 'Share…', 'aria-label': `Create a share link for ${name}`, onclick: () => prefillLink(name, consoles[0]) })),
   );
 }
