@@ -1,10 +1,12 @@
 // Serial consoles in the browser against a real gateway and QEMU guest (`gateway demo`):
 // the guest's shell on ttyS0 through a `serial` link in xterm.js, under the pages' strict
 // CSP (any violation fails the test, see newPage); view-only typing has no effect;
-// revoking the link ends the session.
+// revoking the link ends the session; a `raw` link to an external byte stream opens in
+// the same terminal.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { createServer } from 'node:net';
 import { startGateway, launchBrowser, newPage, shot, createLink, admin, waitForSerial, serial, sleep } from './helpers.mjs';
 
 let gw;
@@ -129,4 +131,54 @@ test('a view-only serial link shows the output, and typing has no effect', { tim
   await shot(vp, 'serial-3-view-only');
   assert.deepEqual(wp.errors, []);
   assert.deepEqual(vp.errors, []);
+});
+
+test('a raw link to an external byte stream opens in the same terminal', { timeout: 60_000 }, async () => {
+  // The external target: greets, then answers each line it gets in upper case.
+  const server = createServer((sock) => {
+    sock.write('raw target says hello\r\n');
+    sock.on('data', (d) => sock.write(d.toString('utf8').toUpperCase().replace(/\r/g, '\r\n')));
+    sock.on('error', () => {});
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  try {
+    const { port } = server.address();
+    const t = await admin(gw, 'POST', '/api/v1/targets', { name: 'rawtarget', kind: 'raw', address: `127.0.0.1:${port}` });
+    assert.equal(t.status, 201, JSON.stringify(t.body));
+    const link = await createLink(gw, { vm: 'rawtarget', console: 'raw', note: 'browser test: raw' });
+    const page = await newPage(browser);
+    await openSerial(page, link);
+    await waitForText(page, 'raw target says hello');
+    await page.locator('#screen .xterm').click();
+    await page.keyboard.type('ping', { delay: 20 });
+    await page.keyboard.press('Enter');
+    await waitForText(page, 'PING');
+    await shot(page, 'serial-4-raw');
+    assert.deepEqual(page.errors, []);
+    await page.close();
+  } finally {
+    server.close();
+  }
+});
+
+test('the admin console opens a VM\'s serial console and creates serial links', { timeout: 90_000 }, async () => {
+  const page = await newPage(browser);
+  await page.goto(`${gw.info.admin_url}/`);
+  await page.fill('#login-token', gw.info.admin_token);
+  await page.click('#login-submit');
+  const vm = page.locator(`.vm-card[data-vm="${gw.info.vm}"]`);
+  await vm.locator('[data-role="state"]', { hasText: 'running' }).waitFor({ timeout: 30_000 });
+  const [tab] = await Promise.all([
+    page.context().waitForEvent('page'),
+    vm.getByRole('button', { name: `Open the serial console of ${gw.info.vm}` }).click(),
+  ]);
+  await tab.locator('#console[data-connected="true"]').waitFor({ timeout: 60_000 });
+  await tab.locator('#screen .xterm').click();
+  await tab.keyboard.type('echo "from admin $((2*21))"', { delay: 20 });
+  await tab.keyboard.press('Enter');
+  await waitForText(tab, 'from admin 42');
+  // The link form offers serial links.
+  await page.selectOption('#lf-console', 'serial');
+  assert.equal(await page.locator('#lf-console').inputValue(), 'serial');
+  await tab.close();
 });
