@@ -11,7 +11,10 @@
 //! - **Scrollback:** the hub keeps the last `limits.serial_scrollback_bytes` of output
 //!   while it runs; a viewer that joins gets them first, then live output, with no gap
 //!   and nothing twice (both happen under the hub's lock). A trimmed scrollback starts
-//!   after its first line break (when one is near), so it does not begin mid-sequence.
+//!   after its first line break (when one is near), so it does not begin mid-sequence,
+//!   and terminal queries (cursor position and device attribute requests) are left out
+//!   of it, so that the joining viewer's terminal does not answer old questions into the
+//!   guest's input.
 //! - **Input:** what every viewer that may type sends is merged into one bounded queue
 //!   to the serial port. A view-only viewer's handle has no way to the queue at all: its
 //!   bytes are dropped here, whatever the relay let through.
@@ -53,6 +56,39 @@ pub const SKIP_MARKER: &[u8] =
 
 /// How far into a trimmed scrollback a line break is looked for to start at.
 const LINE_START_WINDOW: usize = 1024;
+
+/// Terminal queries a terminal answers with input (cursor position and status reports,
+/// device attributes). They are left out of the scrollback a viewer gets on joining:
+/// replayed, each would make the new viewer's terminal type an answer into whatever
+/// reads the serial line now (a shell, a login prompt).
+const QUERIES: &[&[u8]] = &[
+    b"\x1b[6n",
+    b"\x1b[?6n",
+    b"\x1b[5n",
+    b"\x1b[c",
+    b"\x1b[0c",
+    b"\x1b[>c",
+    b"\x1b[>0c",
+    b"\x1b[=c",
+];
+
+/// `data` without the [`QUERIES`] in it.
+fn without_queries(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len());
+    let mut i = 0;
+    while i < data.len() {
+        let rest = data.get(i..).unwrap_or_default();
+        if rest.first() == Some(&0x1b) {
+            if let Some(q) = QUERIES.iter().find(|q| rest.starts_with(q)) {
+                i += q.len();
+                continue;
+            }
+        }
+        out.extend_from_slice(rest.get(..1).unwrap_or_default());
+        i += 1;
+    }
+    out
+}
 
 /// Why a viewer could not join a VM's serial console.
 #[derive(Debug, thiserror::Error)]
@@ -179,7 +215,7 @@ impl HubState {
         self.scrollback.extend(data);
     }
 
-    /// The scrollback as a viewer gets it first.
+    /// The scrollback as a viewer gets it first (without terminal queries).
     fn snapshot(&self) -> Bytes {
         let (a, b) = self.scrollback.as_slices();
         let mut v = Vec::with_capacity(a.len() + b.len());
@@ -191,7 +227,7 @@ impl HubState {
                 v.drain(..=i);
             }
         }
-        Bytes::from(v)
+        Bytes::from(without_queries(&v))
     }
 }
 
@@ -560,6 +596,18 @@ mod tests {
         let has_marker = got.windows(SKIP_MARKER.len()).any(|w| w == SKIP_MARKER);
         assert!(has_marker, "no skip marker");
         assert!(got.len() < 50 * 1000, "the slow viewer got everything");
+    }
+
+    #[test]
+    fn replayed_scrollback_asks_the_terminal_nothing() {
+        let mut st = HubState {
+            scrollback: VecDeque::new(),
+            trimmed: false,
+            viewers: Vec::new(),
+            ended: false,
+        };
+        st.push_scrollback(b"vm:~# \x1b[6nls\r\nx\x1b[cy\x1b[1mz\x1b", 1024);
+        assert_eq!(&st.snapshot()[..], b"vm:~# ls\r\nxy\x1b[1mz\x1b");
     }
 
     #[test]
