@@ -221,3 +221,53 @@ async fn serial_links_need_a_vm_and_serial_is_no_target_kind() {
         .await;
     assert!(s == 400 || s == 404, "{s} {v}");
 }
+
+/// Kill and power-off on the fake backend (its serial port echoes): a killed viewer's
+/// session ends at once while the other viewer goes on; the VM stopping ends the rest
+/// as "console closed".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_ends_one_serial_viewer_and_power_off_ends_all() {
+    let run = tempfile::Builder::new()
+        .prefix("vmgw-f")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let backend = Arc::new(vmm_backend::fake::FakeBackend::new(run.path()));
+    let gw = TestGateway::start_on(backend).await;
+    gw.start_firmware_vm("fk").await;
+    let link = gw
+        .create_link(json!({"vm": "fk", "console": "serial", "ttl_seconds": 600}))
+        .await;
+    let mut a = WsBytes::new(gw.open_console(&link, None).await);
+    let mut b = WsBytes::new(gw.open_console(&link, None).await);
+    a.send(b"ping-1").await;
+    assert_eq!(a.read_exact(6).await, b"ping-1");
+    assert_eq!(b.read_exact(6).await, b"ping-1");
+
+    let id = link["id"].as_str().unwrap();
+    let (s, sessions) = gw
+        .admin("GET", &format!("/api/v1/links/{id}/sessions"), None)
+        .await;
+    assert_eq!(s, 200, "{sessions}");
+    let list = sessions.as_array().unwrap();
+    assert_eq!(list.len(), 2, "{sessions}");
+    let first = list[0]["id"].as_str().unwrap();
+    let (s, _) = gw
+        .admin("DELETE", &format!("/api/v1/sessions/{first}"), None)
+        .await;
+    assert!(s == 200 || s == 204, "{s}");
+    // One of the two is killed within a second; the other still relays.
+    let (killed, alive) = tokio::select! {
+        r = a.closed_within(Duration::from_secs(1)) => (r, &mut b),
+        r = b.closed_within(Duration::from_secs(1)) => (r, &mut a),
+    };
+    assert_eq!(killed, Some((4003, "killed".to_owned())));
+    alive.send(b"ping-2").await;
+    assert_eq!(alive.read_exact(6).await, b"ping-2");
+
+    let (s, v) = gw
+        .admin("POST", "/api/v1/vms/fk/actions/poweroff", None)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let closed = alive.closed_within(Duration::from_secs(5)).await;
+    assert_eq!(closed.map(|c| c.0), Some(4010));
+}
