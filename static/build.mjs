@@ -32,6 +32,40 @@ const spiceCspPatch = {
   },
 };
 
+// xterm.js puts its run-time rules (cell sizes, theme colours) into <style> elements and
+// sets the colours of true-colour text with setAttribute('style', ...): a CSP without
+// 'unsafe-inline' blocks both. Its <style> elements become inert <vmgw-style> elements
+// whose text goes into a constructed style sheet (adoptedStyleSheets, which CSP allows),
+// and the style attribute is set through CSSOM. Fails the build if the library changed
+// shape.
+const xtermCspPatch = {
+  name: 'xterm-csp-patch',
+  setup(build) {
+    build.onLoad({ filter: /@xterm[\\/]xterm[\\/]lib[\\/]xterm\.mjs$/ }, async (args) => {
+      let code = await readFile(args.path, 'utf8');
+      const styleRe = /([A-Za-z_$][\w$]*(?:\.[A-Za-z_$][\w$]*)*)\.createElement\("style"\)/g;
+      const found = code.match(styleRe) ?? [];
+      if (found.length !== 3) throw new Error(`xterm.mjs changed: ${found.length} <style> creations (expected 3); review the CSP patch in build.mjs`);
+      code = code.replace(styleRe, '__vmgwCspStyle($1)');
+      const attrFrom = '_addStyle(t,e){t.setAttribute("style",`${t.getAttribute("style")||""}${e};`)}';
+      if (!code.includes(attrFrom)) throw new Error('xterm.mjs changed: _addStyle; review the CSP patch in build.mjs');
+      code = code.replace(attrFrom, '_addStyle(t,e){t.style.cssText+=`${e};`}');
+      const shim = `function __vmgwCspStyle(doc) {
+  const el = doc.createElement('vmgw-style');
+  const sheet = new doc.defaultView.CSSStyleSheet();
+  doc.adoptedStyleSheets = [...doc.adoptedStyleSheets, sheet];
+  let text = '';
+  Object.defineProperty(el, 'textContent', { get: () => text, set: (v) => { text = String(v ?? ''); sheet.replaceSync(text); } });
+  const remove = el.remove.bind(el);
+  el.remove = () => { doc.adoptedStyleSheets = doc.adoptedStyleSheets.filter((s) => s !== sheet); remove(); };
+  return el;
+}
+`;
+      return { contents: shim + code, loader: 'js' };
+    });
+  },
+};
+
 const options = {
   entryPoints: {
     share: join(src, 'share.js'),
@@ -53,7 +87,7 @@ const options = {
   entryNames: '[name]',
   logLevel: 'warning',
   metafile: true,
-  plugins: [spiceCspPatch],
+  plugins: [spiceCspPatch, xtermCspPatch],
   // @novnc/novnc exports only core/rfb.js; its keysym tables live beside it. The alias
   // reaches them by file path (same files, so nothing is bundled twice).
   alias: { 'novnc-core': join(root, 'node_modules/@novnc/novnc/core') },

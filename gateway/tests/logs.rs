@@ -158,3 +158,46 @@ async fn secrets_never_reach_the_logs() {
         "an Authorization header is logged"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_console_traffic_never_reaches_the_logs() {
+    let cap = capture();
+    let typed: &[u8] = b"serial-Typed-Passw0rd-8812";
+    // The fake backend's serial port echoes: the typed bytes come back as output, through
+    // the VM's serial hub, to two viewers.
+    let run = tempfile::Builder::new()
+        .prefix("vmgw-f")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let backend = Arc::new(vmm_backend::fake::FakeBackend::new(run.path()));
+    let gw = TestGateway::start_on(backend).await;
+    gw.start_firmware_vm("sl").await;
+    let link = gw
+        .create_link(json!({"vm": "sl", "console": "serial", "ttl_seconds": 600}))
+        .await;
+    let mut a = WsBytes::new(gw.open_console(&link, None).await);
+    let mut b = WsBytes::new(gw.open_console(&link, None).await);
+    a.send(typed).await;
+    assert_eq!(a.read_exact(typed.len()).await, typed);
+    assert_eq!(b.read_exact(typed.len()).await, typed);
+    // A third viewer gets them again from the scrollback.
+    let mut c = WsBytes::new(gw.open_console(&link, None).await);
+    assert_eq!(c.read_exact(typed.len()).await, typed);
+    for v in [&mut a, &mut b, &mut c] {
+        v.ws.close(None).await.unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let text = String::from_utf8_lossy(&cap.0.lock().unwrap()).into_owned();
+    assert!(
+        text.contains("serial console connected"),
+        "hub logging works"
+    );
+    for r in renderings(typed) {
+        let lines: Vec<&str> = text.lines().filter(|l| l.contains(&r)).collect();
+        assert!(
+            lines.is_empty(),
+            "serial bytes in the logs as {r:?}: {lines:#?}"
+        );
+    }
+}

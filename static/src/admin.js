@@ -219,6 +219,15 @@ function renderVM(vm) {
     ipText ? h('p', { class: 'vm-ips small', text: ipText }) : null,
     keyboardLayoutField(name, spec.keyboard_layout ?? null),
     h('div', { class: 'vm-actions' }, ...actions, ...consoleButtons,
+      h('button', {
+        type: 'button',
+        class: 'small secondary',
+        'data-console': 'serial',
+        'aria-label': `Open the serial console of ${name}`,
+        title: 'The serial port in a text terminal; opens a 1-hour link in a new tab',
+        text: 'Serial console',
+        onclick: () => openConsole(name, 'serial'),
+      }),
       h('button', { type: 'button', class: 'small ghost', text: 'Share…', 'aria-label': `Create a share link for ${name}`, onclick: () => prefillLink(name, consoles[0]) })),
   );
 }

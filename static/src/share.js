@@ -1,6 +1,7 @@
 // The visitor's page at /s/#<token>: exchanges the token (and the password) for a
 // session cookie, explains every refusal in plain words, and runs the console (noVNC
-// for VNC links, spice-html5 for SPICE links) with its toolbar. Reconnects by itself
+// for VNC links, spice-html5 for SPICE links, an xterm.js terminal for serial and raw
+// links) with its toolbar. Reconnects by itself
 // after network blips while the link is valid; stops for good on revoke, expiry or kill.
 
 import { $, h, fetchJSON, secondsUntil, formatDuration, formatDate, formatWhen, sleep } from './lib/util.js';
@@ -336,7 +337,8 @@ async function onPasswordSubmit(e) {
 
 async function startConsole() {
   const s = state.session;
-  if (s.console !== 'vnc' && s.console !== 'spice') {
+  const terminal = isTerminal(s.console);
+  if (s.console !== 'vnc' && s.console !== 'spice' && !terminal) {
     showFinal({ title: 'This console cannot be shown here', text: `The link is for a "${s.console}" console, which a browser cannot display.`, kind: 'unsupported' });
     return;
   }
@@ -345,12 +347,18 @@ async function startConsole() {
   ui.viewOnlyBadge.hidden = !s.view_only;
   ui.console.classList.toggle('is-view-only', !!s.view_only);
   for (const b of [ui.btnKeys, ui.btnOsk, ui.btnType]) b.disabled = !!s.view_only;
+  // A terminal has no screen to scale and no Ctrl+Alt+Del; it has a screen-reader mode.
+  for (const el of [ui.btnKeys.parentElement, ui.btnOsk, $('scale-wrap')]) el.hidden = terminal;
+  ui.btnSr.hidden = !terminal;
+  ui.console.classList.toggle('is-terminal', terminal);
   ui.powerWrap.hidden = !s.allow_power;
   ui.gate.hidden = true;
   ui.console.hidden = false;
   startCountdown();
   try {
-    state.consoleModule = s.console === 'vnc' ? await import('./console/vnc.js') : await import('./console/spice.js');
+    state.consoleModule = terminal
+      ? await import('./console/terminal.js')
+      : s.console === 'vnc' ? await import('./console/vnc.js') : await import('./console/spice.js');
   } catch (err) {
     showFinal({ title: 'The console could not load', text: 'Reload the page to try again.', kind: 'load-error' });
     console.error(err);
@@ -502,11 +510,14 @@ function connect() {
   } else {
     showMessage({ icon: 'wait', title: 'Connecting to the console…', kind: 'connecting' });
   }
-  const Ctor = s.console === 'vnc' ? state.consoleModule.VncConsole : state.consoleModule.SpiceConsole;
+  const Ctor = isTerminal(s.console)
+    ? state.consoleModule.TerminalConsole
+    : s.console === 'vnc' ? state.consoleModule.VncConsole : state.consoleModule.SpiceConsole;
   const c = new Ctor(ui.screen, {
     url: wsURL(s.ws_path),
     viewOnly: !!s.view_only,
     layout: resolveLayout(s.keyboard_layout),
+    screenReader: readPref('screenReader', 'off') === 'on',
     onConnect: () => {
       if (state.console !== c) return;
       state.backoff = 0;
@@ -651,6 +662,11 @@ function startCountdown() {
 // ---------------------------------------------------------------------------------
 // Toolbar
 
+/** Serial and raw links are byte streams, shown in a terminal. */
+function isTerminal(kind) {
+  return kind === 'serial' || kind === 'raw';
+}
+
 function setupToolbar() {
   // Keys menu.
   const fkeys = $('fkeys');
@@ -695,6 +711,17 @@ function setupToolbar() {
     ui.btnFullscreen.setAttribute('aria-pressed', String(on));
     ui.btnFullscreen.querySelector('.tb-label').textContent = on ? 'Exit full screen' : 'Full screen';
     setTimeout(() => state.console?.applyScale?.(), 100);
+  });
+
+  // Screen-reader mode of the terminal (remembered).
+  const srOn = () => readPref('screenReader', 'off') === 'on';
+  ui.btnSr.setAttribute('aria-pressed', String(srOn()));
+  ui.btnSr.addEventListener('click', () => {
+    const on = !srOn();
+    writePref('screenReader', on ? 'on' : 'off');
+    ui.btnSr.setAttribute('aria-pressed', String(on));
+    state.console?.setScreenReader?.(on);
+    toast(on ? 'Screen-reader mode on.' : 'Screen-reader mode off.');
   });
 
   // On-screen keyboard and extra keys.
@@ -892,7 +919,7 @@ function updateScaleOptions() {
 
 function init() {
   for (const id of ['gate', 'console', 'overlay', 'screen', 'toast', 'keyrow', 'countdown', 'vm-name', 'desktop-name', 'view-only-badge', 'conn-badge',
-    'pw-form', 'pw-input', 'pw-error', 'pw-submit', 'pw-show', 'btn-keys', 'btn-osk', 'btn-type', 'btn-fullscreen', 'power-wrap', 'osk-input', 'type-dialog', 'type-text']) {
+    'pw-form', 'pw-input', 'pw-error', 'pw-submit', 'pw-show', 'btn-keys', 'btn-osk', 'btn-type', 'btn-sr', 'btn-fullscreen', 'power-wrap', 'osk-input', 'type-dialog', 'type-text']) {
     ui[id.replace(/-(\w)/g, (_, c) => c.toUpperCase())] = $(id);
   }
   ui.scale = $('scale-select');

@@ -64,13 +64,23 @@ async fn vnc_and_spice_answer_on_private_sockets() {
     s.read_exact(&mut magic).await.unwrap();
     assert_eq!(&magic, b"REDQ");
 
-    for sock in ["qmp.sock", "qga.sock", "events.sock"] {
+    for sock in ["qmp.sock", "qga.sock", "events.sock", "serial.sock"] {
         let mode = std::fs::metadata(run.join(sock))
             .unwrap()
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600, "{sock}");
     }
+
+    // The serial port is a console too, with its log beside it.
+    let serial = b.console("screens", ConsoleKind::Serial).await.unwrap();
+    assert_eq!(serial.socket, run.join("serial.sock"));
+    assert_eq!(
+        serial.log.as_deref(),
+        Some(run.join("serial.log").as_path())
+    );
+    UnixStream::connect(&serial.socket).await.unwrap();
+    assert!(run.join("serial.log").exists());
 
     // A screenshot is a PNG of the screen, and leaves no file behind.
     let png = b.screenshot("screens").await.unwrap();

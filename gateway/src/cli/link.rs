@@ -46,7 +46,7 @@ pub struct CreateArgs {
     /// VM (or registered target) name.
     #[arg(long)]
     vm: String,
-    /// vnc, spice or raw.
+    /// vnc, spice, raw (an external byte-stream target) or serial (a VM's serial port).
     #[arg(long, default_value = "vnc")]
     console: String,
     /// Lifetime in seconds (or use --expires-at).

@@ -59,6 +59,12 @@ pub struct Limits {
     /// Each console handshake must finish within this: the RFB handshake with the
     /// console, the one with the visitor, and the visitor's SPICE link message.
     pub console_handshake_timeout: Duration,
+    /// Recent output of a VM's serial port the gateway keeps while its serial console is
+    /// open (a viewer that connects gets it first).
+    pub serial_scrollback_bytes: usize,
+    /// Output queued for one serial-console viewer; a viewer further behind skips output
+    /// (and sees a marker where it did) instead of holding up the others.
+    pub serial_viewer_queue_bytes: usize,
 }
 
 impl Default for Limits {
@@ -88,6 +94,8 @@ impl Default for Limits {
             revocation_poll: Duration::from_secs(1),
             console_connect_timeout: Duration::from_secs(5),
             console_handshake_timeout: Duration::from_secs(10),
+            serial_scrollback_bytes: 64 * 1024,
+            serial_viewer_queue_bytes: 256 * 1024,
         }
     }
 }
@@ -135,6 +143,8 @@ impl RawLimits {
                 console_handshake_timeout,
                 console_handshake_timeout_secs
             ),
+            serial_scrollback_bytes: count!(serial_scrollback_bytes),
+            serial_viewer_queue_bytes: count!(serial_viewer_queue_bytes),
             revocation_poll: match l.revocation_poll_ms {
                 None => d.revocation_poll,
                 Some(ms) if ms >= 50 => Duration::from_millis(ms),
@@ -149,6 +159,12 @@ impl RawLimits {
         }
         if limits.relay_buffer_bytes > 1 << 20 {
             return Err(invalid("limits.relay_buffer_bytes", "at most 1 MiB"));
+        }
+        if limits.serial_scrollback_bytes > 16 << 20 {
+            return Err(invalid("limits.serial_scrollback_bytes", "at most 16 MiB"));
+        }
+        if limits.serial_viewer_queue_bytes < 8192 {
+            return Err(invalid("limits.serial_viewer_queue_bytes", "at least 8192"));
         }
         if limits.max_header_bytes < 1024 {
             return Err(invalid("limits.max_header_bytes", "at least 1024"));

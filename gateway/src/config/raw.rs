@@ -125,6 +125,8 @@ pub struct RawLimits {
     pub revocation_poll_ms: Option<u64>,
     pub console_connect_timeout_secs: Option<u64>,
     pub console_handshake_timeout_secs: Option<u64>,
+    pub serial_scrollback_bytes: Option<usize>,
+    pub serial_viewer_queue_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

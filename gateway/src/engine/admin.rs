@@ -212,6 +212,11 @@ impl App {
     /// Registers an external console. Unix sockets must pass the confinement rules.
     pub async fn create_target(&self, t: TargetSpec) -> Result<Target, EngineError> {
         crate::model::links::validate_name("name", &t.name)?;
+        if t.kind == ConsoleType::Serial {
+            return Err(EngineError::Invalid(
+                "kind `serial` is a VM's serial port; an external byte stream is `raw`".into(),
+            ));
+        }
         let address = match (t.address, t.socket) {
             (Some(a), None) => TargetAddress::Tcp(a),
             (None, Some(p)) => {

@@ -12,6 +12,7 @@ pub mod limits;
 pub mod memory;
 mod network;
 pub mod passwords;
+pub mod serial;
 pub mod sessions;
 mod visitor;
 
@@ -101,6 +102,8 @@ pub struct App {
     tasks: TaskTracker,
     /// Where unix-socket targets may point (checked at registration and connect).
     confinement: crate::engine::confine::SocketConfinement,
+    /// Each VM's serial port, shared by its serial-console viewers.
+    serial: serial::SerialHubs,
 }
 
 fn sha256(b: &[u8]) -> [u8; 32] {
@@ -147,7 +150,13 @@ impl App {
             &own_dirs,
             &cfg.targets.unix_socket_owners,
         );
+        let serial = serial::SerialHubs::new(serial::SerialLimits {
+            scrollback_bytes: cfg.limits.serial_scrollback_bytes,
+            viewer_queue_bytes: cfg.limits.serial_viewer_queue_bytes,
+            connect_timeout: cfg.limits.console_connect_timeout,
+        });
         Ok(Arc::new(App {
+            serial,
             confinement,
             limiter: Limiter::new(&cfg.limits),
             passwords: PasswordVerifier::new(password_policy.clone()),
@@ -280,6 +289,7 @@ impl App {
                 let ok = match console {
                     ConsoleType::Vnc => info.spec.console.has_vnc(),
                     ConsoleType::Spice => info.spec.console.has_spice(),
+                    ConsoleType::Serial => true,
                     ConsoleType::Raw => false,
                 };
                 if ok {

@@ -229,11 +229,22 @@ impl App {
         }
     }
 
+    /// Joins the serial console of a `serial` link's VM (shared with its other viewers;
+    /// see [`crate::engine::serial`]). A view-only link's input goes nowhere.
+    pub async fn attach_serial(
+        &self,
+        link: &Link,
+    ) -> Result<crate::engine::serial::SerialViewer, crate::engine::serial::SerialError> {
+        let ep = self.backend.console(&link.vm, ConsoleKind::Serial).await?;
+        self.serial.attach(&link.vm, &ep, link.view_only).await
+    }
+
     /// The console of a link, from the stored link only.
     pub async fn resolve_console(&self, link: &Link) -> Result<ResolvedConsole, EngineError> {
         let kind = match link.console {
             ConsoleType::Vnc => Some(ConsoleKind::Vnc),
             ConsoleType::Spice => Some(ConsoleKind::Spice),
+            ConsoleType::Serial => Some(ConsoleKind::Serial),
             ConsoleType::Raw => None,
         };
         if let Some(kind) = kind {

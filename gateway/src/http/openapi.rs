@@ -63,7 +63,8 @@ fn schemas() -> Value {
             "retry_after": {"type": "integer"}, "opens_at": ts}},
         "LinkRequest": {"type": "object", "required": ["vm"], "additionalProperties": false, "properties": {
             "vm": {"type": "string", "description": "VM or target name"},
-            "console": {"type": "string", "enum": ["vnc", "spice", "raw"], "default": "vnc"},
+            "console": {"type": "string", "enum": ["vnc", "spice", "raw", "serial"], "default": "vnc",
+                "description": "serial: the VM's serial port, shared by its viewers, with recent output on connect (local VMs only); raw: an external byte-stream target. Both open in a terminal."},
             "expires_at": ts, "ttl_seconds": {"type": "integer", "minimum": 1},
             "not_before": ts, "password": {"type": "string", "maxLength": 128},
             "max_uses": {"type": "integer", "minimum": 1}, "max_viewers": {"type": "integer", "minimum": 1},
@@ -91,7 +92,7 @@ fn schemas() -> Value {
             "suspendable": {"type": "boolean"}, "live_migratable": {"type": "boolean"}, "ha_eligible": {"type": "boolean"}}},
         "VmList": {"type": "array", "items": {"$ref": "#/components/schemas/Vm"}},
         "TargetRequest": {"type": "object", "required": ["name", "kind"], "additionalProperties": false, "properties": {
-            "name": {"type": "string"}, "kind": {"type": "string", "enum": ["vnc", "spice", "raw"]},
+            "name": {"type": "string"}, "kind": {"type": "string", "enum": ["vnc", "spice", "raw"], "description": "serial is not a target kind: a VM's serial port is linked to by the VM's name"},
             "address": {"type": "string", "description": "host:port"}, "socket": {"type": "string", "description": "absolute unix socket path"},
             "vnc_password": {"type": "string", "description": "answered by the gateway; never returned"}}},
         "Target": {"type": "object", "properties": {

@@ -269,6 +269,20 @@ async fn connect(addr: &ConsoleAddress, timeout: Duration) -> std::io::Result<Bo
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
 }
 
+/// Connects to the console of a VNC, raw or serial link. A VM's serial port is shared
+/// by its viewers: it is joined through the VM's serial hub (`engine::serial`).
+async fn open_console(
+    app: &App,
+    link: &Link,
+    console: &ResolvedConsole,
+) -> Result<Box<dyn ConsoleIo>, Box<dyn std::error::Error + Send + Sync>> {
+    if link.console == ConsoleType::Serial {
+        return Ok(Box::new(app.attach_serial(link).await?));
+    }
+    let timeout = app.config().limits.console_connect_timeout;
+    Ok(connect(&console.address, timeout).await?)
+}
+
 /// Connects to a unix-socket console. QEMU listens on its VNC and SPICE sockets with a
 /// backlog of one, and a unix socket whose backlog is full refuses at once (`EAGAIN`)
 /// instead of queueing: visitors arriving together wait their turn (bounded by the
@@ -328,10 +342,7 @@ async fn websocket(
         None
     } else {
         let guard = app.open_session(&link, client, true)?;
-        let connecting = connect(
-            &console.address,
-            app.config().limits.console_connect_timeout,
-        );
+        let connecting = open_console(app, &link, &console);
         let io = relay::until_ended(&guard.session, link.expires_at, connecting)
             .await
             .map_err(ended_refusal)?

@@ -33,17 +33,21 @@ pub enum ConsoleType {
     Vnc,
     /// SPICE, relayed to spice-html5.
     Spice,
-    /// An opaque byte stream (e.g. a serial console).
+    /// An opaque byte stream (an external target), shown in a terminal.
     Raw,
+    /// A VM's serial port, shared by its viewers (see `engine::serial`), shown in a
+    /// terminal.
+    Serial,
 }
 
 impl ConsoleType {
-    /// The wire / storage spelling: `vnc`, `spice` or `raw`.
+    /// The wire / storage spelling: `vnc`, `spice`, `raw` or `serial`.
     pub fn as_str(self) -> &'static str {
         match self {
             ConsoleType::Vnc => "vnc",
             ConsoleType::Spice => "spice",
             ConsoleType::Raw => "raw",
+            ConsoleType::Serial => "serial",
         }
     }
 }
@@ -62,6 +66,7 @@ impl FromStr for ConsoleType {
             "vnc" => Ok(ConsoleType::Vnc),
             "spice" => Ok(ConsoleType::Spice),
             "raw" => Ok(ConsoleType::Raw),
+            "serial" => Ok(ConsoleType::Serial),
             _ => Err(LinkError::UnknownConsole),
         }
     }
@@ -102,7 +107,7 @@ pub enum LinkError {
         field: &'static str,
         reason: &'static str,
     },
-    #[error("`console` must be one of `vnc`, `spice`, `raw`")]
+    #[error("`console` must be one of `vnc`, `spice`, `raw`, `serial`")]
     UnknownConsole,
     #[error("a time is outside the supported range")]
     TimeOutOfRange,
@@ -514,6 +519,7 @@ mod tests {
             ("vnc", ConsoleType::Vnc),
             ("spice", ConsoleType::Spice),
             ("raw", ConsoleType::Raw),
+            ("serial", ConsoleType::Serial),
         ] {
             let j = format!(r#"{{"vm":"a","ttl_seconds":60,"console":"{s}"}}"#);
             let r: LinkRequest = serde_json::from_str(&j).expect("parse");

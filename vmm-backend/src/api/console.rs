@@ -1,4 +1,7 @@
 //! Where a VM's remote consoles listen: unix sockets (0600) in its private run directory.
+//! The serial console is QEMU's first serial port on a socket chardev that serves one
+//! client at a time (the gateway fans it out) and logs everything the guest writes to
+//! the VM's serial log file, connected or not.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -12,6 +15,8 @@ use serde::{Deserialize, Serialize};
 pub enum ConsoleKind {
     Vnc,
     Spice,
+    /// The first serial port (a byte stream; every QEMU VM has one).
+    Serial,
 }
 
 impl fmt::Display for ConsoleKind {
@@ -19,6 +24,7 @@ impl fmt::Display for ConsoleKind {
         f.write_str(match self {
             ConsoleKind::Vnc => "vnc",
             ConsoleKind::Spice => "spice",
+            ConsoleKind::Serial => "serial",
         })
     }
 }
@@ -29,6 +35,7 @@ impl FromStr for ConsoleKind {
         match s {
             "vnc" => Ok(ConsoleKind::Vnc),
             "spice" => Ok(ConsoleKind::Spice),
+            "serial" => Ok(ConsoleKind::Serial),
             o => Err(format!("unknown console kind {o:?}")),
         }
     }
@@ -39,4 +46,7 @@ impl FromStr for ConsoleKind {
 pub struct ConsoleEndpoint {
     pub kind: ConsoleKind,
     pub socket: PathBuf,
+    /// The file the console's output is also written to (the serial log), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<PathBuf>,
 }

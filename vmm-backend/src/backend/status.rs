@@ -113,12 +113,14 @@ impl QemuBackend {
                 c.push(ConsoleEndpoint {
                     kind: ConsoleKind::Vnc,
                     socket: run.vnc(),
+                    log: None,
                 });
             }
             if spec.console.has_spice() {
                 c.push(ConsoleEndpoint {
                     kind: ConsoleKind::Spice,
                     socket: run.spice(),
+                    log: None,
                 });
             }
             c

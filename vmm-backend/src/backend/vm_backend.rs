@@ -159,6 +159,7 @@ impl VmBackend for QemuBackend {
         let has = match kind {
             ConsoleKind::Vnc => spec.console.has_vnc(),
             ConsoleKind::Spice => spec.console.has_spice(),
+            ConsoleKind::Serial => true,
         };
         if !has {
             return Err(BackendError::NoConsole {
@@ -175,7 +176,9 @@ impl VmBackend for QemuBackend {
             socket: match kind {
                 ConsoleKind::Vnc => run.vnc(),
                 ConsoleKind::Spice => run.spice(),
+                ConsoleKind::Serial => run.serial(),
             },
+            log: (kind == ConsoleKind::Serial).then(|| run.serial_log()),
         })
     }
 

@@ -1,6 +1,7 @@
 //! Console servers of fake VMs: unix sockets (0600, in a 0700 directory) that accept any
 //! number of clients. VNC is a minimal RFB 3.8 server (security None, a 640×480 screen
-//! named `fake`, and empty framebuffer updates); SPICE echoes what the client sends.
+//! named `fake`, and empty framebuffer updates); SPICE and serial echo what the client
+//! sends.
 //! Enough for the gateway to relay something real.
 
 use std::os::unix::fs::PermissionsExt;
@@ -49,7 +50,11 @@ impl ConsoleServer {
             }
         });
         Ok(ConsoleServer {
-            endpoint: ConsoleEndpoint { kind, socket },
+            endpoint: ConsoleEndpoint {
+                kind,
+                socket,
+                log: None,
+            },
             task,
         })
     }
@@ -71,7 +76,7 @@ pub const DESKTOP_NAME: &str = "fake";
 async fn serve(conn: UnixStream, kind: ConsoleKind) {
     let _ = match kind {
         ConsoleKind::Vnc => serve_rfb(conn).await,
-        ConsoleKind::Spice => echo(conn).await,
+        ConsoleKind::Spice | ConsoleKind::Serial => echo(conn).await,
     };
 }
 

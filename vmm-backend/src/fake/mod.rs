@@ -87,7 +87,13 @@ impl FakeBackend {
             },
             pid: None,
             exit_reason: vm.exit_reason.clone(),
-            consoles: vm.consoles.iter().map(|c| c.endpoint.clone()).collect(),
+            // The remote consoles, as the QEMU backend reports them (not the serial port).
+            consoles: vm
+                .consoles
+                .iter()
+                .filter(|c| c.endpoint.kind != ConsoleKind::Serial)
+                .map(|c| c.endpoint.clone())
+                .collect(),
             spec,
         }
     }
@@ -114,6 +120,7 @@ impl FakeBackend {
         if vm.spec.console.has_spice() {
             consoles.push(ConsoleServer::listen(&dir, ConsoleKind::Spice)?);
         }
+        consoles.push(ConsoleServer::listen(&dir, ConsoleKind::Serial)?);
         vm.consoles = consoles;
         vm.state = VmState::Running;
         vm.exit_reason = None;
@@ -225,6 +232,7 @@ impl VmBackend for FakeBackend {
         let has = match kind {
             ConsoleKind::Vnc => vm.spec.console.has_vnc(),
             ConsoleKind::Spice => vm.spec.console.has_spice(),
+            ConsoleKind::Serial => true,
         };
         if !has {
             return Err(BackendError::NoConsole {

@@ -124,7 +124,14 @@ fn machine_args(spec: &VmSpec, run: &RunDir, accel: &str) -> Vec<String> {
         "-mon".into(),
         "chardev=qmpev,mode=control".into(),
         "-chardev".into(),
-        format!("file,id=serial0,path={}", p(&run.serial_log())),
+        // The serial port: a socket the gateway's serial console connects to, and the
+        // serial log, which gets everything the guest writes whether or not a client
+        // is connected (QEMU's chardev `logfile`).
+        format!(
+            "socket,id=serial0,path={},server=on,wait=off,logfile={},logappend=on",
+            p(&run.serial()),
+            p(&run.serial_log())
+        ),
         "-serial".into(),
         "chardev:serial0".into(),
         "-device".into(),
@@ -267,6 +274,8 @@ mod tests {
             "-pidfile /run/x/t1/qemu.pid",
             "vfio-pci,host=0000:03:10.1,id=nic3",
             "-daemonize",
+            "socket,id=serial0,path=/run/x/t1/serial.sock,server=on,wait=off,logfile=/run/x/t1/serial.log,logappend=on",
+            "-serial chardev:serial0",
         ] {
             assert!(joined.contains(want), "missing {want:?} in {joined}");
         }

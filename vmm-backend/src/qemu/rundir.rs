@@ -36,6 +36,10 @@ impl RunDir {
     pub fn spice(&self) -> PathBuf {
         self.dir.join("spice.sock")
     }
+    /// The serial port's socket (one client at a time; output is logged either way).
+    pub fn serial(&self) -> PathBuf {
+        self.dir.join("serial.sock")
+    }
     pub fn serial_log(&self) -> PathBuf {
         self.dir.join("serial.log")
     }
@@ -54,8 +58,9 @@ impl RunDir {
         self.dir.with_extension("lock")
     }
 
-    fn sockets(&self) -> [PathBuf; 5] {
+    fn sockets(&self) -> [PathBuf; 6] {
         [
+            self.serial(),
             self.qmp(),
             self.qmp_events(),
             self.qga(),
