@@ -436,6 +436,12 @@ impl ClientFilter {
         self.dropped
     }
 
+    /// Clipboard messages dropped so far by the link's clipboard policy (agent data is
+    /// dropped whole on view-only channels and counted by [`ClientFilter::dropped`]).
+    pub fn clipboard_dropped(&self) -> u64 {
+        0
+    }
+
     /// Filters `input`, appending what may reach the console to `out`.
     pub fn push(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<(), SpiceError> {
         while !input.is_empty() {
