@@ -40,6 +40,7 @@ inputs_hash() {
         sha256sum build-test-guest.sh
         find rootfs \( -type f -o -type l \) -print0 | sort -z | xargs -0 -r sha256sum
         find rootfs -type l -printf '%p -> %l\n' | sort
+        sha256sum vmgw-clip/vmgw-clip.c
     ) | sha256sum | cut -d' ' -f1
 }
 
@@ -253,6 +254,11 @@ while read -r lib; do
     [[ $lib == */ld-linux-x86-64.so.2 ]] && continue
     install -m 0755 "$(readlink -f "$lib")" "$ROOT/lib/x86_64-linux-gnu/${lib##*/}"
 done < <(sed -n 's/^.* => \(\/[^ ]*\) (0x[0-9a-f]*)$/\1/p' <<<"$ldlist")
+
+# the clipboard agent (vmgw-clip/vmgw-clip.c), static so that it needs no library
+command -v cc >/dev/null || die "a C compiler (cc) is needed for vmgw-clip"
+cc -static -Os -Wall -o "$ROOT/usr/bin/vmgw-clip" "$SCRIPT_DIR/vmgw-clip/vmgw-clip.c" ||
+    die "cannot build vmgw-clip (needs gcc and libc6-dev)"
 
 # our files (/init, /etc/...); scripts executable whatever the checkout says
 cp -R --preserve=mode,links "$ROOTFS_SRC"/. "$ROOT"/

@@ -4,8 +4,10 @@
 //! pseudo-encoding 0xC0A1E5CE; a negative cut-text length) says what a message does in
 //! its flags word: `notify` and `provide` announce or carry the sender's text (towards
 //! the receiver), `request` and `peek` ask for the receiver's text (towards the sender),
-//! `caps` only states capabilities. QEMU acts on one action per message, but a message
-//! is judged on every action bit it has, so that no combination slips through.
+//! `caps` only states capabilities: in a `caps` message the other action bits list the
+//! actions its sender supports, and both QEMU and noVNC treat a message with the `caps`
+//! bit as capabilities only (its payload is a size limit per format, no text). Any other
+//! message is judged on every action bit it has, so that no combination slips through.
 
 use crate::model::clipboard::ClipboardPolicy;
 
@@ -45,6 +47,9 @@ impl Needs {
 
 /// What sending `flags` needs: (towards the receiver, towards the sender).
 fn sender_receiver(flags: u32) -> (bool, bool) {
+    if flags & EXT_CAPS != 0 {
+        return (false, false);
+    }
     let gives = flags & (EXT_NOTIFY | EXT_PROVIDE) != 0;
     let asks = flags & (EXT_REQUEST | EXT_PEEK) != 0;
     (gives, asks)
@@ -84,8 +89,13 @@ mod tests {
         assert_eq!(server_ext_needs(EXT_PROVIDE | 1), Needs::FROM_GUEST);
         assert_eq!(server_ext_needs(EXT_NOTIFY | 1), Needs::FROM_GUEST);
         assert_eq!(server_ext_needs(EXT_REQUEST | 1), Needs::TO_GUEST);
+        // A capabilities message lists actions; it performs none.
+        assert_eq!(
+            server_ext_needs(EXT_CAPS | EXT_PROVIDE | EXT_NOTIFY | EXT_REQUEST | 1),
+            Needs::NOTHING
+        );
         // Several actions need every direction they touch.
-        let both = client_ext_needs(EXT_CAPS | EXT_PROVIDE | EXT_REQUEST);
+        let both = client_ext_needs(EXT_PROVIDE | EXT_REQUEST);
         assert!(both.to_guest && both.from_guest);
         assert!(!both.allowed_by(ToGuest) && !both.allowed_by(FromGuest));
         assert!(both.allowed_by(Both));
