@@ -390,7 +390,7 @@ struct Ready {
     ws: Ws,
     initial: Bytes,
     filter: Option<relay::ClientFilter>,
-    server_filter: Option<relay::rfb::ServerFilter>,
+    server_filter: Option<relay::ServerFilter>,
 }
 
 /// A setup phase that failed: the visitor's WebSocket, to be closed with this code.
@@ -461,11 +461,22 @@ async fn spice_setup(
     // ticket, go through the view-only filter, if any), bounded and ended with the
     // session like every other phase.
     let (link_msg, rest) = first.split_at(hdr.total_len.min(first.len()));
-    let linking =
-        relay::spice::connect_channel(&mut ws, &mut io, link_msg, &hdr, link.view_only, timeout);
+    let policy = link.clipboard.effective(link.view_only);
+    let linking = relay::spice::connect_channel_with(
+        &mut ws,
+        &mut io,
+        link_msg,
+        &hdr,
+        link.view_only,
+        policy,
+        timeout,
+    );
     let ended = relay::until_ended(&guard.session, link.expires_at, linking).await;
-    let filter = match phase(ended, "SPICE link with the console failed") {
-        Ok(f) => f.map(relay::ClientFilter::Spice),
+    let (filter, server_filter) = match phase(ended, "SPICE link with the console failed") {
+        Ok((f, s)) => (
+            f.map(relay::ClientFilter::Spice),
+            s.map(relay::ServerFilter::Spice),
+        ),
         Err(c) => return Err((ws, c)),
     };
     Ok(Ready {
@@ -474,7 +485,7 @@ async fn spice_setup(
         ws,
         initial: Bytes::copy_from_slice(rest),
         filter,
-        server_filter: None,
+        server_filter,
     })
 }
 
@@ -510,7 +521,7 @@ async fn run_session(
                         ws,
                         initial,
                         filter: Some(relay::ClientFilter::Rfb(filter)),
-                        server_filter,
+                        server_filter: server_filter.map(relay::ServerFilter::Rfb),
                     }
                 }
                 Err(e) => {

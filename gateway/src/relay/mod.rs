@@ -278,6 +278,30 @@ impl ClientFilter {
     }
 }
 
+/// What the relay lets through of the console's bytes: the RFB server stream (VNC) or a
+/// SPICE main channel, without the clipboard messages the link's policy keeps in.
+#[derive(Debug)]
+pub enum ServerFilter {
+    Rfb(rfb::ServerFilter),
+    Spice(spice::ServerFilter),
+}
+
+impl ServerFilter {
+    fn push(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), FilterError> {
+        match self {
+            ServerFilter::Rfb(f) => Ok(f.push(input, out)?),
+            ServerFilter::Spice(f) => Ok(f.push(input, out)?),
+        }
+    }
+
+    fn clipboard_dropped(&self) -> u64 {
+        match self {
+            ServerFilter::Rfb(f) => f.clipboard_dropped(),
+            ServerFilter::Spice(f) => f.clipboard_dropped(),
+        }
+    }
+}
+
 /// The relay loop. `filter` sees every visitor→console byte (VNC, view-only SPICE); `initial` holds
 /// visitor bytes already read (after a handshake) that go through it first. `server` sees
 /// every console→visitor byte (VNC: the clipboard policy's other half). Returns why it
@@ -288,7 +312,7 @@ pub async fn relay<S, B>(
     console: B,
     initial: Bytes,
     mut filter: Option<ClientFilter>,
-    mut server: Option<rfb::ServerFilter>,
+    mut server: Option<ServerFilter>,
     ctx: RelayContext<'_>,
 ) -> (EndReason, Closing<S>)
 where
@@ -462,10 +486,10 @@ where
     }
 }
 
-/// What of the console's `bytes` may reach the visitor: through the RFB server parser
-/// (VNC), else all of it. Empty when everything was held back or removed.
+/// What of the console's `bytes` may reach the visitor: through the server filter (the
+/// clipboard policy), else all of it. Empty when everything was held back or removed.
 fn pass_output(
-    server: &mut Option<rfb::ServerFilter>,
+    server: &mut Option<ServerFilter>,
     ctx: RelayContext<'_>,
     bytes: &[u8],
 ) -> Result<Bytes, EndReason> {
@@ -484,7 +508,7 @@ fn pass_output(
 async fn to_client<T, R>(
     ws_tx: &mut T,
     con_r: &mut R,
-    server: &mut Option<rfb::ServerFilter>,
+    server: &mut Option<ServerFilter>,
     ctx: RelayContext<'_>,
     seen: &LastSeen,
 ) -> EndReason
