@@ -3,6 +3,8 @@
 //! `qemu-vdagent`), with raw WebSocket RFB clients that ignore the page and try
 //! everything a modified client could.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::Read;

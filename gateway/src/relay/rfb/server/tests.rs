@@ -159,7 +159,7 @@ fn the_visitors_pixel_format_counts_raw_pixels() {
 #[test]
 fn clipboard_from_the_guest_leaves_only_when_allowed() {
     let guest_text = b"the guest's secret".to_vec();
-    let clip_msgs = vec![
+    let clip_msgs = [
         cut_text(&guest_text),
         ext_clip(EXT_NOTIFY | 1, &[]),
         ext_clip(EXT_PROVIDE | 1, &guest_text),
