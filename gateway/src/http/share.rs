@@ -462,7 +462,7 @@ async fn spice_setup(
     // session like every other phase.
     let (link_msg, rest) = first.split_at(hdr.total_len.min(first.len()));
     let policy = link.clipboard.effective(link.view_only);
-    let linking = relay::spice::connect_channel_with(
+    let linking = relay::spice::connect_channel(
         &mut ws,
         &mut io,
         link_msg,

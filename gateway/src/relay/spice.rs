@@ -545,32 +545,15 @@ impl ClientFilter {
 /// Connects a visitor's SPICE channel to the console: sends the link message
 /// (`link` = exactly the visitor's `SpiceLinkHeader` + `SpiceLinkMess`).
 ///
-/// Full links return `None`: the rest is relayed as it is. View-only links also
-/// read the server's link reply, check it, pass it on to the visitor, and return
-/// the [`ClientFilter`] for everything the visitor sends after the link message.
+/// Interactive links whose clipboard `policy` (already reduced for view-only) allows
+/// both directions return no filters: the rest is relayed as it is. View-only links
+/// also read the server's link reply, check it, pass it on to the visitor, and return
+/// the [`ClientFilter`] for everything the visitor sends after the link message. On the
+/// main channel of an interactive link whose policy forbids a direction, the link reply
+/// is read here too, and the filters drop the agent's messages in the forbidden
+/// directions: the visitor's `AGENT_DATA` without `to_guest` (the [`ClientFilter`]),
+/// the server's without `from_guest` (the [`ServerFilter`], for the console's bytes).
 pub async fn connect_channel<S, B>(
-    ws: &mut WebSocketStream<S>,
-    console: &mut B,
-    link: &[u8],
-    hdr: &LinkHeader,
-    view_only: bool,
-    timeout: Duration,
-) -> Result<Option<ClientFilter>, SpiceError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-    B: AsyncRead + AsyncWrite + Unpin,
-{
-    let policy = crate::model::clipboard::ClipboardPolicy::Both;
-    let (client, _) =
-        connect_channel_with(ws, console, link, hdr, view_only, policy, timeout).await?;
-    Ok(client)
-}
-
-/// [`connect_channel`] under a clipboard policy (already reduced for view-only): on the
-/// main channel of an interactive link that forbids a direction, the link reply is read
-/// here too, and the filters drop the agent's messages in the forbidden directions
-/// (the visitor's `AGENT_DATA` without `to_guest`, the server's without `from_guest`).
-pub async fn connect_channel_with<S, B>(
     ws: &mut WebSocketStream<S>,
     console: &mut B,
     link: &[u8],
