@@ -124,6 +124,74 @@ fn filter_run(view_only: bool, input: &[u8], chunk: usize) -> FilterOutcome {
     (result, out, f.dropped(), f.passed())
 }
 
+/// The RFB server→visitor parser (QEMU's stream from ServerInit on). Byte 0 selects the
+/// clipboard policy (bits 0-1), the pixel size the visitor chose (bits 2-3: none, 8, 16,
+/// 32 bits) and a chunk size (bits 4-7, plus one). The stream is parsed in one push and
+/// again in chunks: both runs must agree exactly, the output is never longer than the
+/// input, the held header stays bounded, `both` removes nothing, and the output parses
+/// again unchanged under the same policy (so nothing the policy forbids is left in it).
+pub fn rfb_server_filter(data: &[u8]) {
+    use crate::model::clipboard::ClipboardPolicy;
+    let Some((&sel, input)) = data.split_first() else {
+        return;
+    };
+    let policy = match sel & 3 {
+        0 => ClipboardPolicy::None,
+        1 => ClipboardPolicy::ToGuest,
+        2 => ClipboardPolicy::FromGuest,
+        _ => ClipboardPolicy::Both,
+    };
+    let bpp = match (sel >> 2) & 3 {
+        0 => None,
+        1 => Some(8),
+        2 => Some(16),
+        _ => Some(32),
+    };
+    let chunk = usize::from(sel >> 4) + 1;
+    let whole = server_run(policy, bpp, input, input.len());
+    let pieces = server_run(policy, bpp, input, chunk);
+    assert_eq!(whole, pieces, "output depends on how the input is split");
+    let (_, out, dropped) = whole;
+    if policy == ClipboardPolicy::Both {
+        assert_eq!(dropped, 0, "policy `both` dropped a message");
+        assert_eq!(out.as_slice(), input.get(..out.len()).unwrap_or_default());
+    }
+    let (again, out2, dropped2) = server_run(policy, bpp, &out, out.len());
+    assert_eq!(again, Ok(()), "the output does not parse again");
+    assert_eq!(out2, out);
+    assert_eq!(dropped2, 0, "the output still holds a forbidden message");
+}
+
+fn server_run(
+    policy: crate::model::clipboard::ClipboardPolicy,
+    bpp: Option<u8>,
+    input: &[u8],
+    chunk: usize,
+) -> (Result<(), String>, Vec<u8>, u64) {
+    use crate::relay::rfb::{PixelFormatShare, RfbError, ServerFilter};
+    let share = PixelFormatShare::new();
+    if let Some(b) = bpp {
+        share.set_bits_per_pixel_for_fuzzing(b);
+    }
+    let mut f = ServerFilter::new(policy, share);
+    let mut out = Vec::new();
+    let mut result = Ok(());
+    for piece in input.chunks(chunk.max(1)) {
+        if let Err(e) = f.push(piece, &mut out) {
+            assert!(!matches!(e, RfbError::Internal), "internal error: {e:?}");
+            result = Err(format!("{e:?}"));
+            assert!(matches!(
+                f.push(b"\x02", &mut out),
+                Err(RfbError::FilterFailed)
+            ));
+            break;
+        }
+        assert!(f.buffered() <= ServerFilter::max_buffered());
+    }
+    assert!(out.len() <= input.len(), "output longer than input");
+    (result, out, f.clipboard_dropped())
+}
+
 /// Both RFB handshakes with an untrusted peer (see [`crate::relay::rfb::fuzz::handshake`]
 /// for the input layout and the checks).
 pub fn rfb_handshake(data: &[u8]) {
@@ -222,6 +290,11 @@ mod tests {
     #[test]
     fn replay_rfb_client_filter_target() {
         replay("rfb_client_filter", super::rfb_client_filter);
+    }
+
+    #[test]
+    fn replay_rfb_server_filter_target() {
+        replay("rfb_server_filter", super::rfb_server_filter);
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub struct Metrics {
     pub tls_handshake_failures: AtomicU64,
     pub proxy_header_failures: AtomicU64,
     pub input_messages_dropped: AtomicU64,
+    pub clipboard_dropped_from_visitor: AtomicU64,
+    pub clipboard_dropped_from_console: AtomicU64,
     pub links_created: AtomicU64,
     pub links_revoked: AtomicU64,
 }
@@ -36,7 +38,7 @@ impl Metrics {
     /// Prometheus text exposition; `live_sessions` and `open_connections` are gauges.
     pub fn render(&self, live_sessions: usize, open_connections: usize) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 16] = [
+        let counters: [(&str, &str, &AtomicU64); 18] = [
             ("vmgw_sessions_started_total", "Console sessions opened.", &self.sessions_started),
             ("vmgw_sessions_ended_total", "Console sessions closed.", &self.sessions_ended),
             ("vmgw_relayed_bytes_to_client_total", "Bytes relayed from consoles to visitors.", &self.bytes_to_client),
@@ -51,6 +53,8 @@ impl Metrics {
             ("vmgw_tls_handshake_failures_total", "Failed or timed-out TLS handshakes.", &self.tls_handshake_failures),
             ("vmgw_proxy_header_failures_total", "Connections from trusted proxies closed for a malformed, missing or late PROXY header.", &self.proxy_header_failures),
             ("vmgw_view_only_input_dropped_total", "Input messages dropped on view-only sessions.", &self.input_messages_dropped),
+            ("vmgw_clipboard_dropped_from_visitor_total", "Clipboard messages from visitors dropped by their link's clipboard policy.", &self.clipboard_dropped_from_visitor),
+            ("vmgw_clipboard_dropped_from_console_total", "Clipboard messages from consoles kept from visitors by their link's clipboard policy.", &self.clipboard_dropped_from_console),
             ("vmgw_links_created_total", "Links created.", &self.links_created),
             ("vmgw_links_revoked_total", "Links revoked.", &self.links_revoked),
         ];

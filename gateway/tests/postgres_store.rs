@@ -110,19 +110,19 @@ async fn migrations_are_idempotent_concurrent_and_guarded() {
     for s in &opened {
         assert!(s.is_ok(), "{s:?}");
     }
-    assert_eq!(versions(&db), vec![1]);
+    assert_eq!(versions(&db), vec![1, 2]);
     drop(opened);
     // Reopening changes nothing.
     let s = PgStore::open(&settings(&db)).await.unwrap();
     s.health().await.unwrap();
     drop(s);
-    assert_eq!(versions(&db), vec![1]);
+    assert_eq!(versions(&db), vec![1, 2]);
     // A database written by a newer gateway is refused.
     psql(&db, "INSERT INTO schema_version VALUES (7, 0)");
     match PgStore::open(&settings(&db)).await {
         Err(StoreError::SchemaTooNew {
             found: 7,
-            supported: 1,
+            supported: 2,
         }) => {}
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
@@ -233,4 +233,39 @@ async fn connection_errors_name_the_target_but_never_the_password() {
     assert!(chain.contains("someone@/nonexistent/vmgw-pg"), "{chain}");
     assert!(!chain.contains("s3cr3tpw"), "{chain}");
     assert!(!format!("{st:?}").contains("s3cr3tpw"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_version_1_database_is_upgraded_and_its_links_keep_no_clipboard() {
+    let db = PgServer::shared().database();
+    // What the first release made: schema version 1 and a link without a clipboard policy.
+    psql(
+        &db,
+        "CREATE TABLE schema_version (version BIGINT NOT NULL PRIMARY KEY, applied_at_ms BIGINT NOT NULL)",
+    );
+    psql(
+        &db,
+        include_str!("../src/store/migrations/pg/0001_init.sql"),
+    );
+    psql(&db, "INSERT INTO schema_version VALUES (1, 0)");
+    psql(
+        &db,
+        "INSERT INTO links (id, vm, console, expires_at_ms, created_at_ms) \
+         VALUES ('old-link', 'web', 'vnc', 4102444800000, 1893456000000)",
+    );
+    let s = PgStore::open(&settings(&db)).await.unwrap();
+    assert_eq!(versions(&db), vec![1, 2]);
+    let l = s.get_link("old-link").await.unwrap().unwrap();
+    assert_eq!(
+        l.clipboard,
+        gateway::model::clipboard::ClipboardPolicy::None,
+        "links from before the policy keep what they had"
+    );
+    // New links store theirs.
+    let n = link_with(None, None);
+    s.create_link(&n).await.unwrap();
+    assert_eq!(
+        s.get_link(&n.id).await.unwrap().unwrap().clipboard,
+        n.clipboard
+    );
 }

@@ -442,6 +442,7 @@ async function createLink(e) {
   }
   body.view_only = $('lf-viewonly').checked;
   body.allow_power = $('lf-power').checked;
+  body.clipboard = $('lf-clipboard').value;
   const note = $('lf-note').value.trim();
   if (note) body.note = note;
 
@@ -459,6 +460,9 @@ async function createLink(e) {
   }
 }
 
+/** How the clipboard policies read in the admin console. */
+const CLIPBOARD_LABELS = { to_guest: 'paste in', from_guest: 'copy out', both: 'both ways', none: 'none' };
+
 function showCreated(link, password) {
   $('created').hidden = false;
   $('created').dataset.linkId = link.id ?? '';
@@ -467,6 +471,7 @@ function showCreated(link, password) {
   if (link.not_before) parts.push(`Opens ${formatDate(link.not_before)}.`);
   if (password) parts.push('Send the password separately from the link.');
   if (link.view_only) parts.push('View only.');
+  if (link.clipboard && link.clipboard !== 'none') parts.push(`Clipboard: ${CLIPBOARD_LABELS[link.clipboard] ?? link.clipboard}.`);
   $('created-info').textContent = parts.join(' ');
   $('created-qr').hidden = true;
   $('created-qr').replaceChildren();
@@ -524,6 +529,7 @@ function renderLinks() {
     if (l.view_only) badges.push(h('span', { class: 'badge badge-info', text: 'view only' }));
     if (l.has_password) badges.push(h('span', { class: 'badge', text: 'password' }));
     if (l.allow_power) badges.push(h('span', { class: 'badge', text: 'power' }));
+    if (l.clipboard && l.clipboard !== 'none') badges.push(h('span', { class: 'badge', text: `clipboard ${CLIPBOARD_LABELS[l.clipboard] ?? l.clipboard}` }));
     return h('tr', { 'data-link-id': l.id },
       h('td', { 'data-label': 'Link' },
         h('div', { class: 'cell-title', text: l.note || '(no note)' }),

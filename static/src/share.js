@@ -352,6 +352,7 @@ async function startConsole() {
   ui.btnSr.hidden = !terminal;
   ui.console.classList.toggle('is-terminal', terminal);
   ui.powerWrap.hidden = !s.allow_power;
+  setupClipboardPanel();
   ui.gate.hidden = true;
   ui.console.hidden = false;
   startCountdown();
@@ -381,6 +382,7 @@ async function checkAndConnect({ afterClose = null, reexchanged = false } = {}) 
       allow_power: r.body.allow_power ?? s.allow_power,
       view_only: r.body.view_only ?? s.view_only,
       keyboard_layout: r.body.keyboard_layout === undefined ? s.keyboard_layout : r.body.keyboard_layout,
+      clipboard: r.body.clipboard ?? s.clipboard,
     });
     ui.powerWrap.hidden = !s.allow_power;
     const vm = r.body.vm_state;
@@ -529,6 +531,10 @@ function connect() {
       c.setScale(state.scale);
       setTimeout(updateScaleOptions, 800);
       if (!s.view_only) c.focus();
+    },
+    onClipboard: (text) => {
+      if (state.console !== c) return;
+      onGuestClipboard(text);
     },
     onDesktopName: (name) => {
       // From the VM: text only.
@@ -781,6 +787,78 @@ function quoteChars(chars) {
   return chars.map((c) => (c === ' ' ? '“ ”' : `“${c}” (U+${c.codePointAt(0).toString(16).toUpperCase().padStart(4, '0')})`)).join(', ');
 }
 
+// ---------------------------------------------------------------------------------
+// The clipboard panel. The gateway enforces the link's policy; the panel only shows
+// what it allows: `from_guest` (text copied in the VM appears here), `to_guest` (text
+// pasted here goes to the VM's clipboard), both or none.
+
+function clipboardPolicy() {
+  const s = state.session;
+  if (s.console !== 'vnc') return 'none';
+  return s.clipboard ?? 'none';
+}
+
+function setupClipboardPanel() {
+  const p = clipboardPolicy();
+  const from = p === 'from_guest' || p === 'both';
+  const to = p === 'to_guest' || p === 'both';
+  $('btn-clip').hidden = !from && !to;
+  $('clip-from').hidden = !from;
+  $('clip-to').hidden = !to;
+  $('clip-policy').textContent = {
+    both: 'This link shares the clipboard both ways. The VM needs a clipboard agent (spice-vdagent).',
+    from_guest: 'Text copied in the VM appears here. This link does not allow pasting into the VM\'s clipboard.',
+    to_guest: 'Text you paste here goes to the VM\'s clipboard. This link does not let text copied in the VM out.',
+  }[p] ?? '';
+  $('clip-dialog').dataset.policy = p;
+}
+
+async function onGuestClipboard(text) {
+  state.guestClipboard = text;
+  $('clip-guest').value = text;
+  // Into the visitor's own clipboard where the browser lets a page write without a
+  // gesture (it mostly does not: then the panel's button does it).
+  try {
+    await navigator.clipboard?.writeText(text);
+    toast('Text copied in the VM is in your clipboard (and in the clipboard panel).');
+  } catch {
+    toast('Text copied in the VM is in the clipboard panel.');
+  }
+}
+
+function setupClipboardControls() {
+  $('btn-clip').addEventListener('click', () => {
+    $('clip-note').textContent = '';
+    $('clip-guest').value = state.guestClipboard ?? '';
+    $('clip-dialog').showModal();
+    (clipboardPolicy() === 'from_guest' ? $('clip-copy') : $('clip-send')).focus();
+  });
+  $('clip-close').addEventListener('click', () => $('clip-dialog').close());
+  $('clip-copy').addEventListener('click', async () => {
+    const text = $('clip-guest').value;
+    try {
+      await navigator.clipboard.writeText(text);
+      $('clip-note').textContent = 'Copied to your clipboard.';
+    } catch {
+      $('clip-guest').select();
+      $('clip-note').textContent = 'Your browser does not let the page copy: press Ctrl+C.';
+    }
+  });
+  $('clip-go').addEventListener('click', () => {
+    const text = $('clip-send').value;
+    if (!text) {
+      $('clip-note').textContent = 'Nothing to send.';
+      return;
+    }
+    if (!state.console?.connected || !state.console.clipboardPaste) {
+      $('clip-note').textContent = 'The console is not connected.';
+      return;
+    }
+    state.console.clipboardPaste(text);
+    $('clip-note').textContent = 'Sent. Paste it in the VM as usual (e.g. Ctrl+V).';
+  });
+}
+
 /** A toolbar button with a popup menu of buttons. */
 function setupMenu(button, menu, onPick) {
   const close = () => {
@@ -936,6 +1014,7 @@ function init() {
     ui.pwInput.setAttribute('aria-invalid', 'false');
   });
   setupToolbar();
+  setupClipboardControls();
   window.addEventListener('online', () => {
     if (state.reconnectTimer) reconnectNow();
   });

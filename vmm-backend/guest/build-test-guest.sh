@@ -47,6 +47,7 @@ inputs_hash() {
         sha256sum build-test-guest.sh
         find rootfs \( -type f -o -type l \) -print0 | sort -z | xargs -0 -r sha256sum
         find rootfs -type l -printf '%p -> %l\n' | sort
+        sha256sum vmgw-clip/vmgw-clip.c
     ) | sha256sum | cut -d' ' -f1
 }
 
@@ -274,6 +275,11 @@ for km in "${KEYMAPS[@]}"; do
     "$KBDROOT/bin/loadkeys" -q -b -u "$WORK/keymap.txt" >"$ROOT/etc/vmgw/keymaps/${km%%:*}.bmap" ||
         die "loadkeys -b failed for ${km#*:}"
 done
+
+# the clipboard agent (vmgw-clip/vmgw-clip.c), static so that it needs no library
+command -v cc >/dev/null || die "a C compiler (cc) is needed for vmgw-clip"
+cc -static -Os -Wall -o "$ROOT/usr/bin/vmgw-clip" "$SCRIPT_DIR/vmgw-clip/vmgw-clip.c" ||
+    die "cannot build vmgw-clip (needs gcc and libc6-dev)"
 
 # our files (/init, /etc/...); scripts executable whatever the checkout says
 cp -R --preserve=mode,links "$ROOTFS_SRC"/. "$ROOT"/

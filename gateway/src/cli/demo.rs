@@ -184,6 +184,8 @@ pub async fn run(args: DemoArgs, mut cfg: Config, data_dir_given: bool) -> anyho
                 view_only: false,
                 allow_power: true,
                 note: Some("gateway demo".into()),
+                // The demo link is the administrator's own: both ways.
+                clipboard: Some(gateway::model::clipboard::ClipboardPolicy::Both),
             },
             None,
         )

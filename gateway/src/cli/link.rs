@@ -72,6 +72,10 @@ pub struct CreateArgs {
     allow_power: bool,
     #[arg(long)]
     note: Option<String>,
+    /// Clipboard policy: none, to_guest (the default), from_guest or both. View-only
+    /// links never write to the guest.
+    #[arg(long)]
+    clipboard: Option<String>,
     /// Base URL printed in the link (default: the config's public_url).
     #[arg(long)]
     public_url: Option<String>,
@@ -116,6 +120,11 @@ pub async fn run_link(cmd: LinkCommand, cfg: Config) -> anyhow::Result<()> {
                 view_only: a.view_only,
                 allow_power: a.allow_power,
                 note: a.note.clone(),
+                clipboard: a
+                    .clipboard
+                    .as_deref()
+                    .map(str::parse::<gateway::model::clipboard::ClipboardPolicy>)
+                    .transpose()?,
             };
             let app = engine(cfg, a.public_url.clone()).await?;
             let created = app

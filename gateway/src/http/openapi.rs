@@ -68,12 +68,15 @@ fn schemas() -> Value {
             "expires_at": ts, "ttl_seconds": {"type": "integer", "minimum": 1},
             "not_before": ts, "password": {"type": "string", "maxLength": 128},
             "max_uses": {"type": "integer", "minimum": 1}, "max_viewers": {"type": "integer", "minimum": 1},
-            "view_only": {"type": "boolean"}, "allow_power": {"type": "boolean"}, "note": {"type": "string"}}},
+            "view_only": {"type": "boolean"}, "allow_power": {"type": "boolean"}, "note": {"type": "string"},
+            "clipboard": {"type": "string", "enum": ["none", "to_guest", "from_guest", "both"], "default": "to_guest",
+                "description": "which way clipboard text may cross the gateway (enforced by it); view-only links never write to the guest"}}},
         "Link": {"type": "object", "properties": {
             "id": {"type": "string"}, "vm": {"type": "string"}, "console": {"type": "string"},
             "expires_at": ts, "not_before": ts, "has_password": {"type": "boolean"},
             "max_uses": {"type": ["integer", "null"]}, "max_viewers": {"type": ["integer", "null"]},
             "view_only": {"type": "boolean"}, "allow_power": {"type": "boolean"}, "note": {"type": ["string", "null"]},
+            "clipboard": {"type": "string", "enum": ["none", "to_guest", "from_guest", "both"], "description": "as asked (links made before the policy existed: none)"},
             "uses": {"type": "integer"}, "created_at": ts, "revoked": {"type": "boolean"}, "revoked_at": ts,
             "live_sessions": {"type": "integer"}, "sessions": {"$ref": "#/components/schemas/SessionList"},
             "url": {"type": "string", "description": "https://PUBLIC/s/#TOKEN (list and show too)"}, "token": {"type": "string"}}},
@@ -105,12 +108,14 @@ fn schemas() -> Value {
             "token": {"type": "string"}, "password": {"type": "string", "maxLength": 128}}},
         "ExchangeResponse": {"type": "object", "properties": {
             "link_id": {"type": "string"}, "vm": {"type": "string"}, "console": {"type": "string"},
-            "view_only": {"type": "boolean"}, "allow_power": {"type": "boolean"}, "expires_at": ts, "ws_path": {"type": "string"}}},
+            "view_only": {"type": "boolean"}, "allow_power": {"type": "boolean"}, "expires_at": ts, "ws_path": {"type": "string"},
+            "clipboard": {"type": "string", "enum": ["none", "to_guest", "from_guest", "both"], "description": "the policy in force (view-only: never towards the guest)"}}},
         "GuestAddressList": {"type": "array", "items": {"type": "object", "properties": {
             "interface": {"type": "string"}, "mac": {"type": ["string", "null"]}, "address": {"type": "string"}, "prefix": {"type": "integer"}}}},
         "VisitorStatus": {"type": "object", "properties": {
             "vm_state": {"type": "string", "enum": ["running", "stopped", "paused", "other", "unknown"]},
             "expires_at": ts, "allow_power": {"type": "boolean"}, "view_only": {"type": "boolean"}, "console": {"type": "string"},
+            "clipboard": {"type": "string", "enum": ["none", "to_guest", "from_guest", "both"]},
             "viewers": {"type": "integer"}, "max_viewers": {"type": ["integer", "null"]}}},
         "PowerRequest": {"type": "object", "required": ["action"], "properties": {
             "action": {"type": "string", "enum": ["start", "shutdown", "poweroff", "reset"]}}},

@@ -157,6 +157,7 @@ async fn status(
         "expires_at": link.expires_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
         "allow_power": link.allow_power,
         "view_only": link.view_only,
+        "clipboard": link.clipboard.effective(link.view_only),
         "console": link.console,
         "viewers": app.sessions().count_viewers(&link.id),
         "max_viewers": link.max_viewers,
@@ -230,6 +231,7 @@ async fn exchange(
         "vm": ex.link.vm,
         "console": ex.link.console,
         "view_only": ex.link.view_only,
+        "clipboard": ex.link.clipboard.effective(ex.link.view_only),
         "allow_power": ex.link.allow_power,
         "expires_at": ex.link.expires_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
         "ws_path": format!("/s/ws/{}", ex.link.id),
@@ -401,6 +403,7 @@ struct Ready {
     ws: Ws,
     initial: Bytes,
     filter: Option<relay::ClientFilter>,
+    server_filter: Option<relay::ServerFilter>,
 }
 
 /// A setup phase that failed: the visitor's WebSocket, to be closed with this code.
@@ -471,11 +474,22 @@ async fn spice_setup(
     // ticket, go through the view-only filter, if any), bounded and ended with the
     // session like every other phase.
     let (link_msg, rest) = first.split_at(hdr.total_len.min(first.len()));
-    let linking =
-        relay::spice::connect_channel(&mut ws, &mut io, link_msg, &hdr, link.view_only, timeout);
+    let policy = link.clipboard.effective(link.view_only);
+    let linking = relay::spice::connect_channel(
+        &mut ws,
+        &mut io,
+        link_msg,
+        &hdr,
+        link.view_only,
+        policy,
+        timeout,
+    );
     let ended = relay::until_ended(&guard.session, link.expires_at, linking).await;
-    let filter = match phase(ended, "SPICE link with the console failed") {
-        Ok(f) => f.map(relay::ClientFilter::Spice),
+    let (filter, server_filter) = match phase(ended, "SPICE link with the console failed") {
+        Ok((f, s)) => (
+            f.map(relay::ClientFilter::Spice),
+            s.map(relay::ServerFilter::Spice),
+        ),
         Err(c) => return Err((ws, c)),
     };
     Ok(Ready {
@@ -484,6 +498,7 @@ async fn spice_setup(
         ws,
         initial: Bytes::copy_from_slice(rest),
         filter,
+        server_filter,
     })
 }
 
@@ -512,15 +527,14 @@ async fn run_session(
             let timeout = limits.console_handshake_timeout;
             match relay::vnc_handshake(ws, &mut io, pw, timeout, &guard.session, &opts).await {
                 Ok((ws, initial)) => {
-                    let filter =
-                        relay::rfb::ClientFilter::new(link.view_only, limits.max_cut_text_bytes);
-                    let filter = Some(relay::ClientFilter::Rfb(filter));
+                    let (filter, server_filter) = vnc_filters(&link, limits.max_cut_text_bytes);
                     Ready {
                         guard,
                         io,
                         ws,
                         initial,
-                        filter,
+                        filter: Some(relay::ClientFilter::Rfb(filter)),
+                        server_filter: server_filter.map(relay::ServerFilter::Rfb),
                     }
                 }
                 Err(e) => {
@@ -535,10 +549,29 @@ async fn run_session(
             ws,
             initial: Bytes::new(),
             filter: None,
+            server_filter: None,
         },
         (_, None) => return,
     };
     relay_and_record(&app, ready, &link, client, &opts).await;
+}
+
+/// The filters of a VNC session: the visitor's messages under the link's clipboard
+/// policy and, when the policy keeps the guest's clipboard in, the parser of the
+/// console's stream that removes it (which also limits the encodings the visitor may
+/// negotiate to the ones it follows; links that let the guest's text out keep all).
+fn vnc_filters(
+    link: &Link,
+    max_cut_text: usize,
+) -> (relay::rfb::ClientFilter, Option<relay::rfb::ServerFilter>) {
+    let policy = link.clipboard.effective(link.view_only);
+    let filter = relay::rfb::ClientFilter::new(link.view_only, max_cut_text).with_clipboard(policy);
+    if policy.from_guest() {
+        return (filter, None);
+    }
+    let share = relay::rfb::PixelFormatShare::new();
+    let filter = filter.with_server_parsing(share.clone());
+    (filter, Some(relay::rfb::ServerFilter::new(policy, share)))
 }
 
 /// Relays a ready console, with the session's start and end in the audit trail.
@@ -555,6 +588,7 @@ async fn relay_and_record(
         ws,
         initial,
         filter,
+        server_filter,
     } = ready;
     let session = guard.session.clone();
     Metrics::inc(&app.metrics().sessions_started);
@@ -573,7 +607,7 @@ async fn relay_and_record(
         limits: &app.config().limits,
         metrics: app.metrics(),
     };
-    let (reason, closing) = relay::relay(ws, io, initial, filter, ctx).await;
+    let (reason, closing) = relay::relay(ws, io, initial, filter, server_filter, ctx).await;
     Metrics::inc(&app.metrics().sessions_ended);
     let relaxed = std::sync::atomic::Ordering::Relaxed;
     let detail = format!(

@@ -17,6 +17,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::model::clipboard::ClipboardPolicy;
 use crate::model::secret::Secret;
 
 /// Bytes of CSPRNG output in a link id (128 bits).
@@ -194,6 +195,9 @@ pub struct LinkRequest {
     pub allow_power: bool,
     #[serde(default)]
     pub note: Option<String>,
+    /// Which way clipboard text may cross the gateway; `to_guest` when absent.
+    #[serde(default)]
+    pub clipboard: Option<ClipboardPolicy>,
 }
 
 /// Truncates to whole seconds in UTC (tokens carry whole seconds).
@@ -295,6 +299,7 @@ impl LinkRequest {
             view_only: self.view_only,
             allow_power: self.allow_power,
             note: self.note,
+            clipboard: self.clipboard.unwrap_or_default(),
         })
     }
 }
@@ -314,6 +319,7 @@ pub struct ValidLink {
     pub view_only: bool,
     pub allow_power: bool,
     pub note: Option<String>,
+    pub clipboard: ClipboardPolicy,
 }
 
 impl ValidLink {
@@ -345,6 +351,7 @@ impl ValidLink {
             created_at: whole_seconds_utc(created_at),
             revoked: false,
             revoked_at: None,
+            clipboard: self.clipboard,
         })
     }
 }
@@ -375,6 +382,10 @@ pub struct Link {
     pub revoked: bool,
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub revoked_at: Option<OffsetDateTime>,
+    /// Which way clipboard text may cross the gateway (as asked; a view-only link never
+    /// writes to the guest whatever it says: [`ClipboardPolicy::effective`]).
+    #[serde(default)]
+    pub clipboard: ClipboardPolicy,
 }
 
 impl fmt::Debug for Link {
@@ -395,6 +406,7 @@ impl fmt::Debug for Link {
             .field("created_at", &self.created_at)
             .field("revoked", &self.revoked)
             .field("revoked_at", &self.revoked_at)
+            .field("clipboard", &self.clipboard)
             .finish_non_exhaustive()
     }
 }
@@ -494,6 +506,7 @@ mod tests {
             view_only: false,
             allow_power: false,
             note: None,
+            clipboard: None,
         }
     }
 

@@ -2,6 +2,7 @@
 //! secrets that must never be printed. Plain types and pure functions: the engine and
 //! the store both build on it, and it imports neither.
 
+pub mod clipboard;
 pub mod links;
 pub mod secret;
 pub mod tokens;

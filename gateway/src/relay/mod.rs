@@ -269,10 +269,42 @@ impl ClientFilter {
             ClientFilter::Spice(f) => f.dropped(),
         }
     }
+
+    fn clipboard_dropped(&self) -> u64 {
+        match self {
+            ClientFilter::Rfb(f) => f.clipboard_dropped(),
+            ClientFilter::Spice(f) => f.clipboard_dropped(),
+        }
+    }
+}
+
+/// What the relay lets through of the console's bytes: the RFB server stream (VNC) or a
+/// SPICE main channel, without the clipboard messages the link's policy keeps in.
+#[derive(Debug)]
+pub enum ServerFilter {
+    Rfb(rfb::ServerFilter),
+    Spice(spice::ServerFilter),
+}
+
+impl ServerFilter {
+    fn push(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), FilterError> {
+        match self {
+            ServerFilter::Rfb(f) => Ok(f.push(input, out)?),
+            ServerFilter::Spice(f) => Ok(f.push(input, out)?),
+        }
+    }
+
+    fn clipboard_dropped(&self) -> u64 {
+        match self {
+            ServerFilter::Rfb(f) => f.clipboard_dropped(),
+            ServerFilter::Spice(f) => f.clipboard_dropped(),
+        }
+    }
 }
 
 /// The relay loop. `filter` sees every visitor→console byte (VNC, view-only SPICE); `initial` holds
-/// visitor bytes already read (after a handshake) that go through it first. Returns why it
+/// visitor bytes already read (after a handshake) that go through it first. `server` sees
+/// every console→visitor byte (VNC: the clipboard policy's other half). Returns why it
 /// ended and the visitor's connection, to be closed (after the caller's bookkeeping) with
 /// [`Closing::finish`].
 pub async fn relay<S, B>(
@@ -280,6 +312,7 @@ pub async fn relay<S, B>(
     console: B,
     initial: Bytes,
     mut filter: Option<ClientFilter>,
+    mut server: Option<ServerFilter>,
     ctx: RelayContext<'_>,
 ) -> (EndReason, Closing<S>)
 where
@@ -299,7 +332,7 @@ where
 
     let reason = {
         let to_console = to_console(&mut ws_rx, &mut con_w, initial, &mut filter, ctx, &seen);
-        let to_client = to_client(&mut ws_tx, &mut con_r, ctx, &seen);
+        let to_client = to_client(&mut ws_tx, &mut con_r, &mut server, ctx, &seen);
         tokio::select! {
             r = to_console => r,
             r = to_client => r,
@@ -311,6 +344,16 @@ where
         Metrics::add(
             &metrics.input_messages_dropped,
             f.dropped().saturating_sub(dropped_before),
+        );
+        Metrics::add(
+            &metrics.clipboard_dropped_from_visitor,
+            f.clipboard_dropped(),
+        );
+    }
+    if let Some(f) = &server {
+        Metrics::add(
+            &metrics.clipboard_dropped_from_console,
+            f.clipboard_dropped(),
         );
     }
     // The visitor learns why at once, not after the caller's bookkeeping (audit writes):
@@ -443,10 +486,29 @@ where
     }
 }
 
+/// What of the console's `bytes` may reach the visitor: through the server filter (the
+/// clipboard policy), else all of it. Empty when everything was held back or removed.
+fn pass_output(
+    server: &mut Option<ServerFilter>,
+    ctx: RelayContext<'_>,
+    bytes: &[u8],
+) -> Result<Bytes, EndReason> {
+    let Some(f) = server.as_mut() else {
+        return Ok(Bytes::copy_from_slice(bytes));
+    };
+    let mut out = Vec::with_capacity(bytes.len());
+    f.push(bytes, &mut out).map_err(|e| {
+        tracing::debug!(session = %ctx.session.id, error = %e, "console sent a message the gateway cannot follow");
+        EndReason::ProtocolError
+    })?;
+    Ok(Bytes::from(out))
+}
+
 /// Console → visitor, one binary message per read, with pings and the idle timeout.
 async fn to_client<T, R>(
     ws_tx: &mut T,
     con_r: &mut R,
+    server: &mut Option<ServerFilter>,
     ctx: RelayContext<'_>,
     seen: &LastSeen,
 ) -> EndReason
@@ -465,8 +527,11 @@ where
                     Ok(0) | Err(_) => return EndReason::ConsoleClosed,
                     Ok(n) => n,
                 };
-                let data = Bytes::copy_from_slice(buf.get(..n).unwrap_or_default());
-                if ws_tx.send(Message::Binary(data)).await.is_err() {
+                let data = match pass_output(server, ctx, buf.get(..n).unwrap_or_default()) {
+                    Ok(d) => d,
+                    Err(r) => return r,
+                };
+                if !data.is_empty() && ws_tx.send(Message::Binary(data)).await.is_err() {
                     return EndReason::ClientClosed;
                 }
                 let n = u64::try_from(n).unwrap_or(0);
@@ -581,7 +646,7 @@ mod tests {
             metrics: &metrics,
         };
         sessions.end_link("link", EndReason::Revoked);
-        let (reason, closing) = relay(server, console, Bytes::new(), None, ctx).await;
+        let (reason, closing) = relay(server, console, Bytes::new(), None, None, ctx).await;
         assert_eq!(reason, EndReason::Revoked);
         let msg = tokio::time::timeout(Duration::from_secs(1), client.next())
             .await

@@ -404,6 +404,11 @@ enum Phase {
 #[derive(Debug)]
 pub struct ClientFilter {
     channel: ChannelType,
+    /// Interactive channels filtered only for the clipboard policy: everything passes
+    /// but the main channel's agent data (view-only channels pass by
+    /// [`view_only_passes`]).
+    clipboard_only: bool,
+    clipboard_dropped: u64,
     header_len: usize,
     phase: Phase,
     /// Bytes of the mechanism or header collected so far.
@@ -416,6 +421,8 @@ impl ClientFilter {
     pub fn new(channel: ChannelType, auth_selection: bool, mini_header: bool) -> Self {
         ClientFilter {
             channel,
+            clipboard_only: false,
+            clipboard_dropped: 0,
             header_len: if mini_header {
                 MINI_HEADER_LEN
             } else {
@@ -434,6 +441,28 @@ impl ClientFilter {
     /// Messages dropped so far.
     pub fn dropped(&self) -> u64 {
         self.dropped
+    }
+
+    /// Agent messages dropped so far by the link's clipboard policy (on view-only
+    /// channels they are dropped with all input and counted by [`ClientFilter::dropped`]).
+    pub fn clipboard_dropped(&self) -> u64 {
+        self.clipboard_dropped
+    }
+
+    /// Whether a message of `msg_type` passes, counting the drop.
+    fn passes(&mut self, msg_type: u16) -> bool {
+        if !self.clipboard_only {
+            let pass = view_only_passes(self.channel, msg_type);
+            if !pass {
+                self.dropped += 1;
+            }
+            return pass;
+        }
+        let agent = self.channel == ChannelType::Main && msg_type == MSGC_MAIN_AGENT_DATA;
+        if agent {
+            self.clipboard_dropped += 1;
+        }
+        !agent
     }
 
     /// Filters `input`, appending what may reach the console to `out`.
@@ -481,11 +510,9 @@ impl ClientFilter {
                         ) else {
                             return Err(SpiceError::SizeTooSmall(0));
                         };
-                        let pass = view_only_passes(self.channel, u16::from_le_bytes([t0, t1]));
+                        let pass = self.passes(u16::from_le_bytes([t0, t1]));
                         if pass {
                             out.extend_from_slice(&self.pending);
-                        } else {
-                            self.dropped += 1;
                         }
                         self.pending.clear();
                         self.phase = Phase::Body {
@@ -518,17 +545,23 @@ impl ClientFilter {
 /// Connects a visitor's SPICE channel to the console: sends the link message
 /// (`link` = exactly the visitor's `SpiceLinkHeader` + `SpiceLinkMess`).
 ///
-/// Full links return `None`: the rest is relayed as it is. View-only links also
-/// read the server's link reply, check it, pass it on to the visitor, and return
-/// the [`ClientFilter`] for everything the visitor sends after the link message.
+/// Interactive links whose clipboard `policy` (already reduced for view-only) allows
+/// both directions return no filters: the rest is relayed as it is. View-only links
+/// also read the server's link reply, check it, pass it on to the visitor, and return
+/// the [`ClientFilter`] for everything the visitor sends after the link message. On the
+/// main channel of an interactive link whose policy forbids a direction, the link reply
+/// is read here too, and the filters drop the agent's messages in the forbidden
+/// directions: the visitor's `AGENT_DATA` without `to_guest` (the [`ClientFilter`]),
+/// the server's without `from_guest` (the [`ServerFilter`], for the console's bytes).
 pub async fn connect_channel<S, B>(
     ws: &mut WebSocketStream<S>,
     console: &mut B,
     link: &[u8],
     hdr: &LinkHeader,
     view_only: bool,
+    policy: crate::model::clipboard::ClipboardPolicy,
     timeout: Duration,
-) -> Result<Option<ClientFilter>, SpiceError>
+) -> Result<(Option<ClientFilter>, Option<ServerFilter>), SpiceError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
@@ -537,8 +570,10 @@ where
         .write_all(link)
         .await
         .map_err(|_| SpiceError::ConsoleClosed)?;
-    if !view_only {
-        return Ok(None);
+    let main = hdr.channel_type == ChannelType::Main;
+    let restricts = main && !(policy.to_guest() && policy.from_guest());
+    if !view_only && !restricts {
+        return Ok((None, None));
     }
     let exchange = async {
         let mut reply = vec![0u8; LINK_HEADER_LEN];
@@ -571,11 +606,128 @@ where
         .map_err(|_| SpiceError::Timeout)??;
     let client = client_common_caps(link, hdr);
     let both = |cap| has_cap(client, cap) && has_cap(Some(server.common_caps), cap);
-    Ok(Some(ClientFilter::new(
-        hdr.channel_type,
-        both(CAP_AUTH_SELECTION),
-        both(CAP_MINI_HEADER),
-    )))
+    let mini = both(CAP_MINI_HEADER);
+    let mut filter = ClientFilter::new(hdr.channel_type, both(CAP_AUTH_SELECTION), mini);
+    if !view_only {
+        filter.clipboard_only = true;
+        if policy.to_guest() {
+            // Only the server's direction is restricted: the visitor's bytes pass.
+            return Ok((None, Some(ServerFilter::new(mini, policy.from_guest()))));
+        }
+    }
+    let server_filter = (main && !policy.from_guest()).then(|| ServerFilter::new(mini, false));
+    Ok((Some(filter), server_filter))
+}
+
+/// `SPICE_MSGC_MAIN_AGENT_DATA`: the visitor's data for the guest's agent.
+const MSGC_MAIN_AGENT_DATA: u16 = 107;
+/// `SPICE_MSG_MAIN_AGENT_DATA`: the guest agent's data for the visitor.
+const MSG_MAIN_AGENT_DATA: u16 = 109;
+
+/// The console→visitor filter of a SPICE main channel whose link forbids the guest's
+/// clipboard: after the 4-byte link result, whole messages, with the agent's data
+/// dropped (streamed: nothing is held beyond a header).
+#[derive(Debug)]
+pub struct ServerFilter {
+    header_len: usize,
+    allow_agent: bool,
+    /// The link result still to pass, then headers and bodies.
+    phase: ServerPhase,
+    pending: Vec<u8>,
+    dropped: u64,
+}
+
+#[derive(Debug)]
+enum ServerPhase {
+    LinkResult(usize),
+    Header,
+    Body { left: u64, pass: bool },
+}
+
+impl ServerFilter {
+    /// A filter for a main channel (`mini_header` as negotiated).
+    pub fn new(mini_header: bool, allow_agent: bool) -> Self {
+        ServerFilter {
+            header_len: if mini_header {
+                MINI_HEADER_LEN
+            } else {
+                FULL_HEADER_LEN
+            },
+            allow_agent,
+            phase: ServerPhase::LinkResult(4),
+            pending: Vec::with_capacity(FULL_HEADER_LEN),
+            dropped: 0,
+        }
+    }
+
+    /// Agent messages kept from the visitor so far.
+    pub fn clipboard_dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Filters the console's `input`, appending what may reach the visitor to `out`.
+    pub fn push(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<(), SpiceError> {
+        while !input.is_empty() {
+            match &mut self.phase {
+                ServerPhase::LinkResult(left) => {
+                    let (take, rest) = input.split_at(input.len().min(*left));
+                    out.extend_from_slice(take);
+                    input = rest;
+                    *left -= take.len();
+                    if *left == 0 {
+                        self.phase = ServerPhase::Header;
+                    }
+                }
+                ServerPhase::Header => {
+                    let want = self.header_len - self.pending.len();
+                    let (take, rest) = input.split_at(input.len().min(want));
+                    self.pending.extend_from_slice(take);
+                    input = rest;
+                    if self.pending.len() == self.header_len {
+                        let at = if self.header_len == MINI_HEADER_LEN {
+                            0
+                        } else {
+                            8
+                        };
+                        let (Some(t0), Some(t1), Some(size)) = (
+                            self.pending.get(at).copied(),
+                            self.pending.get(at + 1).copied(),
+                            le32(&self.pending, at + 2),
+                        ) else {
+                            return Err(SpiceError::SizeTooSmall(0));
+                        };
+                        let agent = u16::from_le_bytes([t0, t1]) == MSG_MAIN_AGENT_DATA;
+                        let pass = self.allow_agent || !agent;
+                        if pass {
+                            out.extend_from_slice(&self.pending);
+                        } else {
+                            self.dropped += 1;
+                        }
+                        self.pending.clear();
+                        self.phase = ServerPhase::Body {
+                            left: u64::from(size),
+                            pass,
+                        };
+                    }
+                }
+                ServerPhase::Body { left, pass } => {
+                    let n = usize::try_from(*left)
+                        .unwrap_or(usize::MAX)
+                        .min(input.len());
+                    let (take, rest) = input.split_at(n);
+                    if *pass {
+                        out.extend_from_slice(take);
+                    }
+                    input = rest;
+                    *left -= n as u64;
+                }
+            }
+            if let ServerPhase::Body { left: 0, .. } = self.phase {
+                self.phase = ServerPhase::Header;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -823,6 +975,73 @@ mod tests {
             let mut f = ClientFilter::new(ChannelType::Main, true, true);
             assert_eq!(filtered(&mut f, &input, step), want, "step {step}");
             assert_eq!(f.dropped(), 6, "step {step}");
+        }
+    }
+
+    #[test]
+    fn clipboard_policy_drops_the_agents_data_and_nothing_else() {
+        // The visitor's side on an interactive main channel without to_guest.
+        let input = [
+            auth(),
+            mini(105, &2u16.to_le_bytes()), // MOUSE_MODE_REQUEST
+            mini(106, &[0; 4]),             // AGENT_START
+            mini(107, &mini(104, &[])),     // AGENT_DATA (its body looks like an attach)
+            mini(104, &[]),                 // ATTACH_CHANNELS
+        ]
+        .concat();
+        let want = [
+            auth(),
+            mini(105, &2u16.to_le_bytes()),
+            mini(106, &[0; 4]),
+            mini(104, &[]),
+        ]
+        .concat();
+        for step in [1, 3, 7, input.len()] {
+            let mut f = ClientFilter::new(ChannelType::Main, true, true);
+            f.clipboard_only = true;
+            assert_eq!(filtered(&mut f, &input, step), want, "step {step}");
+            assert_eq!((f.dropped(), f.clipboard_dropped()), (0, 1));
+        }
+        // The console's side without from_guest: link result, then messages; the
+        // agent's data (109) is removed whole, full headers too.
+        for mini_header in [true, false] {
+            let msg = |t: u16, b: &[u8]| {
+                if mini_header {
+                    mini(t, b)
+                } else {
+                    full(9, t, b)
+                }
+            };
+            let agent_text = b"guest clipboard text";
+            let input = [
+                0u32.to_le_bytes().to_vec(),
+                msg(103, &[1; 32]), // INIT
+                msg(109, agent_text),
+                msg(107, &[]), // AGENT_CONNECTED
+                msg(109, &[]),
+                msg(110, &[0; 4]), // AGENT_TOKEN
+            ]
+            .concat();
+            let want = [
+                0u32.to_le_bytes().to_vec(),
+                msg(103, &[1; 32]),
+                msg(107, &[]),
+                msg(110, &[0; 4]),
+            ]
+            .concat();
+            for step in [1, 2, 5, 13, input.len()] {
+                let mut f = ServerFilter::new(mini_header, false);
+                let mut out = Vec::new();
+                for c in input.chunks(step) {
+                    f.push(c, &mut out).unwrap();
+                }
+                assert_eq!(out, want, "mini {mini_header} step {step}");
+                assert_eq!(f.clipboard_dropped(), 2);
+                let mut open = ServerFilter::new(mini_header, true);
+                let mut out = Vec::new();
+                open.push(&input, &mut out).unwrap();
+                assert_eq!(out, input);
+            }
         }
     }
 

@@ -12,6 +12,7 @@ use super::{
     admin_token_hash, new_admin_token, AdminTokenInfo, AuditEvent, AuditKind, RedeemError, Secret,
     StoreError, Target, TargetAddress,
 };
+use crate::model::clipboard::ClipboardPolicy;
 use crate::model::links::{random_token, validate_name, ConsoleType, Link};
 use crate::model::tokens::SigningKey;
 
@@ -162,7 +163,8 @@ pub(super) fn rotation_time(newest_ms: Option<i64>) -> Result<OffsetDateTime, St
 }
 
 pub(super) const LINK_COLS: &str = "id, vm, console, expires_at_ms, not_before_ms, password_hash, \
-     max_uses, max_viewers, view_only, allow_power, note, uses, created_at_ms, revoked_at_ms";
+     max_uses, max_viewers, view_only, allow_power, note, uses, created_at_ms, revoked_at_ms, \
+     clipboard";
 
 /// A `links` row, in [`LINK_COLS`] order.
 pub(super) struct LinkRow {
@@ -180,6 +182,7 @@ pub(super) struct LinkRow {
     pub uses: i64,
     pub created_at_ms: i64,
     pub revoked_at_ms: Option<i64>,
+    pub clipboard: String,
 }
 
 impl LinkRow {
@@ -214,6 +217,7 @@ impl LinkRow {
             uses: i64::from(l.uses),
             created_at_ms: to_ms(l.created_at)?,
             revoked_at_ms,
+            clipboard: l.clipboard.as_str().to_owned(),
         })
     }
 
@@ -223,7 +227,12 @@ impl LinkRow {
             .parse()
             .map_err(|_| StoreError::Corrupt(format!("link console {:?}", self.console)))?;
         let revoked_at = opt_from_ms(self.revoked_at_ms)?;
+        let clipboard: ClipboardPolicy = self
+            .clipboard
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("link clipboard {:?}", self.clipboard)))?;
         Ok(Link {
+            clipboard,
             console,
             vm: self.vm,
             expires_at: from_ms(self.expires_at_ms)?,

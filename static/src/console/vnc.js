@@ -52,6 +52,9 @@ export class VncConsole {
       this.o.onConnect?.();
     });
     rfb.addEventListener('desktopname', (e) => this.o.onDesktopName?.(String(e.detail.name ?? '')));
+    // Text the guest copied (only when the link lets it out: the gateway removes it
+    // otherwise). Text only: it is shown in a textarea, never as HTML.
+    rfb.addEventListener('clipboard', (e) => this.o.onClipboard?.(String(e.detail?.text ?? '')));
     rfb.addEventListener('credentialsrequired', () => {
       // The gateway offers security type None; being asked for credentials means
       // something in between is wrong. Do not prompt the visitor for a VNC password.
@@ -110,6 +113,11 @@ export class VncConsole {
     this.rfb.scaleViewport = this.scaleMode === 'fit';
     this.rfb.clipViewport = false;
     this.rfb.resizeSession = this.scaleMode === 'remote';
+  }
+
+  /** Offers `text` to the guest's clipboard (the gateway drops it unless the link allows). */
+  clipboardPaste(text) {
+    this.rfb?.clipboardPasteFrom(text);
   }
 
   ctrlAltDel() {

@@ -147,11 +147,32 @@ fn machine_args(spec: &VmSpec, run: &RunDir, accel: &str) -> Vec<String> {
     ]
 }
 
-/// The remote consoles, on unix sockets in the run directory.
+/// The virtio-serial port name clipboard agents in guests open (`spice-vdagent` and
+/// the test guest's `vmgw-clip`).
+pub const CLIPBOARD_AGENT_PORT: &str = "com.redhat.spice.0";
+
+/// The remote consoles, on unix sockets in the run directory, and the guest's clipboard
+/// agent channel on the port [`CLIPBOARD_AGENT_PORT`]. Only one chardev can own that
+/// port: a VM with VNC gets QEMU's own agent (`qemu-vdagent`, clipboard on, which
+/// QEMU's VNC server speaks to through its extended clipboard), a SPICE-only VM the
+/// SPICE server's (`spicevmc`). A VM with both consoles therefore has the clipboard on
+/// VNC only.
 fn console_args(spec: &VmSpec, run: &RunDir, v: &mut Vec<String>) {
     if spec.console.has_vnc() {
         v.push("-vnc".into());
         v.push(format!("unix:{}", p(&run.vnc())));
+        // mouse=off: the pointer stays the USB tablet's, whatever the guest's agent says.
+        v.push("-chardev".into());
+        v.push("qemu-vdagent,id=vdagent0,name=vdagent,clipboard=on,mouse=off".into());
+    } else if spec.console.has_spice() {
+        v.push("-chardev".into());
+        v.push("spicevmc,id=vdagent0,name=vdagent".into());
+    }
+    if spec.console.has_vnc() || spec.console.has_spice() {
+        v.push("-device".into());
+        v.push(format!(
+            "virtserialport,bus=vser0.0,chardev=vdagent0,name={CLIPBOARD_AGENT_PORT}"
+        ));
     }
     if spec.console.has_spice() {
         v.push("-spice".into());
@@ -271,6 +292,8 @@ mod tests {
             "-vnc unix:/run/x/t1/vnc.sock",
             "unix=on,addr=/run/x/t1/spice.sock",
             "name=org.qemu.guest_agent.0",
+            "qemu-vdagent,id=vdagent0,name=vdagent,clipboard=on,mouse=off",
+            "virtserialport,bus=vser0.0,chardev=vdagent0,name=com.redhat.spice.0",
             "-pidfile /run/x/t1/qemu.pid",
             "vfio-pci,host=0000:03:10.1,id=nic3",
             "-daemonize",

@@ -1,8 +1,11 @@
 //! The streaming filter of everything the browser sends after the handshakes.
 
+use super::clipboard::{client_ext_needs, Needs};
 use super::{
-    msg, RfbError, RfbLimits, ENCODING_EXTENDED_CLIPBOARD, MAX_AUDIO_FREQ, MAX_FENCE_PAYLOAD,
+    msg, PixelFormatShare, RfbError, RfbLimits, ENCODING_EXTENDED_CLIPBOARD, MAX_AUDIO_FREQ,
+    MAX_FENCE_PAYLOAD,
 };
+use crate::model::clipboard::ClipboardPolicy;
 
 /// Returns `Step::Need(n)` from the enclosing function unless `m` already has `n` bytes.
 macro_rules! need {
@@ -20,6 +23,8 @@ macro_rules! need {
 enum Class {
     Display,
     Input,
+    /// Clipboard traffic: passed when the link's clipboard policy allows what it needs.
+    Clipboard(Needs),
 }
 
 /// Outcome of inspecting the bytes of the current message buffered so far.
@@ -120,6 +125,16 @@ pub struct ClientFilter {
     need: usize,
     passed: u64,
     dropped: u64,
+    /// The link's clipboard policy (already reduced for view-only); `None` keeps the
+    /// plain behaviour: cut text is input.
+    clipboard: Option<ClipboardPolicy>,
+    clipboard_dropped: u64,
+    /// Set when the gateway also parses the server stream: SetEncodings is reduced to
+    /// the encodings that parser knows, and the pixel format it needs is shared here.
+    server_parsing: Option<PixelFormatShare>,
+    /// Whether SetEncodings or a FramebufferUpdateRequest has gone out (after which
+    /// the pixel format may no longer change when the server stream is parsed).
+    pixel_format_frozen: bool,
 }
 
 impl ClientFilter {
@@ -144,7 +159,33 @@ impl ClientFilter {
             need: 1,
             passed: 0,
             dropped: 0,
+            clipboard: None,
+            clipboard_dropped: 0,
+            server_parsing: None,
+            pixel_format_frozen: false,
         }
+    }
+
+    /// Enforces a link's clipboard policy: cut text (classic or extended) passes only in
+    /// the directions `policy` allows, and never towards the guest on a view-only link.
+    /// The extended clipboard's capability messages always pass.
+    pub fn with_clipboard(mut self, policy: ClipboardPolicy) -> Self {
+        self.clipboard = Some(policy.effective(self.view_only));
+        self
+    }
+
+    /// Pairs the filter with a [`super::ServerFilter`]: SetEncodings keeps only the
+    /// encodings that parser understands, the pixel format the client sets is shared
+    /// with it, and a SetPixelFormat after the first SetEncodings or
+    /// FramebufferUpdateRequest is refused (the server could not be followed through it).
+    pub fn with_server_parsing(mut self, share: PixelFormatShare) -> Self {
+        self.server_parsing = Some(share);
+        self
+    }
+
+    /// Clipboard messages dropped so far by the clipboard policy.
+    pub fn clipboard_dropped(&self) -> u64 {
+        self.clipboard_dropped
     }
 
     /// Whether input messages are dropped.
@@ -271,6 +312,15 @@ impl ClientFilter {
 
     /// Count the message and say whether it goes through.
     fn allowed(&mut self, class: Class) -> bool {
+        if let Class::Clipboard(needs) = class {
+            let policy = self.clipboard.unwrap_or(ClipboardPolicy::Both);
+            if needs.allowed_by(policy) {
+                self.passed += 1;
+                return true;
+            }
+            self.clipboard_dropped += 1;
+            return false;
+        }
         if self.view_only && class == Class::Input {
             self.dropped += 1;
             false
@@ -280,23 +330,59 @@ impl ClientFilter {
         }
     }
 
-    /// Emit the complete message in `buf`, rewriting SetEncodings when the
-    /// extended clipboard is disabled.
-    fn emit_complete(&self, out: &mut Vec<u8>) -> Result<(), RfbError> {
-        if self.limits.allow_extended_clipboard || self.buf.first() != Some(&msg::SET_ENCODINGS) {
+    /// Emit the complete message in `buf`: SetEncodings reduced to the encodings let
+    /// through; SetPixelFormat shared with the server parser (or refused once frozen).
+    fn emit_complete(&mut self, out: &mut Vec<u8>) -> Result<(), RfbError> {
+        match self.buf.first() {
+            Some(&msg::SET_PIXEL_FORMAT) => {
+                if let Some(share) = &self.server_parsing {
+                    if self.pixel_format_frozen {
+                        return Err(RfbError::LatePixelFormat);
+                    }
+                    share.set_bits_per_pixel(byte_at(&self.buf, 4)?);
+                }
+            }
+            Some(&msg::FRAMEBUFFER_UPDATE_REQUEST | &msg::ENABLE_CONTINUOUS_UPDATES) => {
+                self.pixel_format_frozen = true;
+            }
+            Some(&msg::SET_ENCODINGS) => {
+                self.pixel_format_frozen = true;
+                return self.emit_encodings(out);
+            }
+            _ => {}
+        }
+        out.extend_from_slice(&self.buf);
+        Ok(())
+    }
+
+    /// Whether SetEncodings keeps the encoding `e` (big-endian bytes).
+    fn keeps_encoding(&self, e: &[u8]) -> bool {
+        let Ok(bytes) = <[u8; 4]>::try_from(e) else {
+            return false;
+        };
+        let e = i32::from_be_bytes(bytes);
+        if e == ENCODING_EXTENDED_CLIPBOARD && !self.limits.allow_extended_clipboard {
+            return false;
+        }
+        self.server_parsing.is_none() || super::server::parses_encoding(e)
+    }
+
+    /// Emit the complete SetEncodings in `buf`, without the encodings the gateway does
+    /// not let through.
+    fn emit_encodings(&self, out: &mut Vec<u8>) -> Result<(), RfbError> {
+        let entries = self.buf.get(4..).ok_or(RfbError::Internal)?;
+        if entries.chunks_exact(4).all(|e| self.keeps_encoding(e)) {
             out.extend_from_slice(&self.buf);
             return Ok(());
         }
-        let entries = self.buf.get(4..).ok_or(RfbError::Internal)?;
-        let clip = ENCODING_EXTENDED_CLIPBOARD.to_be_bytes();
         let kept = entries
             .chunks_exact(4)
-            .filter(|e| *e != clip.as_slice())
+            .filter(|e| self.keeps_encoding(e))
             .count();
         let kept = u16::try_from(kept).map_err(|_| RfbError::Internal)?;
         out.extend_from_slice(&[msg::SET_ENCODINGS, 0]);
         out.extend_from_slice(&kept.to_be_bytes());
-        for e in entries.chunks_exact(4).filter(|e| *e != clip.as_slice()) {
+        for e in entries.chunks_exact(4).filter(|e| self.keeps_encoding(e)) {
             out.extend_from_slice(e);
         }
         Ok(())
@@ -384,9 +470,23 @@ impl ClientFilter {
                 return Err(RfbError::ExtendedClipboardTooShort { len });
             }
         }
+        if self.clipboard.is_none() {
+            return Ok(Step::Stream {
+                class: Class::Input,
+                payload: len_usize,
+            });
+        }
+        if signed >= 0 {
+            return Ok(Step::Stream {
+                class: Class::Clipboard(Needs::TO_GUEST),
+                payload: len_usize,
+            });
+        }
+        // The extended form is judged on its flags word, which is buffered with the header.
+        need!(m, 12);
         Ok(Step::Stream {
-            class: Class::Input,
-            payload: len_usize,
+            class: Class::Clipboard(client_ext_needs(u32_at(m, 8)?)),
+            payload: len_usize.saturating_sub(4),
         })
     }
 }

@@ -34,13 +34,50 @@
     clippy::unimplemented
 )]
 
+pub mod clipboard;
 mod filter;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzz;
 mod handshake;
+pub mod server;
 
 pub use filter::ClientFilter;
+pub use server::ServerFilter;
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+
+/// The pixel size a visitor's SetPixelFormat chose, shared by its [`ClientFilter`] (which
+/// sets it) and the [`ServerFilter`] of the same session (which needs it to count raw
+/// pixels). Zero until the visitor sets one (the server's own format applies).
+#[derive(Debug, Clone, Default)]
+pub struct PixelFormatShare(Arc<AtomicU8>);
+
+impl PixelFormatShare {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn set_bits_per_pixel(&self, bpp: u8) {
+        self.0.store(bpp, Ordering::Relaxed);
+    }
+
+    /// Sets the visitor's pixel size as its filter would (fuzzing only).
+    #[cfg(any(test, feature = "fuzzing"))]
+    #[doc(hidden)]
+    pub fn set_bits_per_pixel_for_fuzzing(&self, bpp: u8) {
+        self.set_bits_per_pixel(bpp);
+    }
+
+    /// The bits per pixel the visitor chose, if it chose.
+    fn bits_per_pixel(&self) -> Option<u8> {
+        match self.0.load(Ordering::Relaxed) {
+            0 => None,
+            b => Some(b),
+        }
+    }
+}
 pub use handshake::{backend_handshake, client_handshake, vnc_auth_response};
 
 /// Security type "None" (RFC 6143 §7.2.1).
@@ -176,6 +213,22 @@ pub enum RfbError {
     /// QEMU audio set-format message with invalid parameters.
     #[error("invalid QEMU audio format: {0}")]
     InvalidAudioFormat(&'static str),
+    /// SetPixelFormat after SetEncodings or a FramebufferUpdateRequest while the server
+    /// stream is parsed (the server's messages could no longer be followed).
+    #[error("SetPixelFormat after the first SetEncodings or FramebufferUpdateRequest")]
+    LatePixelFormat,
+    /// A server message type the gateway does not know.
+    #[error("unknown RFB server message type {0}")]
+    UnknownServerMessage(u8),
+    /// A rectangle in an encoding the gateway did not let the visitor negotiate.
+    #[error("rectangle in an unexpected encoding {0}")]
+    UnexpectedEncoding(i32),
+    /// A pixel format with a size the server parser cannot count.
+    #[error("server pixel format with {0} bits per pixel")]
+    ServerPixelFormat(u8),
+    /// A server message whose sizes cannot be right.
+    #[error("malformed server message: {0}")]
+    MalformedServerMessage(&'static str),
     /// [`ClientFilter::push`] was called again after it had failed.
     #[error("RFB client filter already failed; the session must be closed")]
     FilterFailed,

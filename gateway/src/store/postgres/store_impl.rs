@@ -43,6 +43,7 @@ fn link_row(r: &Row) -> PgResult<LinkRow> {
         uses: r.try_get(11)?,
         created_at_ms: r.try_get(12)?,
         revoked_at_ms: r.try_get(13)?,
+        clipboard: r.try_get(14)?,
     })
 }
 
@@ -207,7 +208,7 @@ impl Store for PgStore {
             .execute(
                 &format!(
                     "INSERT INTO links ({LINK_COLS}) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
                 ),
                 &[
                     &l.id,
@@ -224,6 +225,7 @@ impl Store for PgStore {
                     &l.uses,
                     &l.created_at_ms,
                     &l.revoked_at_ms,
+                    &l.clipboard,
                 ],
             )
             .await;

@@ -47,6 +47,7 @@ fn link_row(r: &Row<'_>) -> rusqlite::Result<LinkRow> {
         uses: r.get(11)?,
         created_at_ms: r.get(12)?,
         revoked_at_ms: r.get(13)?,
+        clipboard: r.get(14)?,
     })
 }
 
@@ -234,7 +235,7 @@ impl Store for SqliteStore {
             let r = c.execute(
                 &format!(
                     "INSERT INTO links ({LINK_COLS}) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
                 ),
                 params![
                     l.id,
@@ -251,6 +252,7 @@ impl Store for SqliteStore {
                     l.uses,
                     l.created_at_ms,
                     l.revoked_at_ms,
+                    l.clipboard,
                 ],
             );
             inserted(r, Unique::Link(&l.id))

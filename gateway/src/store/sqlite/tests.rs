@@ -21,6 +21,7 @@ fn link_with(max_uses: Option<u32>, not_before: Option<OffsetDateTime>) -> Link 
         view_only: true,
         allow_power: false,
         note: Some("for Alice — ünïcode".into()),
+        clipboard: Some(crate::model::clipboard::ClipboardPolicy::Both),
     }
     .validate(NOW, &LinkPolicy::default())
     .expect("valid")
@@ -215,31 +216,32 @@ fn migrations_idempotent_ordered_and_guarded() {
     drop(SqliteStore::open(&path).expect("open"));
     drop(SqliteStore::open(&path).expect("reopen"));
     let mut c = Connection::open(&path).expect("conn");
-    assert_eq!(version(&c), vec![1, 2]);
+    assert_eq!(version(&c), vec![1, 2, 3]);
     // A later migration is applied once, in order, after the existing ones; given
     // out of order it still applies in version order.
     let more = [
         Migration {
-            version: 4,
-            sql: "ALTER TABLE links ADD COLUMN c4 TEXT; UPDATE links SET c4 = c3;",
+            version: 12,
+            sql: "ALTER TABLE links ADD COLUMN c12 TEXT; UPDATE links SET c12 = c11;",
         },
         MIGRATIONS[0],
         MIGRATIONS[1],
+        MIGRATIONS[2],
         Migration {
-            version: 3,
-            sql: "ALTER TABLE links ADD COLUMN c3 TEXT;",
+            version: 11,
+            sql: "ALTER TABLE links ADD COLUMN c11 TEXT;",
         },
     ];
-    assert_eq!(migrate(&mut c, &more).expect("migrate"), 4);
-    assert_eq!(migrate(&mut c, &more).expect("again"), 4);
-    assert_eq!(version(&c), vec![1, 2, 3, 4]);
+    assert_eq!(migrate(&mut c, &more).expect("migrate"), 12);
+    assert_eq!(migrate(&mut c, &more).expect("again"), 12);
+    assert_eq!(version(&c), vec![1, 2, 3, 11, 12]);
     // A failing migration rolls back entirely.
     let broken = [Migration {
-        version: 5,
+        version: 13,
         sql: "CREATE TABLE t5 (x); THIS IS NOT SQL;",
     }];
     assert!(migrate(&mut c, &broken).is_err());
-    assert_eq!(version(&c), vec![1, 2, 3, 4]);
+    assert_eq!(version(&c), vec![1, 2, 3, 11, 12]);
     let t5: i64 = c
         .query_row(
             "SELECT COUNT(*) FROM sqlite_master WHERE name = 't5'",
@@ -253,8 +255,8 @@ fn migrations_idempotent_ordered_and_guarded() {
     assert!(matches!(
         SqliteStore::open(&path),
         Err(StoreError::SchemaTooNew {
-            found: 4,
-            supported: 2
+            found: 12,
+            supported: 3
         })
     ));
 }
@@ -265,17 +267,37 @@ async fn a_version_1_store_is_upgraded_in_place() {
     let mut c = Connection::open(&path).expect("conn");
     migrate(&mut c, &MIGRATIONS[..1]).expect("v1");
     drop(c);
-    // what the previous release wrote
-    let l = link_with(Some(3), None);
+    // what the first release wrote (its columns only: no clipboard policy yet)
+    let mut l = link_with(Some(3), None);
     {
-        let old = SqliteStore {
-            conn: Arc::new(Mutex::new(Connection::open(&path).expect("conn"))),
-            path: None,
-            audit_queue: Arc::default(),
-        };
-        old.create_link(&l).await.expect("create");
+        let r = crate::store::rows::LinkRow::new(&l).expect("row");
+        let c = Connection::open(&path).expect("conn");
+        c.execute(
+            "INSERT INTO links (id, vm, console, expires_at_ms, not_before_ms, password_hash, \
+             max_uses, max_viewers, view_only, allow_power, note, uses, created_at_ms, \
+             revoked_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            rusqlite::params![
+                r.id,
+                r.vm,
+                r.console,
+                r.expires_at_ms,
+                r.not_before_ms,
+                r.password_hash,
+                r.max_uses,
+                r.max_viewers,
+                r.view_only,
+                r.allow_power,
+                r.note,
+                r.uses,
+                r.created_at_ms,
+                r.revoked_at_ms
+            ],
+        )
+        .expect("create");
     }
     let s = SqliteStore::open(&path).expect("upgrade");
+    // Links from before the clipboard policy keep what they had: none.
+    l.clipboard = crate::model::clipboard::ClipboardPolicy::None;
     assert_eq!(s.get_link(&l.id).await.expect("get"), Some(l.clone()));
     let g = Grant {
         link_id: l.id.clone(),
@@ -284,7 +306,7 @@ async fn a_version_1_store_is_upgraded_in_place() {
     s.put_grant("aa", &g).await.expect("grants table exists");
     drop(s);
     let c = Connection::open(&path).expect("conn");
-    assert_eq!(version(&c), vec![1, 2]);
+    assert_eq!(version(&c), vec![1, 2, 3]);
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@
 )]
 
 use super::*;
+use crate::model::clipboard::ClipboardPolicy;
 use crate::relay::rfb::fuzz::corpus_files;
 use crate::relay::rfb::ENCODING_EXTENDED_CLIPBOARD;
 use rand::{Rng, SeedableRng};
@@ -661,4 +662,109 @@ fn replay_rfb_client_filter_corpus() {
             path.display()
         );
     }
+}
+
+// ---- clipboard policy and server parsing ------------------------------
+
+fn policy_run(view_only: bool, policy: ClipboardPolicy, input: &[u8]) -> (Vec<u8>, u64) {
+    let mut whole = ClientFilter::new(view_only, 1 << 20).with_clipboard(policy);
+    let out = run(&mut whole, input).expect("valid");
+    // The same, byte by byte.
+    let mut bytes = ClientFilter::new(view_only, 1 << 20).with_clipboard(policy);
+    let mut out2 = Vec::new();
+    for b in input {
+        bytes
+            .push(std::slice::from_ref(b), &mut out2)
+            .expect("valid");
+    }
+    assert_eq!(out, out2);
+    assert_eq!(whole.clipboard_dropped(), bytes.clipboard_dropped());
+    (out, whole.clipboard_dropped())
+}
+
+#[test]
+fn clipboard_policy_decides_each_cut_text_message() {
+    use crate::model::clipboard::ClipboardPolicy::*;
+    use crate::relay::rfb::clipboard::{EXT_CAPS, EXT_NOTIFY, EXT_PROVIDE, EXT_REQUEST};
+    let classic = cut_text(b"visitor text");
+    let caps = ext_clipboard(EXT_CAPS | 1, &[0, 0, 0, 0]);
+    let notify = ext_clipboard(EXT_NOTIFY | 1, &[]);
+    let provide = ext_clipboard(EXT_PROVIDE | 1, b"zlib data");
+    let request = ext_clipboard(EXT_REQUEST | 1, &[]);
+    let all = [
+        classic.clone(),
+        caps.clone(),
+        notify.clone(),
+        provide.clone(),
+        request.clone(),
+    ];
+    let input = stream(&all);
+    // (policy, view-only) -> what passes
+    let cases: [(ClipboardPolicy, bool, Vec<Vec<u8>>); 7] = [
+        (None, false, vec![caps.clone()]),
+        (
+            ToGuest,
+            false,
+            vec![
+                classic.clone(),
+                caps.clone(),
+                notify.clone(),
+                provide.clone(),
+            ],
+        ),
+        (FromGuest, false, vec![caps.clone(), request.clone()]),
+        (Both, false, all.to_vec()),
+        // View-only links never write to the guest, whatever the policy.
+        (Both, true, vec![caps.clone(), request.clone()]),
+        (ToGuest, true, vec![caps.clone()]),
+        (None, true, vec![caps.clone()]),
+    ];
+    for (policy, view_only, passes) in cases {
+        let (out, dropped) = policy_run(view_only, policy, &input);
+        assert_eq!(out, stream(&passes), "{policy:?} view_only={view_only}");
+        assert_eq!(dropped as usize, all.len() - passes.len());
+    }
+}
+
+#[test]
+fn server_parsing_limits_encodings_and_freezes_the_pixel_format() {
+    use crate::relay::rfb::PixelFormatShare;
+    let share = PixelFormatShare::new();
+    let mut f = ClientFilter::new(false, 1 << 20).with_server_parsing(share.clone());
+    let pf = pixel_format(16, 16, [11, 5, 0]);
+    let out = run(
+        &mut f,
+        &stream(&[
+            pf.clone(),
+            set_encodings(&[
+                7,
+                -260,
+                16,
+                5,
+                0,
+                -223,
+                0x574D_5669,
+                -312,
+                ENCODING_EXTENDED_CLIPBOARD,
+            ]),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        out,
+        stream(&[
+            pf.clone(),
+            set_encodings(&[16, 0, -223, ENCODING_EXTENDED_CLIPBOARD])
+        ])
+    );
+    assert_eq!(share.bits_per_pixel(), Some(16));
+    // Once SetEncodings went out, the pixel format may not change.
+    assert!(matches!(run(&mut f, &pf), Err(RfbError::LatePixelFormat)));
+    // Without server parsing, nothing changes (the old behaviour).
+    let mut plain = ClientFilter::new(false, 1 << 20);
+    let input = stream(&[set_encodings(&[7, 5]), fbur(false), pf.clone()]);
+    assert_eq!(run(&mut plain, &input).unwrap(), input);
+    // A FramebufferUpdateRequest freezes it too.
+    let mut f = ClientFilter::new(false, 1 << 20).with_server_parsing(PixelFormatShare::new());
+    assert!(run(&mut f, &stream(&[fbur(false), pf])).is_err());
 }
