@@ -79,6 +79,11 @@ apt_update() {
 ensure_tools() {
     local -a missing=()
     command -v cpio >/dev/null || missing+=(cpio)
+    # vmgw-clip (the clipboard agent) is built static: gcc and glibc's static libc
+    command -v cc >/dev/null || missing+=(gcc)
+    [[ -e /usr/lib/x86_64-linux-gnu/libc.a ]] || missing+=(libc6-dev)
+    # ckbcomp (console keymaps) is a perl script
+    command -v perl >/dev/null || missing+=(perl)
     { command -v depmod && command -v modprobe; } >/dev/null || missing+=(kmod)
     for t in apt-get apt-cache dpkg-deb gzip flock sha256sum find xargs; do
         command -v "$t" >/dev/null || die "required tool '$t' not found"
