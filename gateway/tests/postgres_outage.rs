@@ -39,6 +39,7 @@ fn one_use_link() -> Link {
         view_only: false,
         allow_power: false,
         note: None,
+        record: None,
     }
     .validate(NOW, &LinkPolicy::default())
     .unwrap()

@@ -183,6 +183,7 @@ pub async fn run(args: DemoArgs, mut cfg: Config, data_dir_given: bool) -> anyho
                 view_only: false,
                 allow_power: true,
                 note: Some("gateway demo".into()),
+                record: None,
             },
             None,
         )

@@ -72,6 +72,10 @@ pub struct CreateArgs {
     allow_power: bool,
     #[arg(long)]
     note: Option<String>,
+    /// Record every session (`true`), none (`false`); default: the gateway's
+    /// `recording.default`.
+    #[arg(long)]
+    record: Option<bool>,
     /// Base URL printed in the link (default: the config's public_url).
     #[arg(long)]
     public_url: Option<String>,
@@ -84,7 +88,7 @@ fn rfc3339(s: &str) -> anyhow::Result<time::OffsetDateTime> {
         .with_context(|| format!("{s:?} is not an RFC 3339 time"))
 }
 
-async fn engine(
+pub(crate) async fn engine(
     cfg: Config,
     public_url: Option<String>,
 ) -> anyhow::Result<std::sync::Arc<gateway::engine::App>> {
@@ -116,6 +120,7 @@ pub async fn run_link(cmd: LinkCommand, cfg: Config) -> anyhow::Result<()> {
                 view_only: a.view_only,
                 allow_power: a.allow_power,
                 note: a.note.clone(),
+                record: a.record,
             };
             let app = engine(cfg, a.public_url.clone()).await?;
             let created = app

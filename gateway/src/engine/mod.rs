@@ -12,6 +12,7 @@ pub mod limits;
 pub mod memory;
 mod network;
 pub mod passwords;
+pub mod recordings;
 pub mod sessions;
 mod visitor;
 
@@ -101,6 +102,8 @@ pub struct App {
     tasks: TaskTracker,
     /// Where unix-socket targets may point (checked at registration and connect).
     confinement: crate::engine::confine::SocketConfinement,
+    /// Session recordings of this gateway.
+    recorder: Arc<crate::engine::recordings::Recorder>,
 }
 
 fn sha256(b: &[u8]) -> [u8; 32] {
@@ -147,7 +150,12 @@ impl App {
             &own_dirs,
             &cfg.targets.unix_socket_owners,
         );
+        let recorder = Arc::new(crate::engine::recordings::Recorder::new(
+            cfg.recording.clone(),
+            store.clone(),
+        ));
         Ok(Arc::new(App {
+            recorder,
             confinement,
             limiter: Limiter::new(&cfg.limits),
             passwords: PasswordVerifier::new(password_policy.clone()),
@@ -206,6 +214,11 @@ impl App {
     /// Cancelled when the gateway shuts down.
     pub fn shutdown_token(&self) -> &CancellationToken {
         &self.shutdown
+    }
+
+    /// Session recordings of this gateway.
+    pub fn recorder(&self) -> &Arc<crate::engine::recordings::Recorder> {
+        &self.recorder
     }
 
     /// Relay and background tasks, so shutdown can wait for them.

@@ -48,6 +48,10 @@ pub enum Op {
     AddNic,
     RemoveNic,
     Screenshot,
+    ListRecordings,
+    GetRecording,
+    RecordingFile,
+    DeleteRecording,
 }
 
 impl Op {
@@ -90,6 +94,10 @@ pub const ROUTES: &[Route<Op>] = &[
     Route::new("POST", "/api/v1/vms/{name}/nics", Op::AddNic),
     Route::new("DELETE", "/api/v1/vms/{name}/nics/{id}", Op::RemoveNic),
     Route::new("GET", "/api/v1/vms/{name}/screenshot", Op::Screenshot),
+    Route::new("GET", "/api/v1/recordings", Op::ListRecordings),
+    Route::new("GET", "/api/v1/recordings/{id}", Op::GetRecording),
+    Route::new("GET", "/api/v1/recordings/{id}/file", Op::RecordingFile),
+    Route::new("DELETE", "/api/v1/recordings/{id}", Op::DeleteRecording),
 ];
 
 pub async fn handle(site: Arc<Site>, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
@@ -199,10 +207,7 @@ impl Call<'_> {
                 app.delete_target(self.p(0)?).await?;
                 Ok(super::empty(StatusCode::NO_CONTENT))
             }
-            Op::Audit => {
-                let link = query_param(req.uri().query().unwrap_or(""), "link");
-                json_ok(ok, &app.audit_log(link.as_deref()).await?)
-            }
+            Op::Audit => super::recordings::audit(app, req.uri().query().unwrap_or("")).await,
             Op::VmIp => json_ok(ok, &app.guest_addresses(self.p(0)?).await?),
             Op::ListSwitches => json_ok(ok, &app.list_switches()?),
             Op::CreateSwitch => json_ok(
@@ -238,17 +243,17 @@ impl Call<'_> {
             }
             Op::RemoveNic => json_ok(ok, &app.remove_nic(self.p(0)?, self.p(1)?, client).await?),
             Op::Screenshot => Ok(bytes(app.screenshot(self.p(0)?).await?, "image/png")),
+            Op::ListRecordings => {
+                super::recordings::list(app, req.uri().query().unwrap_or("")).await
+            }
+            Op::GetRecording => json_ok(ok, &app.get_recording(self.p(0)?).await?),
+            Op::RecordingFile => super::recordings::download(app, self.p(0)?).await,
+            Op::DeleteRecording => {
+                app.delete_recording(self.p(0)?, client).await?;
+                Ok(super::empty(StatusCode::NO_CONTENT))
+            }
         }
     }
-}
-
-/// The first value of `key` in a query string.
-fn query_param(query: &str, key: &str) -> Option<String> {
-    query
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| v.to_owned())
 }
 
 fn text(body: String, content_type: &'static str) -> Response<Body> {

@@ -160,6 +160,7 @@ async fn status(
         "console": link.console,
         "viewers": app.sessions().count_viewers(&link.id),
         "max_viewers": link.max_viewers,
+        "recorded": app.link_recorded(&link),
     });
     Ok(super::error::json_response(StatusCode::OK, &body))
 }
@@ -230,6 +231,7 @@ async fn exchange(
         "console": ex.link.console,
         "view_only": ex.link.view_only,
         "allow_power": ex.link.allow_power,
+        "recorded": app.link_recorded(&ex.link),
         "expires_at": ex.link.expires_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
         "ws_path": format!("/s/ws/{}", ex.link.id),
     });
@@ -388,6 +390,10 @@ struct Ready {
     ws: Ws,
     initial: Bytes,
     filter: Option<relay::ClientFilter>,
+    /// What a recording of it starts with: the SPICE channel, and the bytes the gateway
+    /// itself sent the visitor before the relay (its side of the RFB handshake).
+    channel: Option<String>,
+    preamble: Vec<u8>,
 }
 
 /// A setup phase that failed: the visitor's WebSocket, to be closed with this code.
@@ -471,6 +477,8 @@ async fn spice_setup(
         ws,
         initial: Bytes::copy_from_slice(rest),
         filter,
+        channel: Some(format!("{:?}", hdr.channel_type).to_ascii_lowercase()),
+        preamble: Vec::new(),
     })
 }
 
@@ -508,6 +516,8 @@ async fn run_session(
                         ws,
                         initial,
                         filter,
+                        channel: None,
+                        preamble: crate::engine::recordings::VNC_PREAMBLE.to_vec(),
                     }
                 }
                 Err(e) => {
@@ -522,6 +532,8 @@ async fn run_session(
             ws,
             initial: Bytes::new(),
             filter: None,
+            channel: None,
+            preamble: Vec::new(),
         },
         (_, None) => return,
     };
@@ -542,8 +554,17 @@ async fn relay_and_record(
         ws,
         initial,
         filter,
+        channel,
+        preamble,
     } = ready;
     let session = guard.session.clone();
+    if let Err(r) = app
+        .start_recording(&session, link, channel, preamble)
+        .await
+    {
+        drop(guard);
+        return relay::close_with(ws, r.into()).await;
+    }
     Metrics::inc(&app.metrics().sessions_started);
     app.audit(
         AuditKind::SessionStarted,
@@ -561,6 +582,9 @@ async fn relay_and_record(
         metrics: app.metrics(),
     };
     let (reason, closing) = relay::relay(ws, io, initial, filter, ctx).await;
+    if let Some(tap) = session.recording.get() {
+        tap.finish(reason).await;
+    }
     Metrics::inc(&app.metrics().sessions_ended);
     let relaxed = std::sync::atomic::Ordering::Relaxed;
     let detail = format!(

@@ -189,6 +189,10 @@ pub struct LinkRequest {
     pub allow_power: bool,
     #[serde(default)]
     pub note: Option<String>,
+    /// Record every session of this link (`true`), never (`false`), or as the gateway's
+    /// `recording.default` says (unset).
+    #[serde(default)]
+    pub record: Option<bool>,
 }
 
 /// Truncates to whole seconds in UTC (tokens carry whole seconds).
@@ -290,6 +294,7 @@ impl LinkRequest {
             view_only: self.view_only,
             allow_power: self.allow_power,
             note: self.note,
+            record: self.record,
         })
     }
 }
@@ -309,6 +314,7 @@ pub struct ValidLink {
     pub view_only: bool,
     pub allow_power: bool,
     pub note: Option<String>,
+    pub record: Option<bool>,
 }
 
 impl ValidLink {
@@ -340,6 +346,7 @@ impl ValidLink {
             created_at: whole_seconds_utc(created_at),
             revoked: false,
             revoked_at: None,
+            record: self.record,
         })
     }
 }
@@ -370,6 +377,17 @@ pub struct Link {
     pub revoked: bool,
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub revoked_at: Option<OffsetDateTime>,
+    /// Whether its sessions are recorded: `true`, `false`, or unset for the gateway's
+    /// `recording.default`.
+    #[serde(default)]
+    pub record: Option<bool>,
+}
+
+impl Link {
+    /// Whether this link's sessions are recorded, given the gateway's default.
+    pub fn recorded(&self, default: bool) -> bool {
+        self.record.unwrap_or(default)
+    }
 }
 
 impl fmt::Debug for Link {
@@ -489,6 +507,7 @@ mod tests {
             view_only: false,
             allow_power: false,
             note: None,
+            record: None,
         }
     }
 

@@ -578,6 +578,7 @@ mod tests {
             view_only: true,
             allow_power: false,
             note: None,
+            record: None,
         }
         .validate(NOW, &crate::model::links::LinkPolicy::default())
         .expect("valid")

@@ -405,6 +405,7 @@ where
         if con_w.write_all(&out).await.is_err() {
             return EndReason::ConsoleClosed;
         }
+        ctx.session.record_to_console(&out);
     }
     loop {
         let msg = match ws_rx.next().await {
@@ -431,6 +432,7 @@ where
                     if con_w.write_all(&out).await.is_err() {
                         return EndReason::ConsoleClosed;
                     }
+                    ctx.session.record_to_console(&out);
                     let n = u64::try_from(out.len()).unwrap_or(0);
                     ctx.session.bytes_to_console.fetch_add(n, Ordering::Relaxed);
                     Metrics::add(&ctx.metrics.bytes_to_console, n);
@@ -466,6 +468,7 @@ where
                     Ok(n) => n,
                 };
                 let data = Bytes::copy_from_slice(buf.get(..n).unwrap_or_default());
+                ctx.session.record_to_client(&data);
                 if ws_tx.send(Message::Binary(data)).await.is_err() {
                     return EndReason::ClientClosed;
                 }

@@ -24,6 +24,7 @@ pub fn link_with(max_uses: Option<u32>, not_before: Option<OffsetDateTime>) -> L
         view_only: true,
         allow_power: false,
         note: Some("for Alice — ünïcode".into()),
+        record: None,
     }
     .validate(NOW, &LinkPolicy::default())
     .unwrap()

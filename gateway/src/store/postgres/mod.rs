@@ -32,10 +32,16 @@ mod settings;
 mod store_impl;
 
 /// The PostgreSQL schema, in order. Append new versions; never edit a released one.
-pub(crate) const PG_MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sql: include_str!("../migrations/pg/0001_init.sql"),
-}];
+pub(crate) const PG_MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sql: include_str!("../migrations/pg/0001_init.sql"),
+    },
+    Migration {
+        version: 4,
+        sql: include_str!("../migrations/pg/0004_recordings.sql"),
+    },
+];
 
 /// Key of the advisory lock that serializes migrations (any fixed number; this one is
 /// "vmgw_mig" in ASCII).

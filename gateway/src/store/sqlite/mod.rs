@@ -35,6 +35,10 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 2,
         sql: include_str!("../migrations/0002_grants.sql"),
     },
+    Migration {
+        version: 5,
+        sql: include_str!("../migrations/0005_recordings.sql"),
+    },
 ];
 
 /// SQLite-backed [`Store`](super::Store).

@@ -21,6 +21,7 @@ fn link_with(max_uses: Option<u32>, not_before: Option<OffsetDateTime>) -> Link 
         view_only: true,
         allow_power: false,
         note: Some("for Alice — ünïcode".into()),
+        record: None,
     }
     .validate(NOW, &LinkPolicy::default())
     .expect("valid")
@@ -215,31 +216,32 @@ fn migrations_idempotent_ordered_and_guarded() {
     drop(SqliteStore::open(&path).expect("open"));
     drop(SqliteStore::open(&path).expect("reopen"));
     let mut c = Connection::open(&path).expect("conn");
-    assert_eq!(version(&c), vec![1, 2]);
+    assert_eq!(version(&c), vec![1, 2, 5]);
     // A later migration is applied once, in order, after the existing ones; given
     // out of order it still applies in version order.
     let more = [
         Migration {
-            version: 4,
-            sql: "ALTER TABLE links ADD COLUMN c4 TEXT; UPDATE links SET c4 = c3;",
+            version: 7,
+            sql: "ALTER TABLE links ADD COLUMN c7 TEXT; UPDATE links SET c7 = c6;",
         },
         MIGRATIONS[0],
         MIGRATIONS[1],
+        MIGRATIONS[2],
         Migration {
-            version: 3,
-            sql: "ALTER TABLE links ADD COLUMN c3 TEXT;",
+            version: 6,
+            sql: "ALTER TABLE links ADD COLUMN c6 TEXT;",
         },
     ];
-    assert_eq!(migrate(&mut c, &more).expect("migrate"), 4);
-    assert_eq!(migrate(&mut c, &more).expect("again"), 4);
-    assert_eq!(version(&c), vec![1, 2, 3, 4]);
+    assert_eq!(migrate(&mut c, &more).expect("migrate"), 7);
+    assert_eq!(migrate(&mut c, &more).expect("again"), 7);
+    assert_eq!(version(&c), vec![1, 2, 5, 6, 7]);
     // A failing migration rolls back entirely.
     let broken = [Migration {
         version: 5,
         sql: "CREATE TABLE t5 (x); THIS IS NOT SQL;",
     }];
     assert!(migrate(&mut c, &broken).is_err());
-    assert_eq!(version(&c), vec![1, 2, 3, 4]);
+    assert_eq!(version(&c), vec![1, 2, 5, 6, 7]);
     let t5: i64 = c
         .query_row(
             "SELECT COUNT(*) FROM sqlite_master WHERE name = 't5'",
@@ -253,8 +255,8 @@ fn migrations_idempotent_ordered_and_guarded() {
     assert!(matches!(
         SqliteStore::open(&path),
         Err(StoreError::SchemaTooNew {
-            found: 4,
-            supported: 2
+            found: 7,
+            supported: 5
         })
     ));
 }
