@@ -88,7 +88,8 @@ pub async fn run(cmd: RecordingCommand, cfg: Config) -> anyhow::Result<()> {
                 use std::io::Write;
                 std::io::stdout().write_all(&bytes)?;
             } else {
-                std::fs::write(&a.output, &bytes).with_context(|| format!("writing {}", a.output))?;
+                std::fs::write(&a.output, &bytes)
+                    .with_context(|| format!("writing {}", a.output))?;
                 eprintln!("wrote {} ({} bytes)", a.output, bytes.len());
             }
         }

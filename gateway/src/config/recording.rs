@@ -129,8 +129,7 @@ impl RawRecording {
             Some(n)
                 if !n.is_empty()
                     && n.len() <= 64
-                    && n
-                        .bytes()
+                    && n.bytes()
                         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_')) =>
             {
                 n

@@ -150,7 +150,8 @@ fn schemas() -> Value {
         "ended_at": {"type": ["string", "null"], "format": "date-time"}, "bytes": {"type": "integer"},
         "status": {"type": "string", "enum": ["recording", "complete", "stopped", "interrupted"]},
         "detail": {"type": ["string", "null"]}}});
-    all["RecordingList"] = json!({"type": "array", "items": {"$ref": "#/components/schemas/Recording"}});
+    all["RecordingList"] =
+        json!({"type": "array", "items": {"$ref": "#/components/schemas/Recording"}});
     all["AuditList"] = json!({"type": "array", "items": {"type": "object", "properties": {
         "id": {"type": "integer", "description": "paging cursor (?before=)"},
         "at": {"type": "string", "format": "date-time"}, "kind": {"type": "string"}, "link_id": {"type": ["string", "null"]},
@@ -158,7 +159,8 @@ fn schemas() -> Value {
         "recording_id": {"type": ["string", "null"]}}}});
     all["LinkRequest"]["properties"]["record"] = json!({"type": ["boolean", "null"], "description": "record every session (default: the gateway's recording.default)"});
     all["Link"]["properties"]["record"] = json!({"type": ["boolean", "null"]});
-    all["ExchangeResponse"]["properties"]["recorded"] = json!({"type": "boolean", "description": "the session will be recorded"});
+    all["ExchangeResponse"]["properties"]["recorded"] =
+        json!({"type": "boolean", "description": "the session will be recorded"});
     all["VisitorStatus"]["properties"]["recorded"] = json!({"type": "boolean"});
     all
 }

@@ -70,10 +70,9 @@ pub async fn audit(app: &App, query: &str) -> Result<Response<Body>, ApiError> {
     let number = |key: &'static str| -> Result<Option<i64>, ApiError> {
         param(query, key)?
             .map(|v| {
-                v.parse::<i64>()
-                    .ok()
-                    .filter(|n| *n >= 1)
-                    .ok_or_else(|| ApiError::BadRequest(format!("{key} must be a positive integer")))
+                v.parse::<i64>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                    ApiError::BadRequest(format!("{key} must be a positive integer"))
+                })
             })
             .transpose()
     };
@@ -97,8 +96,7 @@ pub async fn audit(app: &App, query: &str) -> Result<Response<Body>, ApiError> {
         Some("jsonl") => {
             let mut body = Vec::new();
             for e in &entries {
-                serde_json::to_writer(&mut body, e)
-                    .map_err(|e| ApiError::Internal(Box::new(e)))?;
+                serde_json::to_writer(&mut body, e).map_err(|e| ApiError::Internal(Box::new(e)))?;
                 body.push(b'\n');
             }
             Ok(file(body, "application/x-ndjson", None))
@@ -128,9 +126,9 @@ fn file(body: Vec<u8>, content_type: &'static str, name: Option<&str>) -> Respon
     let mut r = Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if let Some(v) = name.and_then(|n| {
-        HeaderValue::from_str(&format!("attachment; filename=\"{n}\"")).ok()
-    }) {
+    if let Some(v) =
+        name.and_then(|n| HeaderValue::from_str(&format!("attachment; filename=\"{n}\"")).ok())
+    {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     r

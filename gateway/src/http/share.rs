@@ -558,10 +558,7 @@ async fn relay_and_record(
         preamble,
     } = ready;
     let session = guard.session.clone();
-    if let Err(r) = app
-        .start_recording(&session, link, channel, preamble)
-        .await
-    {
+    if let Err(r) = app.start_recording(&session, link, channel, preamble).await {
         drop(guard);
         return relay::close_with(ws, r.into()).await;
     }

@@ -146,7 +146,9 @@ impl RecordingRow {
             no_nul(what, v)?;
         }
         if r.file.contains('/') || r.file.starts_with('.') || r.file.is_empty() {
-            return Err(StoreError::Invalid("recording file must be a plain name".into()));
+            return Err(StoreError::Invalid(
+                "recording file must be a plain name".into(),
+            ));
         }
         Ok(RecordingRow {
             id: r.id.clone(),
@@ -167,8 +169,9 @@ impl RecordingRow {
 
     pub(super) fn into_info(self) -> Result<RecordingInfo, StoreError> {
         Ok(RecordingInfo {
-            status: RecordingStatus::parse(&self.status)
-                .ok_or_else(|| StoreError::Corrupt(format!("recording status {:?}", self.status)))?,
+            status: RecordingStatus::parse(&self.status).ok_or_else(|| {
+                StoreError::Corrupt(format!("recording status {:?}", self.status))
+            })?,
             id: self.id,
             session_id: self.session_id,
             link_id: self.link_id,
@@ -189,8 +192,16 @@ impl RecordingRow {
 /// `list_recordings` SQL uses: link, session, gateway, status, started before (ms).
 pub(super) fn filter_params(
     f: &RecordingFilter,
-) -> Result<(Option<String>, Option<String>, Option<String>, Option<String>, Option<i64>), StoreError>
-{
+) -> Result<
+    (
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<i64>,
+    ),
+    StoreError,
+> {
     Ok((
         f.link_id.clone(),
         f.session_id.clone(),

@@ -190,7 +190,10 @@ mod tests {
         let (r, tail) = read(&f).unwrap();
         assert_eq!(tail, Tail::Clean);
         assert_eq!(r.len(), 3);
-        assert_eq!((r[1].kind, r[1].t_us, r[1].payload), (Kind::ToClient, 10, &b"screen"[..]));
+        assert_eq!(
+            (r[1].kind, r[1].t_us, r[1].payload),
+            (Kind::ToClient, 10, &b"screen"[..])
+        );
         assert_eq!((r[2].kind, r[2].payload), (Kind::ToConsole, &b"keys"[..]));
     }
 

@@ -310,7 +310,10 @@ impl Recorder {
     }
 
     async fn remove_file(&self, path: &Path) {
-        let len = tokio::fs::metadata(path).await.map(|m| m.len()).unwrap_or(0);
+        let len = tokio::fs::metadata(path)
+            .await
+            .map(|m| m.len())
+            .unwrap_or(0);
         if tokio::fs::remove_file(path).await.is_ok() {
             let _ = self
                 .total
@@ -361,8 +364,8 @@ impl Recorder {
 
     /// Deletes this gateway's recordings older than `recording.retention_days`.
     pub async fn prune(&self, now: OffsetDateTime) -> Result<u64, RecordingError> {
-        let retention = time::Duration::try_from(self.settings.retention)
-            .unwrap_or(time::Duration::MAX);
+        let retention =
+            time::Duration::try_from(self.settings.retention).unwrap_or(time::Duration::MAX);
         let filter = RecordingFilter {
             gateway: Some(self.settings.gateway_name.clone()),
             started_before: now.checked_sub(retention),

@@ -113,7 +113,11 @@ impl App {
     }
 
     /// Deletes a recording of this gateway (file and index entry); audited.
-    pub async fn delete_recording(&self, id: &str, client: Option<IpAddr>) -> Result<(), EngineError> {
+    pub async fn delete_recording(
+        &self,
+        id: &str,
+        client: Option<IpAddr>,
+    ) -> Result<(), EngineError> {
         let rec = self.local_recording(id).await?;
         if rec.status == crate::store::RecordingStatus::Recording {
             return Err(EngineError::Conflict(
@@ -144,13 +148,19 @@ impl App {
         if at_start {
             match self.recorder.mark_interrupted().await {
                 Ok(0) => {}
-                Ok(n) => tracing::warn!(count = n, "recordings cut by a stop of the gateway marked interrupted"),
+                Ok(n) => tracing::warn!(
+                    count = n,
+                    "recordings cut by a stop of the gateway marked interrupted"
+                ),
                 Err(e) => tracing::warn!(error = %e, "checking for interrupted recordings failed"),
             }
         }
         match self.recorder.prune(OffsetDateTime::now_utc()).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(count = n, "recordings past recording.retention_days deleted"),
+            Ok(n) => tracing::info!(
+                count = n,
+                "recordings past recording.retention_days deleted"
+            ),
             Err(e) => tracing::warn!(error = %e, "pruning old recordings failed"),
         }
     }

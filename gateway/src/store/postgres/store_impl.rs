@@ -6,14 +6,14 @@ use time::OffsetDateTime;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{GenericClient, Row};
 
+use super::super::recordings::{
+    audit_params, filter_params, AuditEntry, AuditQuery, RecordingFilter, RecordingInfo,
+    RecordingRow, RecordingStatus, MAX_RECORDING_LIST, RECORDING_COLS,
+};
 use super::super::rows::{
     audit_limit, from_ms, inserted, refusal, rotation_time, same_hash, to_ms, AuditRow, KeyRow,
     LinkRow, MaybeUnique, NewToken, TargetRow, TokenRow, Unique, AUDIT_COLS, KEY_COLS, LINK_COLS,
     TARGET_COLS, TOKEN_COLS,
-};
-use super::super::recordings::{
-    audit_params, filter_params, AuditEntry, AuditQuery, RecordingFilter, RecordingInfo,
-    RecordingRow, RecordingStatus, MAX_RECORDING_LIST, RECORDING_COLS,
 };
 use super::super::{
     admin_token_hash, plausible_admin_token, AdminTokenInfo, AuditEvent, Grant, RedeemError, Store,

@@ -7,14 +7,14 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use time::OffsetDateTime;
 
+use super::super::recordings::{
+    audit_params, filter_params, AuditEntry, AuditQuery, RecordingFilter, RecordingInfo,
+    RecordingRow, RecordingStatus, MAX_RECORDING_LIST, RECORDING_COLS,
+};
 use super::super::rows::{
     audit_limit, inserted, refusal, rotation_time, same_hash, to_ms, AuditRow, KeyRow, LinkRow,
     MaybeUnique, NewToken, TargetRow, TokenRow, Unique, AUDIT_COLS, KEY_COLS, LINK_COLS,
     TARGET_COLS, TOKEN_COLS,
-};
-use super::super::recordings::{
-    audit_params, filter_params, AuditEntry, AuditQuery, RecordingFilter, RecordingInfo,
-    RecordingRow, RecordingStatus, MAX_RECORDING_LIST, RECORDING_COLS,
 };
 use super::super::{
     admin_token_hash, plausible_admin_token, AdminTokenInfo, AuditEvent, Grant, RedeemError, Store,
@@ -129,7 +129,9 @@ fn audit_entry_row(r: &Row<'_>) -> rusqlite::Result<(i64, AuditRow, Option<Strin
     ))
 }
 
-fn audit_entry((id, row, recording_id): (i64, AuditRow, Option<String>)) -> Result<AuditEntry, StoreError> {
+fn audit_entry(
+    (id, row, recording_id): (i64, AuditRow, Option<String>),
+) -> Result<AuditEntry, StoreError> {
     Ok(AuditEntry {
         id,
         event: row.into_event()?,
