@@ -190,18 +190,16 @@ impl RecordingRow {
 
 /// The filter's values as SQL parameters (NULL = no filter), in the order both stores'
 /// `list_recordings` SQL uses: link, session, gateway, status, started before (ms).
-pub(super) fn filter_params(
-    f: &RecordingFilter,
-) -> Result<
-    (
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<i64>,
-    ),
-    StoreError,
-> {
+pub(super) type FilterParams = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+);
+
+/// See [`FilterParams`].
+pub(super) fn filter_params(f: &RecordingFilter) -> Result<FilterParams, StoreError> {
     Ok((
         f.link_id.clone(),
         f.session_id.clone(),
@@ -211,24 +209,21 @@ pub(super) fn filter_params(
     ))
 }
 
-/// The audit query's values as SQL parameters (NULL = no filter): link, vm, kind,
-/// client, since (ms), until (ms), before id, limit.
-#[allow(clippy::type_complexity)]
-pub(super) fn audit_params(
-    q: &AuditQuery,
-) -> Result<
-    (
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<i64>,
-        Option<i64>,
-        Option<i64>,
-        i64,
-    ),
-    StoreError,
-> {
+/// The audit query's SQL parameters: link, vm, kind, client, since (ms), until (ms),
+/// before id, limit.
+pub(super) type AuditParams = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    i64,
+);
+
+/// The audit query's values as SQL parameters (NULL = no filter), see [`AuditParams`].
+pub(super) fn audit_params(q: &AuditQuery) -> Result<AuditParams, StoreError> {
     Ok((
         q.link_id.clone(),
         q.vm.clone(),

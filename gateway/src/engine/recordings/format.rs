@@ -121,11 +121,16 @@ pub enum Tail {
     Corrupt,
 }
 
+/// The data does not start with [`MAGIC`]: not a recording (of this format version).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not a recording (bad magic)")]
+pub struct NotARecording;
+
 /// Reads a recording: the records up to the first incomplete or bad one, and how the
 /// data ended. `Err` only when the magic is wrong (not a recording at all).
-pub fn read(data: &[u8]) -> Result<(Vec<Record<'_>>, Tail), ()> {
+pub fn read(data: &[u8]) -> Result<(Vec<Record<'_>>, Tail), NotARecording> {
     if data.get(..MAGIC.len()) != Some(&MAGIC[..]) {
-        return Err(());
+        return Err(NotARecording);
     }
     let mut records = Vec::new();
     let mut at = MAGIC.len();
