@@ -267,15 +267,29 @@ async fn a_version_1_store_is_upgraded_in_place() {
     let mut c = Connection::open(&path).expect("conn");
     migrate(&mut c, &MIGRATIONS[..1]).expect("v1");
     drop(c);
-    // what the previous release wrote
+    // what the first release wrote (its columns only)
     let l = link_with(Some(3), None);
     {
-        let old = SqliteStore {
-            conn: Arc::new(Mutex::new(Connection::open(&path).expect("conn"))),
-            path: None,
-            audit_queue: Arc::default(),
-        };
-        old.create_link(&l).await.expect("create");
+        let c = Connection::open(&path).expect("conn");
+        let ms = |t: time::OffsetDateTime| (t.unix_timestamp_nanos() / 1_000_000) as i64;
+        c.execute(
+            "INSERT INTO links (id, vm, console, expires_at_ms, not_before_ms, password_hash, \
+             max_uses, max_viewers, view_only, allow_power, note, uses, created_at_ms, \
+             revoked_at_ms) VALUES (?1, ?2, ?3, ?4, NULL, ?5, 3, ?6, ?7, ?8, ?9, 0, ?10, NULL)",
+            rusqlite::params![
+                l.id,
+                l.vm,
+                l.console.as_str(),
+                ms(l.expires_at),
+                l.password_hash,
+                l.max_viewers.map(i64::from),
+                l.view_only,
+                l.allow_power,
+                l.note,
+                ms(l.created_at),
+            ],
+        )
+        .expect("create");
     }
     let s = SqliteStore::open(&path).expect("upgrade");
     assert_eq!(s.get_link(&l.id).await.expect("get"), Some(l.clone()));
@@ -286,7 +300,7 @@ async fn a_version_1_store_is_upgraded_in_place() {
     s.put_grant("aa", &g).await.expect("grants table exists");
     drop(s);
     let c = Connection::open(&path).expect("conn");
-    assert_eq!(version(&c), vec![1, 2]);
+    assert_eq!(version(&c), vec![1, 2, 5]);
 }
 
 #[tokio::test]
