@@ -176,11 +176,12 @@ export async function openPlayer(id) {
   player = new Player($('player-screen'), buf, updatePlayer);
   dlg.dataset.duration = String(Math.ceil(player.duration));
   $('player-title').textContent = `Recording of ${player.meta.vm ?? ''} (${player.meta.console ?? ''}${player.meta.channel ? `/${player.meta.channel}` : ''}), ${formatDate(player.meta.started_at)}`;
-  // The session's time line: its events, and when the visitor's input reached the console.
+  // The session's time line: its events, and when the visitor's messages (input, screen
+  // update requests) reached the console.
   const marks = [...player.events.map((e) => ({ t: e.t, text: e.ev?.event === 'end' ? `session ended (${e.ev.reason})` : `recording stopped (${e.ev?.reason ?? '?'})` }))];
   const bursts = [];
   for (const t of player.inputs) if (!bursts.length || t - bursts[bursts.length - 1] > 2000) bursts.push(t);
-  for (const t of bursts.slice(0, 200)) marks.push({ t, text: 'visitor input' });
+  for (const t of bursts.slice(0, 200)) marks.push({ t, text: 'visitor messages' });
   marks.sort((a, b) => a.t - b.t);
   $('player-timeline').replaceChildren(...marks.map((m) => h('li', {},
     h('button', { type: 'button', class: 'ghost small', text: `${clock(m.t)} ${m.text}`, onclick: () => player?.seek(m.t) }))));

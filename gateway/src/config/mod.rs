@@ -245,10 +245,9 @@ impl RawConfig {
             Some(a) => Some(a.validate(base)?),
             None => None,
         };
-        let data_dir = abs(self.data_dir.unwrap_or_else(|| PathBuf::from("data")));
-        let recording = self.recording.validate(&data_dir, abs)?;
+        let recording = self.recording.validate(abs)?;
         Ok(Config {
-            data_dir,
+            data_dir: abs(self.data_dir.unwrap_or_else(|| PathBuf::from("data"))),
             public_url: sections::public_url(self.public_url)?,
             public_listen: self
                 .public

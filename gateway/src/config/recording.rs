@@ -59,7 +59,9 @@ pub struct RawRecording {
 #[derive(Debug, Clone)]
 pub struct RecordingSettings {
     pub default: bool,
-    pub dir: PathBuf,
+    /// The folder as configured; `None`: `recordings` in the data directory (see
+    /// [`RecordingSettings::folder`], since the data directory may be set after this).
+    pub dir: Option<PathBuf>,
     pub max_bytes_per_recording: u64,
     pub max_total_bytes: u64,
     pub retention: Duration,
@@ -69,11 +71,19 @@ pub struct RecordingSettings {
 }
 
 impl RecordingSettings {
-    /// The defaults, with the folder in `data_dir`.
-    pub fn defaults(data_dir: &Path) -> RecordingSettings {
+    /// The recordings folder: as configured, else `DATA/recordings`.
+    pub fn folder(&self, data_dir: &Path) -> PathBuf {
+        self.dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("recordings"))
+    }
+}
+
+impl Default for RecordingSettings {
+    fn default() -> RecordingSettings {
         RecordingSettings {
             default: false,
-            dir: data_dir.join("recordings"),
+            dir: None,
             max_bytes_per_recording: 256 << 20,
             max_total_bytes: 8 << 30,
             retention: Duration::from_secs(90 * 86_400),
@@ -96,10 +106,9 @@ fn host_name() -> String {
 impl RawRecording {
     pub(super) fn validate(
         self,
-        data_dir: &Path,
         abs: impl Fn(PathBuf) -> PathBuf,
     ) -> Result<RecordingSettings, ConfigError> {
-        let d = RecordingSettings::defaults(data_dir);
+        let d = RecordingSettings::default();
         let positive = |v: Option<u64>, def: u64, key: &'static str| match v {
             None => Ok(def),
             Some(0) => Err(invalid(key, "must be at least 1")),
@@ -143,7 +152,7 @@ impl RawRecording {
         };
         Ok(RecordingSettings {
             default: self.default.unwrap_or(false),
-            dir: self.dir.map(abs).unwrap_or(d.dir),
+            dir: self.dir.map(abs),
             max_bytes_per_recording,
             max_total_bytes,
             retention: Duration::from_secs(days * 86_400),
@@ -151,5 +160,52 @@ impl RawRecording {
             queue_chunks,
             gateway_name,
         })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn parse(toml_text: &str) -> Result<RecordingSettings, ConfigError> {
+        let raw: RawRecording = toml::from_str(toml_text).unwrap();
+        raw.validate(|p| Path::new("/etc/gw").join(p))
+    }
+
+    #[test]
+    fn defaults_and_named_errors() {
+        let d = parse("").unwrap();
+        assert!(!d.default);
+        assert_eq!(
+            d.folder(Path::new("/var/gw")),
+            Path::new("/var/gw/recordings")
+        );
+        assert_eq!(d.on_limit, LimitAction::EndSession);
+        assert_eq!(d.retention, Duration::from_secs(90 * 86_400));
+        let s = parse("dir = \"rec\"\non_limit = \"stop_recording\"\ndefault = true\nmax_total_bytes = 10\ngateway_name = \"gw-1\"").unwrap();
+        assert_eq!(s.folder(Path::new("/x")), Path::new("/etc/gw/rec"));
+        assert_eq!(
+            (s.on_limit, s.default, s.max_total_bytes),
+            (LimitAction::StopRecording, true, 10)
+        );
+        assert_eq!(s.gateway_name, "gw-1");
+        for (bad, key) in [
+            (
+                "max_bytes_per_recording = 0",
+                "recording.max_bytes_per_recording",
+            ),
+            ("max_total_bytes = 0", "recording.max_total_bytes"),
+            ("retention_days = 0", "recording.retention_days"),
+            ("queue_chunks = 0", "recording.queue_chunks"),
+            ("gateway_name = \"a b\"", "recording.gateway_name"),
+        ] {
+            match parse(bad) {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        assert!(toml::from_str::<RawRecording>("on_limit = \"explode\"").is_err());
+        assert!(toml::from_str::<RawRecording>("nope = 1").is_err());
     }
 }

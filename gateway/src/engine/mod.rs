@@ -152,6 +152,7 @@ impl App {
         );
         let recorder = Arc::new(crate::engine::recordings::Recorder::new(
             cfg.recording.clone(),
+            &cfg.data_dir,
             store.clone(),
         ));
         Ok(Arc::new(App {

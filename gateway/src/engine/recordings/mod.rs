@@ -86,6 +86,8 @@ pub struct RecordingSpec {
 #[derive(Debug)]
 pub struct Recorder {
     settings: RecordingSettings,
+    /// The recordings folder.
+    dir: PathBuf,
     store: Arc<dyn Store>,
     /// Bytes of this gateway's recording files (scanned at start, kept up to date).
     total: AtomicU64,
@@ -191,11 +193,14 @@ fn create_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 impl Recorder {
-    /// The recorder of a gateway (the folder is created when the first recording starts).
-    pub fn new(settings: RecordingSettings, store: Arc<dyn Store>) -> Recorder {
-        let total = folder_bytes(&settings.dir);
+    /// The recorder of a gateway whose data directory is `data_dir` (the folder is
+    /// created when the first recording starts).
+    pub fn new(settings: RecordingSettings, data_dir: &Path, store: Arc<dyn Store>) -> Recorder {
+        let dir = settings.folder(data_dir);
+        let total = folder_bytes(&dir);
         Recorder {
             settings,
+            dir,
             store,
             total: AtomicU64::new(total),
         }
@@ -212,7 +217,12 @@ impl Recorder {
 
     /// The path of a recording of this gateway.
     pub fn path_of(&self, rec: &RecordingInfo) -> PathBuf {
-        self.settings.dir.join(&rec.file)
+        self.dir.join(&rec.file)
+    }
+
+    /// The recordings folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Starts recording `session`: creates the file (magic, metadata, preamble), adds it
@@ -227,13 +237,13 @@ impl Recorder {
             return Err(RecordingError::TotalCap);
         }
         let io = |source| RecordingError::Io {
-            path: s.dir.clone(),
+            path: self.dir.clone(),
             source,
         };
-        create_dir(&s.dir).map_err(io)?;
+        create_dir(&self.dir).map_err(io)?;
         let id = crate::model::links::new_link_id();
         let file = file_name(&id);
-        let path = s.dir.join(&file);
+        let path = self.dir.join(&file);
         let started_at = OffsetDateTime::now_utc();
         let meta = serde_json::json!({
             "format": 1,
