@@ -4,7 +4,8 @@
 //! handshake the visitor read; the size cap ends the session or stops the recording as
 //! configured; a recording cut by `kill -9` of the gateway reads up to its last complete
 //! record and is marked interrupted at the next start; a recording held by another
-//! gateway is refused with the holder's name.
+//! gateway is refused with the holder's name; SPICE main, display and inputs channels are
+//! recorded each, with what passed.
 
 #![allow(clippy::unwrap_used)]
 
@@ -723,4 +724,155 @@ async fn a_recording_cut_by_kill_9_reads_up_to_its_last_complete_record() {
     assert_eq!(list[0]["id"], id);
     assert_eq!(list[0]["gateway"], "gw-k");
     drop(gw);
+}
+
+/// SPICE: every channel is a session of its own, recorded with its channel name.
+mod spice {
+    use super::*;
+
+    const MAIN: u8 = 1;
+    const DISPLAY: u8 = 2;
+    const INPUTS: u8 = 3;
+    const COMMON_CAPS: u32 = (1 << 0) | (1 << 3);
+
+    fn link_message(channel: u8, connection_id: u32) -> Vec<u8> {
+        let mut m = b"REDQ".to_vec();
+        for v in [2u32, 2, 22] {
+            m.extend_from_slice(&v.to_le_bytes());
+        }
+        m.extend_from_slice(&connection_id.to_le_bytes());
+        m.extend_from_slice(&[channel, 0]);
+        for v in [1u32, 0, 18, COMMON_CAPS] {
+            m.extend_from_slice(&v.to_le_bytes());
+        }
+        m
+    }
+
+    fn mini(msg_type: u16, body: &[u8]) -> Vec<u8> {
+        let mut m = msg_type.to_le_bytes().to_vec();
+        m.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        m.extend_from_slice(body);
+        m
+    }
+
+    fn le32(b: &[u8], at: usize) -> u32 {
+        u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+    }
+
+    /// RSA-OAEP of an empty password under the server's key (openssl CLI).
+    fn ticket(pub_key_der: &[u8]) -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, pw, out) = (
+            dir.path().join("key.der"),
+            dir.path().join("pw"),
+            dir.path().join("t"),
+        );
+        std::fs::write(&key, pub_key_der).unwrap();
+        std::fs::write(&pw, b"\0").unwrap();
+        let st = std::process::Command::new("openssl")
+            .args(["pkeyutl", "-encrypt", "-pubin", "-keyform", "DER", "-inkey"])
+            .arg(&key)
+            .args(["-pkeyopt", "rsa_padding_mode:oaep", "-in"])
+            .arg(&pw)
+            .arg("-out")
+            .arg(&out)
+            .status()
+            .expect("openssl");
+        assert!(st.success());
+        std::fs::read(&out).unwrap()
+    }
+
+    /// Link + ticket on a channel.
+    async fn link_channel(c: &mut WsBytes, channel: u8, connection_id: u32) {
+        c.send(&link_message(channel, connection_id)).await;
+        let hdr = c.read_exact(16).await;
+        let reply = c.read_exact(le32(&hdr, 12) as usize).await;
+        assert_eq!(le32(&reply, 0), 0, "SpiceLinkReply.error");
+        let mut auth = 1u32.to_le_bytes().to_vec();
+        auth.extend_from_slice(&ticket(&reply[4..166]));
+        c.send(&auth).await;
+        assert_eq!(le32(&c.read_exact(4).await, 0), 0, "link result");
+    }
+
+    /// The next message of a channel: (type, body).
+    async fn next(c: &mut WsBytes) -> (u16, Vec<u8>) {
+        let h = c.read_exact(6).await;
+        let body = c.read_exact(le32(&h, 2) as usize).await;
+        (u16::from_le_bytes([h[0], h[1]]), body)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn spice_display_and_inputs_channels_are_recorded_each() {
+        let gw = TestGateway::start().await;
+        gw.start_firmware_vm("spr").await;
+        let link = gw
+            .create_link(
+                json!({"vm": "spr", "console": "spice", "ttl_seconds": 600, "record": true}),
+            )
+            .await;
+        let (status, cookie, v) = gw.exchange(link["token"].as_str().unwrap(), None).await;
+        assert_eq!((status, &v["recorded"]), (200, &json!(true)));
+        let ws_path = v["ws_path"].as_str().unwrap().to_owned();
+        let open = || async {
+            WsBytes::new(
+                gw.ws(&ws_path, cookie.as_deref(), Some(&gw.origin()))
+                    .await
+                    .unwrap(),
+            )
+        };
+        let mut main = open().await;
+        link_channel(&mut main, MAIN, 0).await;
+        let session_id = loop {
+            let (t, body) = next(&mut main).await;
+            if t == 103 {
+                break le32(&body, 0);
+            }
+        };
+        let mut display = open().await;
+        link_channel(&mut display, DISPLAY, session_id).await;
+        let mut dinit = vec![0u8];
+        dinit.extend_from_slice(&(10i64 * 1024 * 1024).to_le_bytes());
+        dinit.push(0);
+        dinit.extend_from_slice(&(1i32 << 20).to_le_bytes());
+        display.send(&mini(101, &dinit)).await;
+        loop {
+            if next(&mut display).await.0 == 314 {
+                break; // DISPLAY_SURFACE_CREATE
+            }
+        }
+        let mut inputs = open().await;
+        link_channel(&mut inputs, INPUTS, session_id).await;
+        // SPICE_MSGC_INPUTS_KEY_DOWN (scancode of 'a') and KEY_UP.
+        let keys = [
+            mini(101, &0x1eu32.to_le_bytes()),
+            mini(102, &0x9eu32.to_le_bytes()),
+        ]
+        .concat();
+        inputs.send(&keys).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for c in [&mut inputs, &mut display, &mut main] {
+            futures::SinkExt::close(&mut c.ws).await.unwrap();
+        }
+        let recs = finished_recordings(&gw, link["id"].as_str().unwrap()).await;
+        let mut channels: Vec<String> = recs
+            .iter()
+            .map(|r| r["channel"].as_str().unwrap().to_owned())
+            .collect();
+        channels.sort();
+        assert_eq!(channels, ["display", "inputs", "main"], "{recs:?}");
+        for r in &recs {
+            assert_eq!(r["console"], "spice");
+            let (_, file) = download(&gw, r["id"].as_str().unwrap()).await;
+            assert_eq!(format::read(&file).unwrap().1, Tail::Clean);
+            match r["channel"].as_str().unwrap() {
+                "display" => assert!(!stream(&file, Kind::ToClient).is_empty()),
+                "inputs" => {
+                    // The ticket, then the key events, as they reached the console.
+                    let sent = stream(&file, Kind::ToConsole);
+                    assert!(sent.ends_with(&keys), "{sent:?}");
+                }
+                _ => {}
+            }
+        }
+    }
 }
