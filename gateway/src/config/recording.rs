@@ -48,7 +48,8 @@ pub struct RawRecording {
     /// writer that cannot keep up does.
     pub on_limit: Option<LimitAction>,
     /// Chunks a session's relay may queue for its recording's writer before the writer
-    /// counts as unable to keep up (default 1024).
+    /// counts as unable to keep up (default 256; at most this many times
+    /// `limits.relay_buffer_bytes` of memory per recorded session).
     pub queue_chunks: Option<usize>,
     /// This gateway's name in the recordings list (which gateway holds a file when
     /// several share a PostgreSQL store). Default: the host name.
@@ -88,7 +89,7 @@ impl Default for RecordingSettings {
             max_total_bytes: 8 << 30,
             retention: Duration::from_secs(90 * 86_400),
             on_limit: LimitAction::EndSession,
-            queue_chunks: 1024,
+            queue_chunks: 256,
             gateway_name: host_name(),
         }
     }
