@@ -625,10 +625,12 @@ async fn a_recording_cut_by_kill_9_reads_up_to_its_last_complete_record() {
         assert_eq!(ws.read_exact(line.len()).await, line.as_bytes());
         sent.extend_from_slice(line.as_bytes());
     }
-    // Keep writing while the gateway is killed.
+    // Keep typing (briskly, not a flood that would outrun the recording's queue and
+    // end the session as writer_behind) while the gateway is killed.
     let writer = tokio::spawn(async move {
         use futures::SinkExt;
         for i in 200.. {
+            tokio::time::sleep(Duration::from_millis(1)).await;
             let line = format!("line {i:05}\n");
             if ws
                 .ws

@@ -109,13 +109,21 @@ pub async fn run(a: &RecordingArgs) -> anyhow::Result<String> {
         // Alternate which goes first.
         let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
         for &i in &order {
-            eprintln!("round {round}: latency, {} (load {})", relays_[i].name, procinfo::loadavg());
+            eprintln!(
+                "round {round}: latency, {} (load {})",
+                relays_[i].name,
+                procinfo::loadavg()
+            );
             sides[i]
                 .latency
                 .push(measure::ws_latency(relays_[i], a.latency_samples).await);
         }
         for &i in &order {
-            eprintln!("round {round}: throughput, {} (load {})", relays_[i].name, procinfo::loadavg());
+            eprintln!(
+                "round {round}: throughput, {} (load {})",
+                relays_[i].name,
+                procinfo::loadavg()
+            );
             sides[i].throughput.push(
                 measure::throughput(
                     relays_[i],
@@ -140,9 +148,15 @@ pub async fn run(a: &RecordingArgs) -> anyhow::Result<String> {
     .await
     .unwrap_or_default();
     let stops = audit.as_array().map_or(0, Vec::len);
-    let recs = relays::admin_call(admin.addr, &admin.token, "GET", "/api/v1/recordings", serde_json::Value::Null)
-        .await
-        .unwrap_or_default();
+    let recs = relays::admin_call(
+        admin.addr,
+        &admin.token,
+        "GET",
+        "/api/v1/recordings",
+        serde_json::Value::Null,
+    )
+    .await
+    .unwrap_or_default();
     let n_recs = recs.as_array().map_or(0, Vec::len);
     let load_after = procinfo::loadavg();
     proc_.stop().await;
@@ -164,7 +178,10 @@ pub async fn run(a: &RecordingArgs) -> anyhow::Result<String> {
         work.display(),
     );
     let _ = writeln!(s, "## Per round\n");
-    let _ = writeln!(s, "| round | link | MiB/s | gateway CPU % | p50 µs | p99 µs |");
+    let _ = writeln!(
+        s,
+        "| round | link | MiB/s | gateway CPU % | p50 µs | p99 µs |"
+    );
     let _ = writeln!(s, "|---|---|---|---|---|---|");
     for round in 0..a.rounds {
         for (i, side) in sides.iter().enumerate() {
@@ -183,11 +200,53 @@ pub async fn run(a: &RecordingArgs) -> anyhow::Result<String> {
             let _ = writeln!(s, "| {round} | {} | {tp} | {lat} |", relays_[i].name);
         }
     }
-    let mean = |v: Vec<f64>| if v.is_empty() { f64::NAN } else { v.iter().sum::<f64>() / v.len() as f64 };
-    let tp = |i: usize| mean(sides[i].throughput.iter().filter_map(|t| t.as_ref().ok()).map(|t| t.mib_s).collect());
-    let cpu_pct = |i: usize| mean(sides[i].throughput.iter().filter_map(|t| t.as_ref().ok()).map(|t| t.relay_cpu_pct).collect());
-    let p50 = |i: usize| mean(sides[i].latency.iter().filter_map(|t| t.as_ref().ok()).map(|t| t.p50_us).collect());
-    let p99 = |i: usize| mean(sides[i].latency.iter().filter_map(|t| t.as_ref().ok()).map(|t| t.p99_us).collect());
+    let mean = |v: Vec<f64>| {
+        if v.is_empty() {
+            f64::NAN
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        }
+    };
+    let tp = |i: usize| {
+        mean(
+            sides[i]
+                .throughput
+                .iter()
+                .filter_map(|t| t.as_ref().ok())
+                .map(|t| t.mib_s)
+                .collect(),
+        )
+    };
+    let cpu_pct = |i: usize| {
+        mean(
+            sides[i]
+                .throughput
+                .iter()
+                .filter_map(|t| t.as_ref().ok())
+                .map(|t| t.relay_cpu_pct)
+                .collect(),
+        )
+    };
+    let p50 = |i: usize| {
+        mean(
+            sides[i]
+                .latency
+                .iter()
+                .filter_map(|t| t.as_ref().ok())
+                .map(|t| t.p50_us)
+                .collect(),
+        )
+    };
+    let p99 = |i: usize| {
+        mean(
+            sides[i]
+                .latency
+                .iter()
+                .filter_map(|t| t.as_ref().ok())
+                .map(|t| t.p99_us)
+                .collect(),
+        )
+    };
     let _ = writeln!(s, "\n## Means\n");
     let _ = writeln!(s, "| metric | not recorded | recorded | recorded / not |");
     let _ = writeln!(s, "|---|---|---|---|");
