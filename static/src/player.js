@@ -7,7 +7,9 @@
 // of ZRLE/Tight, the previous frame for CopyRect and incremental updates), so a decoder
 // cannot start mid-stream. A seek forward decodes from the current position to the
 // target at full speed, without the recorded pacing; a seek backward restarts the
-// decoder from the start at full speed. The record index (time → record) is built once.
+// decoder from the start at full speed. Text (raw/serial) replays keep key points (the
+// text and the position every KEY_EVERY_MS of recording), so a seek backward starts
+// from the nearest one. The record index (time → record) is built once.
 
 import RFB from '@novnc/novnc';
 import { KIND, eventOf, parseRecording } from './recording.js';
@@ -39,6 +41,7 @@ class ReplayChannel {
 }
 
 // Strips terminal escape sequences for the plain-text view of raw/serial recordings.
+const KEY_EVERY_MS = 5000;
 const ESC = /\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]|\x1b[=>78DEHMcn]|\r/g;
 
 export class Player {
@@ -65,6 +68,7 @@ export class Player {
     this.speed = 1;
     this.playing = false;
     this.raf = null;
+    this.keys = []; // text key points {t, pos, text}, ascending
     this.reset();
   }
 
@@ -115,12 +119,28 @@ export class Player {
     }
     if (this.kind === 'spice') this.text.textContent = `SPICE ${this.meta.channel ?? ''} channel: ${this.bytesOut} bytes from the console so far`;
     this.time = Math.min(t, this.duration);
+    const lastKey = this.keys.length ? this.keys[this.keys.length - 1].t : 0;
+    if (this.kind === 'text' && this.time >= lastKey + KEY_EVERY_MS) {
+      this.keys.push({ t: this.time, pos: this.pos, text: this.text.textContent });
+    }
+  }
+
+  /** Back to the nearest text key point at or before `t`; false if there is none. */
+  restoreKey(t) {
+    let k = null;
+    for (const c of this.keys) if (c.t <= t) k = c;
+    if (!k || this.kind !== 'text') return false;
+    this.pos = k.pos;
+    this.time = k.t;
+    this.textDecoder = new TextDecoder();
+    this.text.textContent = k.text;
+    return true;
   }
 
   /** Moves to time `t` (ms): forward from here, or from the start when going back. */
   seek(t) {
     t = Math.max(0, Math.min(t, this.duration));
-    if (t < this.time) this.reset();
+    if (t < this.time && !this.restoreKey(t)) this.reset();
     this.feedTo(t);
     if (this.playing) this.anchor();
     this.onUpdate?.(this);

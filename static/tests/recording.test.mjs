@@ -3,10 +3,12 @@
 // the console page; the recording plays back in the admin console, and its final frame
 // matches the guest's screen as QEMU reported it at the end of the session (the
 // screendump comparison of console.test.mjs); seeking into the middle and back to the
-// end; the audit view lists the session and links to its recording.
+// end; the audit view lists the session and links to its recording; a raw console's
+// recording replays as text, seeking back to a key point.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { createServer } from 'node:net';
 import {
   startGateway, launchBrowser, newPage, shot, createLink, admin, waitForScreen, waitForSerial,
   typeKeys, openShare, sleep, compareWithScreenshot, screendump, canvasStats,
@@ -123,4 +125,68 @@ test('a recorded session plays back in the admin console as the guest showed it'
   await matchesScreendump(page, finalPng);
   assert.deepEqual(page.errors, []);
   await page.context().close();
+});
+
+test('a raw console recording replays as text, with seeking', { timeout: 120_000 }, async () => {
+  // A raw console: a TCP echo server, registered as a target.
+  const echo = createServer((s) => s.on('data', (d) => s.write(d)));
+  await new Promise((r) => echo.listen(0, '127.0.0.1', r));
+  const port = echo.address().port;
+  try {
+    const t = await admin(gw, 'POST', '/api/v1/targets', { name: 'echo', kind: 'raw', address: `127.0.0.1:${port}` });
+    assert.equal(t.status, 201, JSON.stringify(t.body));
+    const link = await createLink(gw, { vm: 'echo', console: 'raw', record: true });
+    // A visitor's browser speaks to it for a while: 16 lines, 400 ms apart.
+    const visitor = await newPage(browser);
+    await visitor.goto(`${gw.info.public_url}/s/`);
+    const echoed = await visitor.evaluate(async (token) => {
+      const r = await fetch('/s/session', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ token }) });
+      const s = await r.json();
+      const ws = new WebSocket(`wss://${location.host}${s.ws_path}`, ['binary']);
+      ws.binaryType = 'arraybuffer';
+      let got = '';
+      ws.onmessage = (e) => { got += new TextDecoder().decode(e.data); };
+      await new Promise((res, rej) => { ws.onopen = res; ws.onerror = rej; });
+      for (let i = 0; i < 16; i++) {
+        ws.send(new TextEncoder().encode(`line ${String(i).padStart(2, '0')}\r\n`));
+        await new Promise((res) => setTimeout(res, 400));
+      }
+      ws.close();
+      return got;
+    }, link.token);
+    assert.match(echoed, /line 15/);
+    await visitor.context().close();
+    let rec;
+    for (let i = 0; i < 100 && !rec; i++) {
+      const r = await admin(gw, 'GET', `/api/v1/recordings?link=${link.id}`);
+      rec = r.body?.find?.((x) => x.status === 'complete');
+      if (!rec) await sleep(200);
+    }
+    assert.ok(rec, 'a complete recording');
+
+    const page = await newPage(browser);
+    await page.goto(`${gw.info.admin_url}/`);
+    await page.fill('#login-token', gw.info.admin_token);
+    await page.click('#login-submit');
+    await page.locator(`#rec-body tr[data-recording-id="${rec.id}"] button`, { hasText: 'Play' }).click();
+    await page.locator(`#player[open][data-recording-id="${rec.id}"]`).waitFor();
+    const duration = Number(await page.locator('#player').getAttribute('data-duration'));
+    assert.ok(duration >= 5000, `duration ${duration}`);
+    const text = () => page.locator('#player-screen pre.replay-text').textContent();
+    await seek(page, duration);
+    const all = await text();
+    for (let i = 0; i < 16; i++) assert.ok(all.includes(`line ${String(i).padStart(2, '0')}`), all);
+    // Back into the middle: only what was shown by then.
+    await seek(page, Math.floor(duration / 2));
+    const mid = await text();
+    assert.ok(mid.includes('line 00') && !mid.includes('line 15'), mid);
+    assert.ok(all.startsWith(mid), 'the middle is a prefix of the end');
+    await seek(page, duration);
+    assert.equal(await text(), all);
+    await shot(page, 'rec-5-raw');
+    assert.deepEqual(page.errors, []);
+    await page.context().close();
+  } finally {
+    echo.close();
+  }
 });
