@@ -4,10 +4,12 @@
 # Extra arguments go to vmgw-load (e.g. --idle 500 --throughput-secs 5; see --help).
 # `run.sh churn [args]` runs the churn check instead (gateway only, no websockify):
 # writes results/churn-<date>.md; args go to `vmgw-load churn` (see README, "Churn").
+# `run.sh recording [args]`: throughput and latency with and without session recording
+# (gateway only): writes results/recording-<date>.md; args go to `vmgw-load recording`.
 set -euo pipefail
 mode=compare
-if [ "${1:-}" = churn ]; then
-    mode=churn
+if [ "${1:-}" = churn ] || [ "${1:-}" = recording ]; then
+    mode=$1
     shift
 fi
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -27,7 +29,7 @@ fi
 
 mkdir -p results
 prefix=""
-if [ "$mode" = churn ]; then prefix="churn-"; fi
+if [ "$mode" != compare ]; then prefix="$mode-"; fi
 out="results/$prefix$(date +%F).md"
 if [ -e "$out" ]; then out="results/$prefix$(date +%F-%H%M).md"; fi
 
@@ -52,6 +54,17 @@ if [ "$mode" = churn ]; then
         --note "Date: $(date -Iseconds)" \
         --note "Gateway: commit $commit${dirty:+ (with uncommitted changes)}, \`target/release/gateway serve --config\` (self-signed cert, data dir in ${TMPDIR:-/tmp} on $tmpfs)" \
         --note "Command: \`loadtests/run.sh churn${*:+ $*}\`" \
+        "$@"
+fi
+
+if [ "$mode" = recording ]; then
+    exec "${pin_client[@]}" target/release/vmgw-load recording \
+        --gateway "$repo/target/release/gateway" \
+        --out "$out" \
+        "${pin_args[@]}" \
+        --note "Date: $(date -Iseconds)" \
+        --note "Gateway: commit $commit${dirty:+ (with uncommitted changes)}, \`target/release/gateway serve --config\` (self-signed cert, data dir and recordings in ${TMPDIR:-/tmp} on $tmpfs)" \
+        --note "Command: \`loadtests/run.sh recording${*:+ $*}\`" \
         "$@"
 fi
 

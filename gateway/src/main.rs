@@ -50,6 +50,9 @@ enum Command {
     /// Manage bonds of LAN ports.
     #[command(subcommand)]
     Bond(cli::net::BondCommand),
+    /// Session recordings: list, show, download, delete.
+    #[command(subcommand)]
+    Recording(cli::recording::RecordingCommand),
 }
 
 fn default_data_dir() -> PathBuf {
@@ -147,6 +150,7 @@ fn main() -> ExitCode {
             Command::Key(cmd) => cli::link::run_key(cmd, &cfg).await,
             Command::Vswitch(cmd) => cli::net::run_switch(cmd, &cfg).await,
             Command::Bond(cmd) => cli::net::run_bond(cmd, &cfg).await,
+            Command::Recording(cmd) => cli::recording::run(cmd, cfg).await,
         }
     });
     match result {

@@ -40,6 +40,7 @@ fn one_use_link() -> Link {
         allow_power: false,
         note: None,
         clipboard: None,
+        record: None,
     }
     .validate(NOW, &LinkPolicy::default())
     .unwrap()

@@ -19,8 +19,9 @@ use std::sync::Arc;
 use gateway::model::links::{ConsoleType, Refusal};
 use gateway::model::tokens::{TokenConfig, TokenKeys};
 use gateway::store::{
-    admin_token_hash, AuditEvent, AuditKind, Grant, PgSettings, PgStore, RedeemError, Secret,
-    SqliteStore, Store, StoreError, Target, TargetAddress, TargetRequest, MAX_AUDIT_DETAIL,
+    admin_token_hash, AuditEvent, AuditKind, AuditQuery, Grant, PgSettings, PgStore,
+    RecordingFilter, RecordingInfo, RecordingStatus, RedeemError, Secret, SqliteStore, Store,
+    StoreError, Target, TargetAddress, TargetRequest, MAX_AUDIT_DETAIL,
 };
 use store_fixtures::{link_with, NOW};
 use test_support::postgres::{PgDatabase, PgServer};
@@ -134,6 +135,194 @@ contract! {
     #[tokio::test] audit_log;
     #[tokio::test] reopen_keeps_everything;
     #[tokio::test] health_and_debug;
+    #[tokio::test] recordings_index;
+    #[tokio::test] audit_query_filters_pages_and_links_recordings;
+    #[tokio::test] link_record_flag_round_trips;
+}
+
+fn recording(id: &str, session: &str, link: &str, gateway: &str, at: i64) -> RecordingInfo {
+    RecordingInfo {
+        id: id.into(),
+        session_id: session.into(),
+        link_id: link.into(),
+        vm: "web-01".into(),
+        console: "spice".into(),
+        channel: Some("display".into()),
+        gateway: gateway.into(),
+        file: format!("{id}.vmrec"),
+        started_at: NOW + time::Duration::seconds(at),
+        ended_at: None,
+        bytes: 17,
+        status: RecordingStatus::Recording,
+        detail: None,
+    }
+}
+
+async fn recordings_index(f: Fixture) {
+    let s = &f.store;
+    let a = recording("r1", "s1", "L1", "gw-a", 0);
+    s.put_recording(&a).await.unwrap();
+    s.put_recording(&recording("r2", "s2", "L1", "gw-b", 1))
+        .await
+        .unwrap();
+    s.put_recording(&recording("r3", "s3", "L2", "gw-a", 2))
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.put_recording(&a).await,
+        Err(StoreError::Duplicate(_))
+    ));
+    let mut bad = recording("r4", "s4", "L1", "gw-a", 0);
+    bad.file = "../x".into();
+    assert!(matches!(
+        s.put_recording(&bad).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert_eq!(s.get_recording("r1").await.unwrap(), Some(a.clone()));
+    assert_eq!(s.get_recording("nope").await.unwrap(), None);
+    let ids = |v: Vec<RecordingInfo>| v.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    let all = RecordingFilter::default();
+    assert_eq!(
+        ids(s.list_recordings(&all, 100).await.unwrap()),
+        ["r3", "r2", "r1"]
+    );
+    let by_link = RecordingFilter {
+        link_id: Some("L1".into()),
+        ..RecordingFilter::default()
+    };
+    assert_eq!(
+        ids(s.list_recordings(&by_link, 100).await.unwrap()),
+        ["r2", "r1"]
+    );
+    let by_session = RecordingFilter {
+        session_id: Some("s3".into()),
+        ..RecordingFilter::default()
+    };
+    assert_eq!(
+        ids(s.list_recordings(&by_session, 100).await.unwrap()),
+        ["r3"]
+    );
+    let mine = RecordingFilter {
+        gateway: Some("gw-a".into()),
+        status: Some(RecordingStatus::Recording),
+        started_before: Some(NOW + time::Duration::seconds(2)),
+        ..RecordingFilter::default()
+    };
+    assert_eq!(ids(s.list_recordings(&mine, 100).await.unwrap()), ["r1"]);
+    assert_eq!(s.list_recordings(&all, 1).await.unwrap().len(), 1);
+    let end = NOW + time::Duration::seconds(30);
+    assert!(s
+        .finish_recording(
+            "r1",
+            Some(end),
+            1234,
+            RecordingStatus::Stopped,
+            Some("size_cap")
+        )
+        .await
+        .unwrap());
+    assert!(!s
+        .finish_recording("nope", None, 1, RecordingStatus::Complete, None)
+        .await
+        .unwrap());
+    let r1 = s.get_recording("r1").await.unwrap().unwrap();
+    assert_eq!(
+        (r1.ended_at, r1.bytes, r1.status, r1.detail.as_deref()),
+        (Some(end), 1234, RecordingStatus::Stopped, Some("size_cap"))
+    );
+    assert_eq!(r1.channel.as_deref(), Some("display"));
+    assert!(s.delete_recording("r1").await.unwrap());
+    assert!(!s.delete_recording("r1").await.unwrap());
+    assert_eq!(
+        ids(s.list_recordings(&all, 100).await.unwrap()),
+        ["r3", "r2"]
+    );
+}
+
+async fn audit_query_filters_pages_and_links_recordings(f: Fixture) {
+    let s = &f.store;
+    let link = link_with(None, None);
+    s.create_link(&link).await.unwrap();
+    for i in 0..6 {
+        let mut e = AuditEvent::new(AuditKind::SessionStarted, NOW + time::Duration::seconds(i))
+            .session(format!("s{i}"))
+            .client(if i % 2 == 0 {
+                "192.0.2.1"
+            } else {
+                "2001:db8::1"
+            });
+        if i < 4 {
+            e = e.link(link.id.clone());
+        }
+        s.audit(e).await.unwrap();
+    }
+    s.audit(AuditEvent::new(AuditKind::VmAction, NOW).detail("x"))
+        .await
+        .unwrap();
+    s.put_recording(&recording("rec-s1", "s1", &link.id, "gw", 0))
+        .await
+        .unwrap();
+    let q = |f: &dyn Fn(&mut AuditQuery)| {
+        let mut q = AuditQuery {
+            limit: 100,
+            ..AuditQuery::default()
+        };
+        f(&mut q);
+        q
+    };
+    let all = s.query_audit(&q(&|_| {})).await.unwrap();
+    assert_eq!(all.len(), 7);
+    assert!(all.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+    let with_rec: Vec<_> = all.iter().filter(|e| e.recording_id.is_some()).collect();
+    assert_eq!(with_rec.len(), 1);
+    assert_eq!(with_rec[0].event.session_id.as_deref(), Some("s1"));
+    assert_eq!(with_rec[0].recording_id.as_deref(), Some("rec-s1"));
+    let n = |q: AuditQuery| async move { s.query_audit(&q).await.unwrap().len() };
+    assert_eq!(n(q(&|q| q.link_id = Some(link.id.clone()))).await, 4);
+    assert_eq!(n(q(&|q| q.vm = Some("web-01".into()))).await, 4);
+    assert_eq!(n(q(&|q| q.vm = Some("other".into()))).await, 0);
+    assert_eq!(n(q(&|q| q.kind = Some(AuditKind::VmAction))).await, 1);
+    assert_eq!(n(q(&|q| q.client = Some("2001:db8::1".into()))).await, 3);
+    let t = |s: i64| NOW + time::Duration::seconds(s);
+    assert_eq!(n(q(&|q| q.since = Some(t(4)))).await, 2);
+    assert_eq!(n(q(&|q| q.until = Some(t(1)))).await, 2);
+    assert_eq!(
+        n(q(&|q| {
+            q.since = Some(t(1));
+            q.until = Some(t(3));
+            q.client = Some("192.0.2.1".into());
+        }))
+        .await,
+        1
+    );
+    // Paging by id: two pages of three and one of one, no overlap.
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        let page = s
+            .query_audit(&q(&|q| {
+                q.limit = 3;
+                q.before_id = before;
+            }))
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        before = page.last().map(|e| e.id);
+        seen.extend(page);
+    }
+    assert_eq!(seen, all);
+}
+
+async fn link_record_flag_round_trips(f: Fixture) {
+    let s = &f.store;
+    for record in [None, Some(true), Some(false)] {
+        let mut l = link_with(None, None);
+        l.record = record;
+        s.create_link(&l).await.unwrap();
+        assert_eq!(s.get_link(&l.id).await.unwrap().unwrap().record, record);
+    }
 }
 
 async fn link_crud_and_revoke(f: Fixture) {

@@ -6,6 +6,7 @@ mod churn;
 mod client;
 mod measure;
 mod procinfo;
+mod recording;
 mod relays;
 
 use std::fmt::Write as _;
@@ -78,6 +79,10 @@ enum Cmd {
     /// TLS handshakes) against the gateway alone: are its fds, threads and memory back
     /// at their baseline afterwards? See README.md, "Churn".
     Churn(ChurnArgs),
+    /// The cost of session recording on the relay: throughput and latency through one
+    /// gateway, on a link that is not recorded and one that is, alternated. See
+    /// README.md, "Recording".
+    Recording(recording::RecordingArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -139,6 +144,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let (report, out) = match &args.cmd {
         Some(Cmd::Churn(c)) => (rt.block_on(run_churn(c))?, c.out.as_ref()),
+        Some(Cmd::Recording(r)) => (rt.block_on(recording::run(r))?, r.out.as_ref()),
         _ => (rt.block_on(run(&args))?, args.out.as_ref()),
     };
     println!("{report}");

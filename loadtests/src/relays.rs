@@ -110,6 +110,18 @@ pub async fn start_gateway(
     backend: SocketAddr,
     max_conns_per_ip: usize,
 ) -> anyhow::Result<(Proc, Relay, GatewayAdmin)> {
+    start_gateway_with(bin, work, cpu, backend, max_conns_per_ip, "").await
+}
+
+/// [`start_gateway`] with more TOML appended to the gateway's configuration.
+pub async fn start_gateway_with(
+    bin: &Path,
+    work: &Path,
+    cpu: Option<usize>,
+    backend: SocketAddr,
+    max_conns_per_ip: usize,
+    extra_toml: &str,
+) -> anyhow::Result<(Proc, Relay, GatewayAdmin)> {
     let data = work.join("gateway-data");
     std::fs::create_dir_all(&data)?;
     let cfg = work.join("gateway.toml");
@@ -121,7 +133,8 @@ pub async fn start_gateway(
              [admin]\nlisten = \"127.0.0.1:0\"\n\
              [limits]\n\
              exchanges_per_ip_per_minute = 1000000\n\
-             max_connections_per_ip = {max_conns_per_ip}\n"
+             max_connections_per_ip = {max_conns_per_ip}\n\
+             {extra_toml}"
         ),
     )?;
     let out = Command::new(bin)

@@ -5,6 +5,7 @@
 import QRCode from 'qrcode';
 import { $, h, fetchJSON, secondsUntil, formatDuration, formatDate } from './lib/util.js';
 import { LAYOUTS } from './lib/layouts.gen.js';
+import { setupAudit, refreshRecordings } from './admin-audit.js';
 
 const TOKEN_KEY = 'vmgw.adminToken';
 const REFRESH_MS = 5000;
@@ -88,6 +89,7 @@ function showApp() {
   $('login').hidden = true;
   $('app').hidden = false;
   refresh();
+  refreshRecordings(true);
 }
 
 // ---------------------------------------------------------------------------------
@@ -443,6 +445,7 @@ async function createLink(e) {
   body.view_only = $('lf-viewonly').checked;
   body.allow_power = $('lf-power').checked;
   body.clipboard = $('lf-clipboard').value;
+  if ($('lf-record').checked) body.record = true;
   const note = $('lf-note').value.trim();
   if (note) body.note = note;
 
@@ -620,6 +623,7 @@ function init() {
   $('created-copy').addEventListener('click', copyCreated);
   $('created-qr-btn').addEventListener('click', toggleQR);
   $('links-hide-old').addEventListener('change', renderLinks);
+  setupAudit({ api, toast, token: () => st.token });
   if (st.token) showApp();
   else {
     $('login').hidden = false;

@@ -345,6 +345,9 @@ async function startConsole() {
   document.title = `${s.vm} — console`;
   ui.vmName.textContent = s.vm;
   ui.viewOnlyBadge.hidden = !s.view_only;
+  // Said before the console connects: everything shown and typed is recorded.
+  ui.recordedBadge.hidden = !s.recorded;
+  if (s.recorded) toast('This session is recorded: what you see and type is kept.', 6000);
   ui.console.classList.toggle('is-view-only', !!s.view_only);
   for (const b of [ui.btnKeys, ui.btnOsk, ui.btnType]) b.disabled = !!s.view_only;
   // A terminal has no screen to scale and no Ctrl+Alt+Del; it has a screen-reader mode.
@@ -586,6 +589,8 @@ function onConsoleClosed(info) {
       return;
     case 4011:
       return showFinal({ title: 'This link is view only', text: 'The console refused input from this view-only link.', kind: 'view-only' });
+    case 4012:
+      return showFinal({ title: 'The session ended', text: 'This session is recorded, and the recording could not go on (for example the recordings storage is full), so the session was ended.', kind: 'recording-failed' });
     case 1008:
       return showFinal(REFUSALS.protocol_error);
     default:
@@ -996,7 +1001,7 @@ function updateScaleOptions() {
 // ---------------------------------------------------------------------------------
 
 function init() {
-  for (const id of ['gate', 'console', 'overlay', 'screen', 'toast', 'keyrow', 'countdown', 'vm-name', 'desktop-name', 'view-only-badge', 'conn-badge',
+  for (const id of ['gate', 'console', 'overlay', 'screen', 'toast', 'keyrow', 'countdown', 'vm-name', 'desktop-name', 'view-only-badge', 'recorded-badge', 'conn-badge',
     'pw-form', 'pw-input', 'pw-error', 'pw-submit', 'pw-show', 'btn-keys', 'btn-osk', 'btn-type', 'btn-sr', 'btn-fullscreen', 'power-wrap', 'osk-input', 'type-dialog', 'type-text']) {
     ui[id.replace(/-(\w)/g, (_, c) => c.toUpperCase())] = $(id);
   }

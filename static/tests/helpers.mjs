@@ -278,6 +278,16 @@ export async function openShare(page, url, password) {
   await page.locator('#console[data-connected="true"]').waitFor({ timeout: 60_000 });
 }
 
+/** The VM's screen as QEMU renders it (the admin API's screenshot): a PNG Buffer. */
+export async function screendump(gw) {
+  const resp = await fetch(`${gw.info.admin_url}/api/v1/vms/${gw.info.vm}/screenshot`, {
+    headers: { Authorization: `Bearer ${gw.info.admin_token}` },
+  });
+  if (resp.status !== 200) throw new Error(`screenshot: ${resp.status} ${await resp.text()}`);
+  if (resp.headers.get('content-type') !== 'image/png') throw new Error('screenshot is not a PNG');
+  return Buffer.from(await resp.arrayBuffer());
+}
+
 /**
  * Compares the console canvas with the VM's screen as QEMU renders it (the admin API's
  * screenshot, a QMP screendump). Both are cut into 8×8 blocks of mean luminance: lossy
@@ -285,13 +295,8 @@ export async function openShare(page, url, password) {
  * the mean block difference, how many blocks differ by more than 24 levels, and the same
  * two figures against an all-black image (what a blank canvas would score).
  */
-export async function compareWithScreenshot(page, gw, selector = '#screen canvas') {
-  const resp = await fetch(`${gw.info.admin_url}/api/v1/vms/${gw.info.vm}/screenshot`, {
-    headers: { Authorization: `Bearer ${gw.info.admin_token}` },
-  });
-  if (resp.status !== 200) throw new Error(`screenshot: ${resp.status} ${await resp.text()}`);
-  if (resp.headers.get('content-type') !== 'image/png') throw new Error('screenshot is not a PNG');
-  const png = Buffer.from(await resp.arrayBuffer()).toString('base64');
+export async function compareWithScreenshot(page, gw, selector = '#screen canvas', shotPng = null) {
+  const png = (shotPng ?? await screendump(gw)).toString('base64');
   return page.evaluate(async ({ sel, png }) => {
     const canvases = [...document.querySelectorAll(sel)].filter((c) => c.width > 0 && c.height > 0);
     const c = canvases.sort((a, b) => b.width * b.height - a.width * a.height)[0];

@@ -186,6 +186,7 @@ pub async fn run(args: DemoArgs, mut cfg: Config, data_dir_given: bool) -> anyho
                 note: Some("gateway demo".into()),
                 // The demo link is the administrator's own: both ways.
                 clipboard: Some(gateway::model::clipboard::ClipboardPolicy::Both),
+                record: None,
             },
             None,
         )

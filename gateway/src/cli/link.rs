@@ -76,6 +76,10 @@ pub struct CreateArgs {
     /// links never write to the guest.
     #[arg(long)]
     clipboard: Option<String>,
+    /// Record every session (`true`), none (`false`); default: the gateway's
+    /// `recording.default`.
+    #[arg(long)]
+    record: Option<bool>,
     /// Base URL printed in the link (default: the config's public_url).
     #[arg(long)]
     public_url: Option<String>,
@@ -88,7 +92,7 @@ fn rfc3339(s: &str) -> anyhow::Result<time::OffsetDateTime> {
         .with_context(|| format!("{s:?} is not an RFC 3339 time"))
 }
 
-async fn engine(
+pub(crate) async fn engine(
     cfg: Config,
     public_url: Option<String>,
 ) -> anyhow::Result<std::sync::Arc<gateway::engine::App>> {
@@ -125,6 +129,7 @@ pub async fn run_link(cmd: LinkCommand, cfg: Config) -> anyhow::Result<()> {
                     .as_deref()
                     .map(str::parse::<gateway::model::clipboard::ClipboardPolicy>)
                     .transpose()?,
+                record: a.record,
             };
             let app = engine(cfg, a.public_url.clone()).await?;
             let created = app

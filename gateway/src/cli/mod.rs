@@ -5,4 +5,5 @@ pub mod args;
 pub mod demo;
 pub mod link;
 pub mod net;
+pub mod recording;
 pub mod vm;

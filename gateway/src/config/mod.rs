@@ -7,6 +7,7 @@
 
 mod limits;
 mod raw;
+mod recording;
 mod sections;
 
 use std::net::{IpAddr, SocketAddr};
@@ -18,6 +19,7 @@ pub use raw::{
     OwnerSpec, RawAdmin, RawConfig, RawLimits, RawLinks, RawProxy, RawPublic, RawStore, RawTargets,
     RawVms,
 };
+pub use recording::{LimitAction, RawRecording, RecordingSettings};
 pub use sections::TargetSettings;
 
 /// Errors reading or validating the configuration.
@@ -153,6 +155,8 @@ pub struct Config {
     pub store: StoreSettings,
     /// Where external console targets may point.
     pub targets: TargetSettings,
+    /// Session recordings (`[recording]`).
+    pub recording: RecordingSettings,
 }
 
 pub(crate) fn secs(
@@ -241,6 +245,7 @@ impl RawConfig {
             Some(a) => Some(a.validate(base)?),
             None => None,
         };
+        let recording = self.recording.validate(abs)?;
         Ok(Config {
             data_dir: abs(self.data_dir.unwrap_or_else(|| PathBuf::from("data"))),
             public_url: sections::public_url(self.public_url)?,
@@ -293,6 +298,7 @@ impl RawConfig {
             run_dir: vms.run_dir.map(abs),
             store: self.store.validate()?,
             targets: self.targets.validate()?,
+            recording,
         })
     }
 }

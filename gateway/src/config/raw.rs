@@ -32,6 +32,8 @@ pub struct RawConfig {
     pub store: RawStore,
     #[serde(default)]
     pub targets: RawTargets,
+    #[serde(default)]
+    pub recording: super::RawRecording,
 }
 
 /// `[targets]`: where external console targets may point.

@@ -12,6 +12,7 @@ use crate::engine::sessions::EndReason;
 pub async fn background(app: Arc<App>) {
     let mut tick = tokio::time::interval(app.cfg.limits.revocation_poll);
     let mut prune_every = 0u32;
+    app.recordings_housekeeping(true).await;
     let mut trim =
         crate::engine::memory::TrimPolicy::new(crate::engine::memory::TRIM_AFTER_SESSIONS_ENDED);
     loop {
@@ -27,6 +28,7 @@ pub async fn background(app: Arc<App>) {
                 tracing::warn!(error = %e, "reloading signing keys failed");
             }
             app.limiter.prune();
+            app.recordings_housekeeping(false).await;
             let now = OffsetDateTime::now_utc();
             app.grants.retain(|_, g| g.expires_at > now);
             if let Err(e) = app.store.prune_grants(now).await {

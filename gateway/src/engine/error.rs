@@ -25,6 +25,11 @@ pub enum EngineError {
     /// The thing exists but is in the wrong state (the message says which).
     #[error("{0}")]
     Conflict(String),
+    /// A recording whose file is on another gateway (named), which serves it.
+    #[error("the recording is held by gateway {0}")]
+    RecordingElsewhere(String),
+    #[error("recording")]
+    Recording(#[from] crate::engine::recordings::RecordingError),
     /// Too many attempts; try again after `retry_after`.
     #[error("rate limited ({reason})")]
     RateLimited {

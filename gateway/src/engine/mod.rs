@@ -13,6 +13,7 @@ pub mod memory;
 mod network;
 pub mod passwords;
 pub mod serial;
+pub mod recordings;
 pub mod sessions;
 mod visitor;
 
@@ -104,6 +105,8 @@ pub struct App {
     confinement: crate::engine::confine::SocketConfinement,
     /// Each VM's serial port, shared by its serial-console viewers.
     serial: serial::SerialHubs,
+    /// Session recordings of this gateway.
+    recorder: Arc<crate::engine::recordings::Recorder>,
 }
 
 fn sha256(b: &[u8]) -> [u8; 32] {
@@ -155,8 +158,14 @@ impl App {
             viewer_queue_bytes: cfg.limits.serial_viewer_queue_bytes,
             connect_timeout: cfg.limits.console_connect_timeout,
         });
+        let recorder = Arc::new(crate::engine::recordings::Recorder::new(
+            cfg.recording.clone(),
+            &cfg.data_dir,
+            store.clone(),
+        ));
         Ok(Arc::new(App {
             serial,
+            recorder,
             confinement,
             limiter: Limiter::new(&cfg.limits),
             passwords: PasswordVerifier::new(password_policy.clone()),
@@ -215,6 +224,11 @@ impl App {
     /// Cancelled when the gateway shuts down.
     pub fn shutdown_token(&self) -> &CancellationToken {
         &self.shutdown
+    }
+
+    /// Session recordings of this gateway.
+    pub fn recorder(&self) -> &Arc<crate::engine::recordings::Recorder> {
+        &self.recorder
     }
 
     /// Relay and background tasks, so shutdown can wait for them.

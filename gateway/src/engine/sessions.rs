@@ -22,6 +22,9 @@ pub enum EndReason {
     ProtocolError,
     ConsoleClosed,
     ClientClosed,
+    /// The session's recording could not go on and `recording.on_limit` is
+    /// `end_session`.
+    RecordingFailed,
 }
 
 impl EndReason {
@@ -35,6 +38,7 @@ impl EndReason {
             EndReason::ProtocolError => "protocol_error",
             EndReason::ConsoleClosed => "console_closed",
             EndReason::ClientClosed => "client_closed",
+            EndReason::RecordingFailed => "recording_failed",
         }
     }
 }
@@ -60,9 +64,33 @@ pub struct Session {
     reason: OnceLock<EndReason>,
     pub bytes_to_client: AtomicU64,
     pub bytes_to_console: AtomicU64,
+    /// The session's recording, when it is recorded.
+    pub recording: OnceLock<crate::engine::recordings::Tap>,
 }
 
 impl Session {
+    /// Records console → visitor bytes that passed (when recorded); a recording that
+    /// cannot go on may end the session (`recording.on_limit`). Never waits.
+    #[inline]
+    pub fn record_to_client(&self, data: &bytes::Bytes) {
+        if let Some(tap) = self.recording.get() {
+            if !tap.push(crate::engine::recordings::Dir::ToClient, data.clone()) {
+                self.end(EndReason::RecordingFailed);
+            }
+        }
+    }
+
+    /// Records visitor → console bytes that passed the filters (when recorded).
+    #[inline]
+    pub fn record_to_console(&self, data: &[u8]) {
+        if let Some(tap) = self.recording.get() {
+            let chunk = bytes::Bytes::copy_from_slice(data);
+            if !tap.push(crate::engine::recordings::Dir::ToConsole, chunk) {
+                self.end(EndReason::RecordingFailed);
+            }
+        }
+    }
+
     /// Ends the session; the first reason given wins.
     pub fn end(&self, reason: EndReason) {
         let _ = self.reason.set(reason);
@@ -147,6 +175,7 @@ impl Sessions {
             reason: OnceLock::new(),
             bytes_to_client: AtomicU64::new(0),
             bytes_to_console: AtomicU64::new(0),
+            recording: OnceLock::new(),
         });
         ids.push((session.id.clone(), viewer));
         drop(ids);

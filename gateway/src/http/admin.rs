@@ -49,6 +49,10 @@ pub enum Op {
     RemoveNic,
     Screenshot,
     UpdateVm,
+    ListRecordings,
+    GetRecording,
+    RecordingFile,
+    DeleteRecording,
 }
 
 impl Op {
@@ -92,6 +96,10 @@ pub const ROUTES: &[Route<Op>] = &[
     Route::new("DELETE", "/api/v1/vms/{name}/nics/{id}", Op::RemoveNic),
     Route::new("GET", "/api/v1/vms/{name}/screenshot", Op::Screenshot),
     Route::new("PATCH", "/api/v1/vms/{name}", Op::UpdateVm),
+    Route::new("GET", "/api/v1/recordings", Op::ListRecordings),
+    Route::new("GET", "/api/v1/recordings/{id}", Op::GetRecording),
+    Route::new("GET", "/api/v1/recordings/{id}/file", Op::RecordingFile),
+    Route::new("DELETE", "/api/v1/recordings/{id}", Op::DeleteRecording),
 ];
 
 pub async fn handle(site: Arc<Site>, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
@@ -219,10 +227,7 @@ impl Call<'_> {
                 app.delete_target(self.p(0)?).await?;
                 Ok(super::empty(StatusCode::NO_CONTENT))
             }
-            Op::Audit => {
-                let link = query_param(req.uri().query().unwrap_or(""), "link");
-                json_ok(ok, &app.audit_log(link.as_deref()).await?)
-            }
+            Op::Audit => super::recordings::audit(app, req.uri().query().unwrap_or("")).await,
             Op::VmIp => json_ok(ok, &app.guest_addresses(self.p(0)?).await?),
             Op::ListSwitches => json_ok(ok, &app.list_switches()?),
             Op::CreateSwitch => json_ok(
@@ -266,17 +271,17 @@ impl Call<'_> {
                 };
                 json_ok(ok, &info)
             }
+            Op::ListRecordings => {
+                super::recordings::list(app, req.uri().query().unwrap_or("")).await
+            }
+            Op::GetRecording => json_ok(ok, &app.get_recording(self.p(0)?).await?),
+            Op::RecordingFile => super::recordings::download(app, self.p(0)?).await,
+            Op::DeleteRecording => {
+                app.delete_recording(self.p(0)?, client).await?;
+                Ok(super::empty(StatusCode::NO_CONTENT))
+            }
         }
     }
-}
-
-/// The first value of `key` in a query string.
-fn query_param(query: &str, key: &str) -> Option<String> {
-    query
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| v.to_owned())
 }
 
 fn text(body: String, content_type: &'static str) -> Response<Body> {

@@ -28,6 +28,9 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A recording whose file another gateway holds (the one that made it).
+    #[error("recording held by gateway {0}")]
+    RecordingElsewhere(String),
     #[error("payload too large")]
     TooLarge,
     #[error("rate limited")]
@@ -72,7 +75,7 @@ impl ApiError {
             ApiError::Refused(_) | ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Conflict(_) | ApiError::RecordingElsewhere(_) => StatusCode::CONFLICT,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -101,6 +104,14 @@ impl ApiError {
             ApiError::NotFound => (json!({"error": "not_found"}), None),
             ApiError::MethodNotAllowed => (json!({"error": "method_not_allowed"}), None),
             ApiError::Conflict(m) => (json!({"error": "conflict", "message": m}), None),
+            ApiError::RecordingElsewhere(g) => (
+                json!({
+                    "error": "recording_elsewhere",
+                    "gateway": g,
+                    "message": format!("this recording's file is on gateway {g:?}: ask that gateway's admin API"),
+                }),
+                None,
+            ),
             ApiError::TooLarge => (json!({"error": "payload_too_large"}), None),
             ApiError::TooManyRequests {
                 retry_after,
@@ -148,6 +159,7 @@ impl From<EngineError> for ApiError {
             EngineError::Forbidden(r) => ApiError::Forbidden(r),
             EngineError::NotFound => ApiError::NotFound,
             EngineError::Conflict(m) => ApiError::Conflict(m),
+            EngineError::RecordingElsewhere(g) => ApiError::RecordingElsewhere(g),
             EngineError::RateLimited {
                 retry_after,
                 reason,

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod assets;
 pub mod error;
 pub mod openapi;
+pub mod recordings;
 pub mod share;
 
 use bytes::Bytes;

@@ -30,7 +30,7 @@ const OPS: &[Op] = &[
     ("post", "/api/v1/targets", "Register an external console endpoint (VNC, SPICE or raw; TCP or unix socket).", Some("TargetRequest"), "201", "Target"),
     ("get", "/api/v1/targets", "List external console endpoints.", None, "200", "TargetList"),
     ("delete", "/api/v1/targets/{name}", "Remove an external console endpoint.", None, "204", "None"),
-    ("get", "/api/v1/audit", "Audit records, newest first (optional ?link=ID).", None, "200", "AuditList"),
+    ("get", "/api/v1/audit", "Audit records, newest first. Query filters (all optional, combined): link, vm, kind, client, since and until (RFC 3339), before (an event id: the next page), limit (default 1000, at most 10000), format (json, or jsonl for JSON lines). A session's events carry recording_id when it was recorded.", None, "200", "AuditList"),
     ("get", "/api/v1/vms/{name}/ip", "The guest's IP addresses (from the QEMU guest agent; 409 when it does not run).", None, "200", "GuestAddressList"),
     ("get", "/api/v1/vswitches", "List virtual switches (kind, datapath, uplinks, bonds, VM ports).", None, "200", "SwitchList"),
     ("post", "/api/v1/vswitches", "Create a vSwitch: private (no uplinks), external with one uplink, or with two or more uplinks bonded.", Some("SwitchRequest"), "201", "Switch"),
@@ -46,6 +46,10 @@ const OPS: &[Op] = &[
     ("delete", "/api/v1/vms/{name}/nics/{id}", "Remove a NIC (unplugged when the VM runs).", None, "200", "Nic"),
     ("get", "/api/v1/vms/{name}/screenshot", "A PNG of the running VM's screen (QMP screendump; 409 when it is not running).", None, "200", "Png"),
     ("patch", "/api/v1/vms/{name}", "Change a VM's settings (absent fields stay): keyboard_layout, the guest's layout for the console pages' \"type text\" and on-screen keys (null clears it; consoles opened afterwards use it).", Some("VmUpdate"), "200", "Vm"),
+    ("get", "/api/v1/recordings", "Session recordings, newest first, of every gateway sharing the store (optional ?link=ID, ?session=ID).", None, "200", "RecordingList"),
+    ("get", "/api/v1/recordings/{id}", "One recording's index entry.", None, "200", "Recording"),
+    ("get", "/api/v1/recordings/{id}/file", "The recording file (docs/recording-format.md). Served by the gateway that made it (field gateway); others answer 409 recording_elsewhere naming it.", None, "200", "RecordingFile"),
+    ("delete", "/api/v1/recordings/{id}", "Delete a recording (file and entry; on the gateway that holds it, 409 elsewhere or while it is written).", None, "204", "None"),
     ("post", "/s/session", "Visitor: exchange a link token (and password) for a session cookie (public listener).", Some("ExchangeRequest"), "200", "ExchangeResponse"),
     ("get", "/s/status/{link_id}", "Visitor: the link's VM state and expiry (session cookie).", None, "200", "VisitorStatus"),
     ("post", "/s/power/{link_id}", "Visitor: power action start, shutdown, poweroff or reset (links with allow_power; session cookie).", Some("PowerRequest"), "200", "VisitorPower"),
@@ -145,6 +149,27 @@ fn schemas() -> Value {
     // Added apart: one more entry above exceeds the json! macro's recursion limit.
     all["Png"] = json!({"type": "string", "format": "binary"});
     keyboard_layout_schemas(&mut all);
+    all["RecordingFile"] = json!({"type": "string", "format": "binary"});
+    all["Recording"] = json!({"type": "object", "properties": {
+        "id": {"type": "string"}, "session_id": {"type": "string"}, "link_id": {"type": "string"},
+        "vm": {"type": "string"}, "console": {"type": "string"}, "channel": {"type": ["string", "null"]},
+        "gateway": {"type": "string", "description": "the gateway holding the file (serves its download)"},
+        "file": {"type": "string"}, "started_at": {"type": "string", "format": "date-time"},
+        "ended_at": {"type": ["string", "null"], "format": "date-time"}, "bytes": {"type": "integer"},
+        "status": {"type": "string", "enum": ["recording", "complete", "stopped", "interrupted"]},
+        "detail": {"type": ["string", "null"]}}});
+    all["RecordingList"] =
+        json!({"type": "array", "items": {"$ref": "#/components/schemas/Recording"}});
+    all["AuditList"] = json!({"type": "array", "items": {"type": "object", "properties": {
+        "id": {"type": "integer", "description": "paging cursor (?before=)"},
+        "at": {"type": "string", "format": "date-time"}, "kind": {"type": "string"}, "link_id": {"type": ["string", "null"]},
+        "session_id": {"type": ["string", "null"]}, "client": {"type": ["string", "null"]}, "detail": {"type": ["string", "null"]},
+        "recording_id": {"type": ["string", "null"]}}}});
+    all["LinkRequest"]["properties"]["record"] = json!({"type": ["boolean", "null"], "description": "record every session (default: the gateway's recording.default)"});
+    all["Link"]["properties"]["record"] = json!({"type": ["boolean", "null"]});
+    all["ExchangeResponse"]["properties"]["recorded"] =
+        json!({"type": "boolean", "description": "the session will be recorded"});
+    all["VisitorStatus"]["properties"]["recorded"] = json!({"type": "boolean"});
     all
 }
 
@@ -173,6 +198,7 @@ pub fn document() -> Value {
         let media = match *resp {
             "Metrics" => "text/plain",
             "Png" => "image/png",
+            "RecordingFile" => "application/octet-stream",
             _ => "application/json",
         };
         let mut op = json!({

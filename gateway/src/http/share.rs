@@ -162,6 +162,7 @@ async fn status(
         "viewers": app.sessions().count_viewers(&link.id),
         "max_viewers": link.max_viewers,
         "keyboard_layout": app.keyboard_layout(&link).await,
+        "recorded": app.link_recorded(&link),
     });
     Ok(super::error::json_response(StatusCode::OK, &body))
 }
@@ -233,6 +234,7 @@ async fn exchange(
         "view_only": ex.link.view_only,
         "clipboard": ex.link.clipboard.effective(ex.link.view_only),
         "allow_power": ex.link.allow_power,
+        "recorded": app.link_recorded(&ex.link),
         "expires_at": ex.link.expires_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
         "ws_path": format!("/s/ws/{}", ex.link.id),
         "keyboard_layout": app.keyboard_layout(&ex.link).await,
@@ -404,6 +406,10 @@ struct Ready {
     initial: Bytes,
     filter: Option<relay::ClientFilter>,
     server_filter: Option<relay::ServerFilter>,
+    /// What a recording of it starts with: the SPICE channel, and the bytes the gateway
+    /// itself sent the visitor before the relay (its side of the RFB handshake).
+    channel: Option<String>,
+    preamble: Vec<u8>,
 }
 
 /// A setup phase that failed: the visitor's WebSocket, to be closed with this code.
@@ -499,6 +505,8 @@ async fn spice_setup(
         initial: Bytes::copy_from_slice(rest),
         filter,
         server_filter,
+        channel: Some(format!("{:?}", hdr.channel_type).to_ascii_lowercase()),
+        preamble: Vec::new(),
     })
 }
 
@@ -535,6 +543,8 @@ async fn run_session(
                         initial,
                         filter: Some(relay::ClientFilter::Rfb(filter)),
                         server_filter: server_filter.map(relay::ServerFilter::Rfb),
+                        channel: None,
+                        preamble: crate::engine::recordings::VNC_PREAMBLE.to_vec(),
                     }
                 }
                 Err(e) => {
@@ -550,6 +560,8 @@ async fn run_session(
             initial: Bytes::new(),
             filter: None,
             server_filter: None,
+            channel: None,
+            preamble: Vec::new(),
         },
         (_, None) => return,
     };
@@ -589,8 +601,14 @@ async fn relay_and_record(
         initial,
         filter,
         server_filter,
+        channel,
+        preamble,
     } = ready;
     let session = guard.session.clone();
+    if let Err(r) = app.start_recording(&session, link, channel, preamble).await {
+        drop(guard);
+        return relay::close_with(ws, r.into()).await;
+    }
     Metrics::inc(&app.metrics().sessions_started);
     app.audit(
         AuditKind::SessionStarted,
@@ -608,6 +626,9 @@ async fn relay_and_record(
         metrics: app.metrics(),
     };
     let (reason, closing) = relay::relay(ws, io, initial, filter, server_filter, ctx).await;
+    if let Some(tap) = session.recording.get() {
+        tap.finish(reason).await;
+    }
     Metrics::inc(&app.metrics().sessions_ended);
     let relaxed = std::sync::atomic::Ordering::Relaxed;
     let detail = format!(

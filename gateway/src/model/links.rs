@@ -198,6 +198,10 @@ pub struct LinkRequest {
     /// Which way clipboard text may cross the gateway; `to_guest` when absent.
     #[serde(default)]
     pub clipboard: Option<ClipboardPolicy>,
+    /// Record every session of this link (`true`), never (`false`), or as the gateway's
+    /// `recording.default` says (unset).
+    #[serde(default)]
+    pub record: Option<bool>,
 }
 
 /// Truncates to whole seconds in UTC (tokens carry whole seconds).
@@ -300,6 +304,7 @@ impl LinkRequest {
             allow_power: self.allow_power,
             note: self.note,
             clipboard: self.clipboard.unwrap_or_default(),
+            record: self.record,
         })
     }
 }
@@ -320,6 +325,7 @@ pub struct ValidLink {
     pub allow_power: bool,
     pub note: Option<String>,
     pub clipboard: ClipboardPolicy,
+    pub record: Option<bool>,
 }
 
 impl ValidLink {
@@ -352,6 +358,7 @@ impl ValidLink {
             revoked: false,
             revoked_at: None,
             clipboard: self.clipboard,
+            record: self.record,
         })
     }
 }
@@ -386,6 +393,17 @@ pub struct Link {
     /// writes to the guest whatever it says: [`ClipboardPolicy::effective`]).
     #[serde(default)]
     pub clipboard: ClipboardPolicy,
+    /// Whether its sessions are recorded: `true`, `false`, or unset for the gateway's
+    /// `recording.default`.
+    #[serde(default)]
+    pub record: Option<bool>,
+}
+
+impl Link {
+    /// Whether this link's sessions are recorded, given the gateway's default.
+    pub fn recorded(&self, default: bool) -> bool {
+        self.record.unwrap_or(default)
+    }
 }
 
 impl fmt::Debug for Link {
@@ -507,6 +525,7 @@ mod tests {
             allow_power: false,
             note: None,
             clipboard: None,
+            record: None,
         }
     }
 

@@ -579,6 +579,7 @@ mod tests {
             allow_power: false,
             note: None,
             clipboard: None,
+            record: None,
         }
         .validate(NOW, &crate::model::links::LinkPolicy::default())
         .expect("valid")

@@ -31,6 +31,9 @@ pub enum Close {
     ConsoleUnavailable,
     /// 4011 `view_only`: a view-only link refuses this SPICE channel.
     ViewOnly,
+    /// 4012 `recording_failed`: the session's recording could not go on and the gateway
+    /// ends recorded sessions then (`recording.on_limit = "end_session"`).
+    RecordingFailed,
 }
 
 impl Close {
@@ -47,6 +50,7 @@ impl Close {
             Close::ViewersFull => 4009,
             Close::ConsoleClosed | Close::ConsoleUnavailable => 4010,
             Close::ViewOnly => 4011,
+            Close::RecordingFailed => 4012,
         }
     }
 
@@ -64,6 +68,7 @@ impl Close {
             Close::ConsoleClosed => "console_closed",
             Close::ConsoleUnavailable => "console_unavailable",
             Close::ViewOnly => "view_only",
+            Close::RecordingFailed => "recording_failed",
         }
     }
 
@@ -87,6 +92,7 @@ impl From<EndReason> for Close {
             EndReason::ProtocolError => Close::ProtocolError,
             EndReason::ConsoleClosed => Close::ConsoleClosed,
             EndReason::ClientClosed => Close::ClientClosed,
+            EndReason::RecordingFailed => Close::RecordingFailed,
         }
     }
 }
@@ -110,6 +116,7 @@ mod tests {
             (Close::ConsoleClosed, 4010, "console_closed"),
             (Close::ConsoleUnavailable, 4010, "console_unavailable"),
             (Close::ViewOnly, 4011, "view_only"),
+            (Close::RecordingFailed, 4012, "recording_failed"),
         ];
         for (c, code, reason) in table {
             assert_eq!((c.code(), c.reason()), (code, reason), "{c:?}");

@@ -448,6 +448,7 @@ where
         if con_w.write_all(&out).await.is_err() {
             return EndReason::ConsoleClosed;
         }
+        ctx.session.record_to_console(&out);
     }
     loop {
         let msg = match ws_rx.next().await {
@@ -474,6 +475,7 @@ where
                     if con_w.write_all(&out).await.is_err() {
                         return EndReason::ConsoleClosed;
                     }
+                    ctx.session.record_to_console(&out);
                     let n = u64::try_from(out.len()).unwrap_or(0);
                     ctx.session.bytes_to_console.fetch_add(n, Ordering::Relaxed);
                     Metrics::add(&ctx.metrics.bytes_to_console, n);
@@ -531,6 +533,7 @@ where
                     Ok(d) => d,
                     Err(r) => return r,
                 };
+                ctx.session.record_to_client(&data);
                 if !data.is_empty() && ws_tx.send(Message::Binary(data)).await.is_err() {
                     return EndReason::ClientClosed;
                 }

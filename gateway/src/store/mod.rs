@@ -23,12 +23,16 @@ pub use crate::model::secret::Secret;
 use crate::model::tokens::SigningKey;
 
 mod postgres;
+mod recordings;
 mod rows;
 mod sqlite;
 
 pub use postgres::{
     PgError, PgSettings, PgStore, DEFAULT_CONNECT_TIMEOUT as DEFAULT_PG_CONNECT_TIMEOUT,
     DEFAULT_POOL_SIZE as DEFAULT_PG_POOL_SIZE, MAX_POOL_SIZE as MAX_PG_POOL_SIZE,
+};
+pub use recordings::{
+    AuditEntry, AuditQuery, RecordingFilter, RecordingInfo, RecordingStatus, MAX_RECORDING_LIST,
 };
 pub use sqlite::SqliteStore;
 
@@ -327,6 +331,10 @@ pub enum AuditKind {
     TargetCreated,
     TargetDeleted,
     VmAction,
+    /// A recording stopped before its session ended (a cap, a full disk, a slow writer);
+    /// `detail` says why and what the gateway did.
+    RecordingStopped,
+    RecordingDeleted,
 }
 
 impl AuditKind {
@@ -348,6 +356,8 @@ impl AuditKind {
         AuditKind::TargetCreated,
         AuditKind::TargetDeleted,
         AuditKind::VmAction,
+        AuditKind::RecordingStopped,
+        AuditKind::RecordingDeleted,
     ];
 
     /// The snake_case name (as serialized and stored).
@@ -370,6 +380,8 @@ impl AuditKind {
             AuditKind::TargetCreated => "target_created",
             AuditKind::TargetDeleted => "target_deleted",
             AuditKind::VmAction => "vm_action",
+            AuditKind::RecordingStopped => "recording_stopped",
+            AuditKind::RecordingDeleted => "recording_deleted",
         }
     }
 
@@ -505,6 +517,9 @@ pub trait Store: Send + Sync + fmt::Debug {
         link_id: Option<&str>,
         limit: usize,
     ) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Audit events matching `query` (see [`AuditQuery`]), newest first, each with its id
+    /// and its session's recording id.
+    async fn query_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError>;
     /// Deletes events older than `before`; returns how many.
     async fn prune_audit(&self, before: OffsetDateTime) -> Result<u64, StoreError>;
 
@@ -515,6 +530,28 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Deletes grants that expired at or before `now`; returns how many. (Revoking a
     /// link deletes its grants.)
     async fn prune_grants(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
+
+    /// Adds a recording to the index; [`StoreError::Duplicate`] if the id exists.
+    async fn put_recording(&self, rec: &RecordingInfo) -> Result<(), StoreError>;
+    /// Updates a recording's end, size, status and detail; `false` if unknown.
+    async fn finish_recording(
+        &self,
+        id: &str,
+        ended_at: Option<OffsetDateTime>,
+        bytes: u64,
+        status: RecordingStatus,
+        detail: Option<&str>,
+    ) -> Result<bool, StoreError>;
+    async fn get_recording(&self, id: &str) -> Result<Option<RecordingInfo>, StoreError>;
+    /// Recordings matching `filter`, newest first, at most `limit`
+    /// (and [`MAX_RECORDING_LIST`]).
+    async fn list_recordings(
+        &self,
+        filter: &RecordingFilter,
+        limit: usize,
+    ) -> Result<Vec<RecordingInfo>, StoreError>;
+    /// Removes a recording from the index; `false` if unknown.
+    async fn delete_recording(&self, id: &str) -> Result<bool, StoreError>;
 
     /// A trivial query, for `/healthz`.
     async fn health(&self) -> Result<(), StoreError>;

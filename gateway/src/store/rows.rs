@@ -105,6 +105,7 @@ pub(super) enum Unique<'a> {
     AdminToken(&'a str),
     Target(&'a str),
     Grant,
+    Recording(&'a str),
 }
 
 impl Unique<'_> {
@@ -115,6 +116,7 @@ impl Unique<'_> {
             Unique::AdminToken(name) => format!("admin token {name:?}"),
             Unique::Target(name) => format!("target {name:?}"),
             Unique::Grant => "grant".into(),
+            Unique::Recording(id) => format!("recording {id}"),
         })
     }
 }
@@ -164,7 +166,7 @@ pub(super) fn rotation_time(newest_ms: Option<i64>) -> Result<OffsetDateTime, St
 
 pub(super) const LINK_COLS: &str = "id, vm, console, expires_at_ms, not_before_ms, password_hash, \
      max_uses, max_viewers, view_only, allow_power, note, uses, created_at_ms, revoked_at_ms, \
-     clipboard";
+     clipboard, record";
 
 /// A `links` row, in [`LINK_COLS`] order.
 pub(super) struct LinkRow {
@@ -183,6 +185,7 @@ pub(super) struct LinkRow {
     pub created_at_ms: i64,
     pub revoked_at_ms: Option<i64>,
     pub clipboard: String,
+    pub record: Option<bool>,
 }
 
 impl LinkRow {
@@ -218,6 +221,7 @@ impl LinkRow {
             created_at_ms: to_ms(l.created_at)?,
             revoked_at_ms,
             clipboard: l.clipboard.as_str().to_owned(),
+            record: l.record,
         })
     }
 
@@ -252,6 +256,7 @@ impl LinkRow {
             created_at: from_ms(self.created_at_ms)?,
             revoked: revoked_at.is_some(),
             revoked_at,
+            record: self.record,
             id: self.id,
         })
     }

@@ -25,6 +25,7 @@ pub fn link_with(max_uses: Option<u32>, not_before: Option<OffsetDateTime>) -> L
         allow_power: false,
         note: Some("for Alice — ünïcode".into()),
         clipboard: Some(gateway::model::clipboard::ClipboardPolicy::Both),
+        record: None,
     }
     .validate(NOW, &LinkPolicy::default())
     .unwrap()

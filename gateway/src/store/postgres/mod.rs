@@ -41,6 +41,10 @@ pub(crate) const PG_MIGRATIONS: &[Migration] = &[
         version: 2,
         sql: include_str!("../migrations/pg/0002_clipboard.sql"),
     },
+    Migration {
+        version: 4,
+        sql: include_str!("../migrations/pg/0004_recordings.sql"),
+    },
 ];
 
 /// Key of the advisory lock that serializes migrations (any fixed number; this one is

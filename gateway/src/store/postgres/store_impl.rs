@@ -6,6 +6,10 @@ use time::OffsetDateTime;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{GenericClient, Row};
 
+use super::super::recordings::{
+    audit_params, filter_params, AuditEntry, AuditQuery, RecordingFilter, RecordingInfo,
+    RecordingRow, RecordingStatus, MAX_RECORDING_LIST, RECORDING_COLS,
+};
 use super::super::rows::{
     audit_limit, from_ms, inserted, refusal, rotation_time, same_hash, to_ms, AuditRow, KeyRow,
     LinkRow, MaybeUnique, NewToken, TargetRow, TokenRow, Unique, AUDIT_COLS, KEY_COLS, LINK_COLS,
@@ -44,6 +48,7 @@ fn link_row(r: &Row) -> PgResult<LinkRow> {
         created_at_ms: r.try_get(12)?,
         revoked_at_ms: r.try_get(13)?,
         clipboard: r.try_get(14)?,
+        record: r.try_get(15)?,
     })
 }
 
@@ -84,6 +89,50 @@ fn audit_row(r: &Row) -> PgResult<AuditRow> {
         session_id: r.try_get(3)?,
         client: r.try_get(4)?,
         detail: r.try_get(5)?,
+    })
+}
+
+fn recording_row(r: &Row) -> PgResult<RecordingRow> {
+    Ok(RecordingRow {
+        id: r.try_get(0)?,
+        session_id: r.try_get(1)?,
+        link_id: r.try_get(2)?,
+        vm: r.try_get(3)?,
+        console: r.try_get(4)?,
+        channel: r.try_get(5)?,
+        gateway: r.try_get(6)?,
+        file: r.try_get(7)?,
+        started_at_ms: r.try_get(8)?,
+        ended_at_ms: r.try_get(9)?,
+        bytes: r.try_get(10)?,
+        status: r.try_get(11)?,
+        detail: r.try_get(12)?,
+    })
+}
+
+/// An audit row with its id and recording id (columns: id, [`AUDIT_COLS`], recording).
+fn audit_entry_row(r: &Row) -> PgResult<(i64, AuditRow, Option<String>)> {
+    Ok((
+        r.try_get(0)?,
+        AuditRow {
+            at_ms: r.try_get(1)?,
+            kind: r.try_get(2)?,
+            link_id: r.try_get(3)?,
+            session_id: r.try_get(4)?,
+            client: r.try_get(5)?,
+            detail: r.try_get(6)?,
+        },
+        r.try_get(7)?,
+    ))
+}
+
+fn audit_entry(
+    (id, row, recording_id): (i64, AuditRow, Option<String>),
+) -> Result<AuditEntry, StoreError> {
+    Ok(AuditEntry {
+        id,
+        event: row.into_event()?,
+        recording_id,
     })
 }
 
@@ -226,6 +275,7 @@ impl Store for PgStore {
                     &l.created_at_ms,
                     &l.revoked_at_ms,
                     &l.clipboard,
+                    &l.record,
                 ],
             )
             .await;
@@ -463,6 +513,30 @@ impl Store for PgStore {
         convert_all(&rows, audit_row, AuditRow::into_event)
     }
 
+    async fn query_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+        let (link, vm, kind, client, since, until, before, limit) = audit_params(query)?;
+        let c = self.pool.get().await?;
+        let sql = "SELECT a.id, a.at_ms, a.kind, a.link_id, a.session_id, a.client, a.detail, \
+             (SELECT r.id FROM recordings r WHERE r.session_id = a.session_id \
+              ORDER BY r.started_at_ms LIMIT 1) \
+             FROM audit a \
+             WHERE ($1::TEXT IS NULL OR a.link_id = $1) \
+             AND ($2::TEXT IS NULL OR a.link_id IN (SELECT id FROM links WHERE vm = $2)) \
+             AND ($3::TEXT IS NULL OR a.kind = $3) \
+             AND ($4::TEXT IS NULL OR a.client = $4) \
+             AND ($5::BIGINT IS NULL OR a.at_ms >= $5) \
+             AND ($6::BIGINT IS NULL OR a.at_ms < $6) \
+             AND ($7::BIGINT IS NULL OR a.id < $7) \
+             ORDER BY a.id DESC LIMIT $8";
+        let rows = c
+            .query(
+                sql,
+                &[&link, &vm, &kind, &client, &since, &until, &before, &limit],
+            )
+            .await?;
+        convert_all(&rows, audit_entry_row, audit_entry)
+    }
+
     async fn prune_audit(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
         let before = to_ms(before)?;
         let c = self.pool.get().await?;
@@ -501,6 +575,93 @@ impl Store for PgStore {
             c.execute("DELETE FROM grants WHERE expires_at_ms <= $1", &[&now])
                 .await?,
         )
+    }
+
+    async fn put_recording(&self, rec: &RecordingInfo) -> Result<(), StoreError> {
+        let r = RecordingRow::new(rec)?;
+        let c = self.pool.get().await?;
+        let res = c
+            .execute(
+                &format!(
+                    "INSERT INTO recordings ({RECORDING_COLS}) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+                ),
+                &[
+                    &r.id,
+                    &r.session_id,
+                    &r.link_id,
+                    &r.vm,
+                    &r.console,
+                    &r.channel,
+                    &r.gateway,
+                    &r.file,
+                    &r.started_at_ms,
+                    &r.ended_at_ms,
+                    &r.bytes,
+                    &r.status,
+                    &r.detail,
+                ],
+            )
+            .await;
+        inserted(res, Unique::Recording(&r.id))
+    }
+
+    async fn finish_recording(
+        &self,
+        id: &str,
+        ended_at: Option<OffsetDateTime>,
+        bytes: u64,
+        status: RecordingStatus,
+        detail: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let ended = ended_at.map(to_ms).transpose()?;
+        let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+        let detail = detail.map(|d| d.replace('\0', "\u{FFFD}"));
+        let c = self.pool.get().await?;
+        Ok(c.execute(
+            "UPDATE recordings SET ended_at_ms = $2, bytes = $3, status = $4, detail = $5 \
+             WHERE id = $1",
+            &[&id, &ended, &bytes, &status.as_str(), &detail],
+        )
+        .await?
+            == 1)
+    }
+
+    async fn get_recording(&self, id: &str) -> Result<Option<RecordingInfo>, StoreError> {
+        let c = self.pool.get().await?;
+        let sql = format!("SELECT {RECORDING_COLS} FROM recordings WHERE id = $1");
+        match c.query_opt(&sql, &[&id]).await? {
+            Some(r) => Ok(Some(recording_row(&r)?.into_info()?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn list_recordings(
+        &self,
+        filter: &RecordingFilter,
+        limit: usize,
+    ) -> Result<Vec<RecordingInfo>, StoreError> {
+        let (link, session, gateway, status, before) = filter_params(filter)?;
+        let limit = i64::try_from(limit.min(MAX_RECORDING_LIST)).unwrap_or(0);
+        let c = self.pool.get().await?;
+        let sql = format!(
+            "SELECT {RECORDING_COLS} FROM recordings \
+             WHERE ($1::TEXT IS NULL OR link_id = $1) AND ($2::TEXT IS NULL OR session_id = $2) \
+             AND ($3::TEXT IS NULL OR gateway = $3) AND ($4::TEXT IS NULL OR status = $4) \
+             AND ($5::BIGINT IS NULL OR started_at_ms < $5) \
+             ORDER BY started_at_ms DESC, id DESC LIMIT $6"
+        );
+        let rows = c
+            .query(&sql, &[&link, &session, &gateway, &status, &before, &limit])
+            .await?;
+        convert_all(&rows, recording_row, RecordingRow::into_info)
+    }
+
+    async fn delete_recording(&self, id: &str) -> Result<bool, StoreError> {
+        let c = self.pool.get().await?;
+        Ok(c.execute("DELETE FROM recordings WHERE id = $1", &[&id])
+            .await?
+            == 1)
     }
 
     async fn health(&self) -> Result<(), StoreError> {

@@ -39,6 +39,10 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 3,
         sql: include_str!("../migrations/0003_clipboard.sql"),
     },
+    Migration {
+        version: 5,
+        sql: include_str!("../migrations/0005_recordings.sql"),
+    },
 ];
 
 /// SQLite-backed [`Store`](super::Store).

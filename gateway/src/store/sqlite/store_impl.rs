@@ -7,6 +7,10 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use time::OffsetDateTime;
 
+use super::super::recordings::{
+    audit_params, filter_params, AuditEntry, AuditQuery, RecordingFilter, RecordingInfo,
+    RecordingRow, RecordingStatus, MAX_RECORDING_LIST, RECORDING_COLS,
+};
 use super::super::rows::{
     audit_limit, inserted, refusal, rotation_time, same_hash, to_ms, AuditRow, KeyRow, LinkRow,
     MaybeUnique, NewToken, TargetRow, TokenRow, Unique, AUDIT_COLS, KEY_COLS, LINK_COLS,
@@ -48,6 +52,7 @@ fn link_row(r: &Row<'_>) -> rusqlite::Result<LinkRow> {
         created_at_ms: r.get(12)?,
         revoked_at_ms: r.get(13)?,
         clipboard: r.get(14)?,
+        record: r.get(15)?,
     })
 }
 
@@ -88,6 +93,50 @@ fn audit_row(r: &Row<'_>) -> rusqlite::Result<AuditRow> {
         session_id: r.get(3)?,
         client: r.get(4)?,
         detail: r.get(5)?,
+    })
+}
+
+fn recording_row(r: &Row<'_>) -> rusqlite::Result<RecordingRow> {
+    Ok(RecordingRow {
+        id: r.get(0)?,
+        session_id: r.get(1)?,
+        link_id: r.get(2)?,
+        vm: r.get(3)?,
+        console: r.get(4)?,
+        channel: r.get(5)?,
+        gateway: r.get(6)?,
+        file: r.get(7)?,
+        started_at_ms: r.get(8)?,
+        ended_at_ms: r.get(9)?,
+        bytes: r.get(10)?,
+        status: r.get(11)?,
+        detail: r.get(12)?,
+    })
+}
+
+/// An audit row with its id and recording id (columns: id, [`AUDIT_COLS`], recording).
+fn audit_entry_row(r: &Row<'_>) -> rusqlite::Result<(i64, AuditRow, Option<String>)> {
+    Ok((
+        r.get(0)?,
+        AuditRow {
+            at_ms: r.get(1)?,
+            kind: r.get(2)?,
+            link_id: r.get(3)?,
+            session_id: r.get(4)?,
+            client: r.get(5)?,
+            detail: r.get(6)?,
+        },
+        r.get(7)?,
+    ))
+}
+
+fn audit_entry(
+    (id, row, recording_id): (i64, AuditRow, Option<String>),
+) -> Result<AuditEntry, StoreError> {
+    Ok(AuditEntry {
+        id,
+        event: row.into_event()?,
+        recording_id,
     })
 }
 
@@ -253,6 +302,7 @@ impl Store for SqliteStore {
                     l.created_at_ms,
                     l.revoked_at_ms,
                     l.clipboard,
+                    l.record,
                 ],
             );
             inserted(r, Unique::Link(&l.id))
@@ -514,6 +564,32 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn query_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+        let (link, vm, kind, client, since, until, before, limit) = audit_params(query)?;
+        self.run(move |c| {
+            let sql = "SELECT a.id, a.at_ms, a.kind, a.link_id, a.session_id, a.client, a.detail, \
+                 (SELECT r.id FROM recordings r WHERE r.session_id = a.session_id \
+                  ORDER BY r.started_at_ms LIMIT 1) \
+                 FROM audit a \
+                 WHERE (?1 IS NULL OR a.link_id = ?1) \
+                 AND (?2 IS NULL OR a.link_id IN (SELECT id FROM links WHERE vm = ?2)) \
+                 AND (?3 IS NULL OR a.kind = ?3) \
+                 AND (?4 IS NULL OR a.client = ?4) \
+                 AND (?5 IS NULL OR a.at_ms >= ?5) \
+                 AND (?6 IS NULL OR a.at_ms < ?6) \
+                 AND (?7 IS NULL OR a.id < ?7) \
+                 ORDER BY a.id DESC LIMIT ?8";
+            collect(
+                c,
+                sql,
+                params![link, vm, kind, client, since, until, before, limit],
+                audit_entry_row,
+                audit_entry,
+            )
+        })
+        .await
+    }
+
     async fn prune_audit(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
         let before = to_ms(before)?;
         self.run(move |c| {
@@ -560,6 +636,104 @@ impl Store for SqliteStore {
             Ok(u64::try_from(n).unwrap_or(u64::MAX))
         })
         .await
+    }
+
+    async fn put_recording(&self, rec: &RecordingInfo) -> Result<(), StoreError> {
+        let r = RecordingRow::new(rec)?;
+        self.run(move |c| {
+            let res = c.execute(
+                &format!(
+                    "INSERT INTO recordings ({RECORDING_COLS}) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+                ),
+                params![
+                    r.id,
+                    r.session_id,
+                    r.link_id,
+                    r.vm,
+                    r.console,
+                    r.channel,
+                    r.gateway,
+                    r.file,
+                    r.started_at_ms,
+                    r.ended_at_ms,
+                    r.bytes,
+                    r.status,
+                    r.detail,
+                ],
+            );
+            inserted(res, Unique::Recording(&r.id))
+        })
+        .await
+    }
+
+    async fn finish_recording(
+        &self,
+        id: &str,
+        ended_at: Option<OffsetDateTime>,
+        bytes: u64,
+        status: RecordingStatus,
+        detail: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        let ended = ended_at.map(to_ms).transpose()?;
+        let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+        let detail = detail.map(|d| d.replace('\0', "\u{FFFD}"));
+        self.run(move |c| {
+            Ok(c.execute(
+                "UPDATE recordings SET ended_at_ms = ?2, bytes = ?3, status = ?4, detail = ?5 \
+                 WHERE id = ?1",
+                params![id, ended, bytes, status.as_str(), detail],
+            )? == 1)
+        })
+        .await
+    }
+
+    async fn get_recording(&self, id: &str) -> Result<Option<RecordingInfo>, StoreError> {
+        let id = id.to_owned();
+        self.run(move |c| {
+            c.query_row(
+                &format!("SELECT {RECORDING_COLS} FROM recordings WHERE id = ?1"),
+                params![id],
+                recording_row,
+            )
+            .optional()?
+            .map(RecordingRow::into_info)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn list_recordings(
+        &self,
+        filter: &RecordingFilter,
+        limit: usize,
+    ) -> Result<Vec<RecordingInfo>, StoreError> {
+        let (link, session, gateway, status, before) = filter_params(filter)?;
+        let limit = i64::try_from(limit.min(MAX_RECORDING_LIST)).unwrap_or(0);
+        self.run(move |c| {
+            let sql = format!(
+                "SELECT {RECORDING_COLS} FROM recordings \
+                 WHERE (?1 IS NULL OR link_id = ?1) AND (?2 IS NULL OR session_id = ?2) \
+                 AND (?3 IS NULL OR gateway = ?3) AND (?4 IS NULL OR status = ?4) \
+                 AND (?5 IS NULL OR started_at_ms < ?5) \
+                 ORDER BY started_at_ms DESC, id DESC LIMIT ?6"
+            );
+            collect(
+                c,
+                &sql,
+                params![link, session, gateway, status, before, limit],
+                recording_row,
+                RecordingRow::into_info,
+            )
+        })
+        .await
+    }
+
+    async fn delete_recording(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.run(move |c| Ok(c.execute("DELETE FROM recordings WHERE id = ?1", params![id])? == 1))
+            .await
     }
 
     async fn health(&self) -> Result<(), StoreError> {

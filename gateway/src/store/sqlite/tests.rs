@@ -22,6 +22,7 @@ fn link_with(max_uses: Option<u32>, not_before: Option<OffsetDateTime>) -> Link 
         allow_power: false,
         note: Some("for Alice — ünïcode".into()),
         clipboard: Some(crate::model::clipboard::ClipboardPolicy::Both),
+        record: None,
     }
     .validate(NOW, &LinkPolicy::default())
     .expect("valid")
@@ -216,7 +217,7 @@ fn migrations_idempotent_ordered_and_guarded() {
     drop(SqliteStore::open(&path).expect("open"));
     drop(SqliteStore::open(&path).expect("reopen"));
     let mut c = Connection::open(&path).expect("conn");
-    assert_eq!(version(&c), vec![1, 2, 3]);
+    assert_eq!(version(&c), vec![1, 2, 3, 5]);
     // A later migration is applied once, in order, after the existing ones; given
     // out of order it still applies in version order.
     let more = [
@@ -234,14 +235,14 @@ fn migrations_idempotent_ordered_and_guarded() {
     ];
     assert_eq!(migrate(&mut c, &more).expect("migrate"), 12);
     assert_eq!(migrate(&mut c, &more).expect("again"), 12);
-    assert_eq!(version(&c), vec![1, 2, 3, 11, 12]);
+    assert_eq!(version(&c), vec![1, 2, 3, 5, 11, 12]);
     // A failing migration rolls back entirely.
     let broken = [Migration {
         version: 13,
         sql: "CREATE TABLE t5 (x); THIS IS NOT SQL;",
     }];
     assert!(migrate(&mut c, &broken).is_err());
-    assert_eq!(version(&c), vec![1, 2, 3, 11, 12]);
+    assert_eq!(version(&c), vec![1, 2, 3, 5, 11, 12]);
     let t5: i64 = c
         .query_row(
             "SELECT COUNT(*) FROM sqlite_master WHERE name = 't5'",
@@ -256,7 +257,7 @@ fn migrations_idempotent_ordered_and_guarded() {
         SqliteStore::open(&path),
         Err(StoreError::SchemaTooNew {
             found: 12,
-            supported: 3
+            supported: 5
         })
     ));
 }
@@ -306,7 +307,7 @@ async fn a_version_1_store_is_upgraded_in_place() {
     s.put_grant("aa", &g).await.expect("grants table exists");
     drop(s);
     let c = Connection::open(&path).expect("conn");
-    assert_eq!(version(&c), vec![1, 2, 3]);
+    assert_eq!(version(&c), vec![1, 2, 3, 5]);
 }
 
 #[tokio::test]
