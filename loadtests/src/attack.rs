@@ -124,7 +124,13 @@ pub async fn phase(
             let mut lat = Vec::new();
             let mut ws = r.open(measure::bulk_cfg()).await?;
             measure::echo_mode(&mut ws).await?;
-            while lat.len() < samples || start.elapsed().as_secs_f64() < min_secs {
+            // At least `min_secs`; then until `samples` or 3 × `min_secs`, whichever
+            // comes first (a flooded console may take milliseconds per round trip).
+            loop {
+                let t = start.elapsed().as_secs_f64();
+                if t >= min_secs && (lat.len() >= samples || t >= 3.0 * min_secs) {
+                    break;
+                }
                 lat.push(measure::round_trip(&mut ws).await?);
             }
             anyhow::Ok(lat)

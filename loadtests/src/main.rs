@@ -579,6 +579,20 @@ fn met(v: Option<f64>, at_least: Option<f64>, at_most: Option<f64>) -> &'static 
     }
 }
 
+/// MiB relayed per CPU-second of the relay: on a shared machine, where the relay gets
+/// only part of its core, the comparison that does not depend on its share.
+fn per_cpu_tp(t: &Throughput) -> Option<f64> {
+    (t.relay_cpu_pct > 0.0).then(|| t.mib_s / (t.relay_cpu_pct / 100.0))
+}
+
+/// New sessions per CPU-second of the relay.
+fn rate_per_cpu(r: &Option<anyhow::Result<Rate>>) -> Option<f64> {
+    match r {
+        Some(Ok(t)) if t.relay_cpu_pct > 0.0 => Some(t.per_sec / (t.relay_cpu_pct / 100.0)),
+        _ => None,
+    }
+}
+
 fn val<T>(r: &Option<anyhow::Result<T>>, f: impl Fn(&T) -> f64) -> Option<f64> {
     match r {
         Some(Ok(v)) => Some(f(v)),
@@ -667,6 +681,13 @@ fn report(ctx: &Context_, relays: &[Relay], results: &[Results]) -> String {
                 ""
             }
         );
+        let cpu = |r: Option<&Results>| r.and_then(|r| r.tp(n)).and_then(per_cpu_tp);
+        let _ = writeln!(
+            s,
+            "| 1 | … per relay CPU-second: gateway / websockify; gateway / reference | {}; {} | (shared machine) | |",
+            f2(div(cpu(Some(g)), cpu(wsf))),
+            f2(div(cpu(Some(g)), cpu(reference)))
+        );
     }
     let fair = |r: Option<&Results>| {
         r.and_then(|r| r.tp(big))
@@ -693,6 +714,13 @@ fn report(ctx: &Context_, relays: &[Relay], results: &[Results]) -> String {
         "| 3 | full path (exchange + WS) / reference WS setup rate | {} | ≥ 0.6 | {} |",
         f2(v),
         met(v, Some(0.6), None)
+    );
+    let ref_cpu = reference.and_then(|r| rate_per_cpu(&r.rate));
+    let _ = writeln!(
+        s,
+        "| 3 | … per relay CPU-second: reconnect / reference; full path / reference | {}; {} | (shared machine) | |",
+        f2(div(rate_per_cpu(&g.rate_ws_only), ref_cpu)),
+        f2(div(rate_per_cpu(&g.rate), ref_cpu))
     );
     let held = val(&g.idle, |i| i.alive as f64);
     let _ = writeln!(
@@ -829,6 +857,12 @@ fn report(ctx: &Context_, relays: &[Relay], results: &[Results]) -> String {
     );
     row(
         &mut s,
+        &format!("MiB relayed per relay CPU-second at {big}"),
+        "higher",
+        &|r| f0(r.tp(big).and_then(per_cpu_tp)),
+    );
+    row(
+        &mut s,
         &format!("load generator CPU at {big} (%)"),
         "",
         &|r| f0(r.tp(big).map(|t| t.client_cpu_pct)),
@@ -844,6 +878,18 @@ fn report(ctx: &Context_, relays: &[Relay], results: &[Results]) -> String {
         "new sessions/s, reconnect (gateway: WS with cookie)",
         "higher",
         &|r| f0(val(&r.rate_ws_only, |t| t.per_sec)),
+    );
+    row(
+        &mut s,
+        "new sessions per relay CPU-second (full; reconnect)",
+        "higher",
+        &|r| {
+            format!(
+                "{}; {}",
+                f0(rate_per_cpu(&r.rate)),
+                f0(rate_per_cpu(&r.rate_ws_only))
+            )
+        },
     );
     row(
         &mut s,
