@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds what the load test needs and runs it: the gateway's console relay against
-# websockify on the same TCP backend, in one run. Writes results/<date>.md and prints it.
+# Builds what the load test needs and runs it: the gateway's console relay against a
+# minimal reference relay (vmgw-load ref-relay), websocat 1.14 and websockify on the same
+# TCP backend, in one run. Writes results/<date>.md and prints it.
 # Extra arguments go to vmgw-load (e.g. --idle 500 --throughput-secs 5; see --help).
 # `run.sh churn [args]` runs the churn check instead (gateway only, no websockify):
 # writes results/churn-<date>.md; args go to `vmgw-load churn` (see README, "Churn").
@@ -25,6 +26,18 @@ if [ "$mode" = compare ] && [ ! -x .venv/bin/websockify ]; then
     echo "== installing websockify into loadtests/.venv" >&2
     python3 -m venv .venv
     .venv/bin/pip install --quiet websockify
+fi
+
+websocat_args=()
+if [ "$mode" = compare ]; then
+    if [ ! -x .tools/bin/websocat ]; then
+        echo "== installing websocat 1.14 into loadtests/.tools (crates.io)" >&2
+        cargo install --locked --root .tools websocat --version '~1.14' ||
+            echo "== websocat did not build: measured without it" >&2
+    fi
+    if [ -x .tools/bin/websocat ]; then
+        websocat_args=(--websocat "$here/.tools/bin/websocat")
+    fi
 fi
 
 mkdir -p results
@@ -74,9 +87,12 @@ pyver="$(.venv/bin/python --version 2>&1)"
 "${pin_client[@]}" target/release/vmgw-load \
     --gateway "$repo/target/release/gateway" \
     --websockify "$here/.venv/bin/websockify" \
+    "${websocat_args[@]}" \
     --out "$out" \
     "${pin_args[@]}" \
     --note "Date: $(date -Iseconds)" \
     --note "Gateway: commit $commit${dirty:+ (with uncommitted changes)}, \`target/release/gateway serve --config\` (self-signed cert, data dir in ${TMPDIR:-/tmp} on $tmpfs)" \
     --note "websockify $wsver (default engine, \`--ssl-only\`), $pyver" \
+    --note "websocat: $( [ -x .tools/bin/websocat ] && .tools/bin/websocat --version || echo 'not built')" \
+    --note "Command: \`loadtests/run.sh${*:+ $*}\`" \
     "$@"

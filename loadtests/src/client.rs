@@ -24,7 +24,8 @@ pub type Wss = WebSocketStream<TlsStream<TcpStream>>;
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A TLS client trusting only the certificates in `pem` (the relay's self-signed one).
-/// Session resumption is off: every session pays a full handshake, as a new visitor does.
+/// Session resumption is off: every connection pays a full handshake, as a new visitor's
+/// first one does (see [`Relay::visitor`] for a visitor's later ones).
 pub fn tls_connector(pem: &Path) -> anyhow::Result<TlsConnector> {
     let bytes = std::fs::read(pem).with_context(|| format!("reading {}", pem.display()))?;
     let mut roots = rustls::RootCertStore::empty();
@@ -34,11 +35,21 @@ pub fn tls_connector(pem: &Path) -> anyhow::Result<TlsConnector> {
     if roots.is_empty() {
         bail!("no certificate in {}", pem.display());
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    // Cipher suites in a browser's order (Chrome and Firefox offer AES-128-GCM first;
+    // rustls's default puts AES-256-GCM first).
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites.sort_by_key(|s| match s.suite() {
+        rustls::CipherSuite::TLS13_AES_128_GCM_SHA256 => 0,
+        rustls::CipherSuite::TLS13_AES_256_GCM_SHA384 => 1,
+        rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256 => 2,
+        _ => 3,
+    });
+    let provider = Arc::new(provider);
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     cfg.resumption = rustls::client::Resumption::disabled();
     Ok(TlsConnector::from(Arc::new(cfg)))
 }
@@ -54,8 +65,8 @@ pub struct Grant {
 pub enum RelayKind {
     /// The gateway: sessions start with `POST /s/session` and need the cookie.
     Gateway { link_token: String },
-    /// websockify: any path, no exchange.
-    Websockify,
+    /// websockify, websocat, the reference relay: any path, no exchange.
+    Plain,
 }
 
 /// A relay under test, as the client sees it.
@@ -68,11 +79,20 @@ pub struct Relay {
     pub kind: RelayKind,
     /// The relay's process (for websockify, the parent of its per-session children).
     pub pid: u32,
+    /// Connect from this local address (a loopback address stands for a client).
+    pub src: Option<std::net::IpAddr>,
 }
 
 impl Relay {
     pub async fn tls_stream(&self) -> anyhow::Result<TlsStream<TcpStream>> {
-        let tcp = TcpStream::connect(self.addr).await.context("connect")?;
+        let tcp = match self.src {
+            None => TcpStream::connect(self.addr).await.context("connect")?,
+            Some(ip) => {
+                let sock = tokio::net::TcpSocket::new_v4()?;
+                sock.bind(SocketAddr::new(ip, 0)).context("bind")?;
+                sock.connect(self.addr).await.context("connect")?
+            }
+        };
         tcp.set_nodelay(true)?;
         let name = ServerName::try_from("localhost")?;
         self.tls.connect(name, tcp).await.context("TLS handshake")
@@ -83,9 +103,22 @@ impl Relay {
         let RelayKind::Gateway { link_token } = &self.kind else {
             bail!("{} has no exchange", self.name);
         };
+        self.exchange_with(link_token, None).await
+    }
+
+    /// An exchange for `link_token` with an optional password.
+    pub async fn exchange_with(
+        &self,
+        link_token: &str,
+        password: Option<&str>,
+    ) -> anyhow::Result<Grant> {
         let fut = async {
             let s = self.tls_stream().await?;
-            let body = serde_json::json!({ "token": link_token }).to_string();
+            let body = match password {
+                None => serde_json::json!({ "token": link_token }),
+                Some(p) => serde_json::json!({ "token": link_token, "password": p }),
+            }
+            .to_string();
             let (status, head, body) = http_call(
                 s,
                 "POST",
@@ -142,14 +175,28 @@ impl Relay {
             .map_err(|_| anyhow!("WebSocket open timed out"))?
     }
 
-    /// A whole new visitor session: exchange (gateway only) and WebSocket.
+    /// This relay as one new browser sees it: a TLS client with a session cache of its
+    /// own, so that its second connection resumes the first one's TLS session (as a
+    /// browser does between the exchange and the WebSocket) if the relay offers it.
+    pub fn visitor(&self) -> Relay {
+        let mut cfg = rustls::ClientConfig::clone(self.tls.config());
+        cfg.resumption = rustls::client::Resumption::in_memory_sessions(4);
+        Relay {
+            tls: TlsConnector::from(Arc::new(cfg)),
+            ..self.clone()
+        }
+    }
+
+    /// A whole new visitor session: exchange (gateway only) and WebSocket, the second
+    /// connection resuming the first's TLS session as a browser's does.
     pub async fn open(&self, cfg: WebSocketConfig) -> anyhow::Result<Wss> {
         match self.kind {
             RelayKind::Gateway { .. } => {
-                let g = self.exchange().await?;
-                self.ws(Some(&g), cfg).await
+                let v = self.visitor();
+                let g = v.exchange().await?;
+                v.ws(Some(&g), cfg).await
             }
-            RelayKind::Websockify => self.ws(None, cfg).await,
+            RelayKind::Plain => self.ws(None, cfg).await,
         }
     }
 }

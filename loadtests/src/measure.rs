@@ -245,6 +245,9 @@ impl Idle {
     }
 }
 
+/// How long after closing the idle sessions the relay's memory is read again.
+pub const AFTER_CLOSE: Duration = Duration::from_secs(10);
+
 /// (c) Opens up to `n` idle sessions (`workers` at a time), reads the relay's memory,
 /// closes them and reads it again. Stops early after many failures in a row or when
 /// the machine runs low on memory.
@@ -312,7 +315,7 @@ pub async fn idle_memory(relay: &Relay, n: usize, workers: usize) -> anyhow::Res
         .filter(|ok| *ok)
         .count();
     drop(held);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(AFTER_CLOSE).await;
     idle.after_close = procinfo::tree_mem(relay.pid);
     Ok(idle)
 }
@@ -341,7 +344,7 @@ pub struct Latency {
     pub p99_us: f64,
 }
 
-fn percentiles(mut v: Vec<f64>) -> Latency {
+pub fn percentiles(mut v: Vec<f64>) -> Latency {
     v.sort_by(f64::total_cmp);
     let at = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
     Latency {
@@ -353,26 +356,38 @@ fn percentiles(mut v: Vec<f64>) -> Latency {
 const PING_BYTES: usize = 64;
 const LATENCY_WARMUP: usize = 200;
 
+/// Puts a session's backend into echo mode.
+pub async fn echo_mode(ws: &mut Wss) -> anyhow::Result<()> {
+    ws.send(Message::Binary(vec![MODE_ECHO].into())).await?;
+    Ok(())
+}
+
+/// One round trip of a 64-byte message on an echo session, in µs.
+pub async fn round_trip(ws: &mut Wss) -> anyhow::Result<f64> {
+    let msg = vec![0xa5u8; PING_BYTES];
+    let t = Instant::now();
+    ws.send(Message::Binary(msg.into())).await?;
+    let mut got = 0;
+    while got < PING_BYTES {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            Ok(Some(Ok(Message::Binary(b)))) => got += b.len(),
+            Ok(Some(Ok(_))) => {}
+            Ok(other) => bail!("echo session ended: {other:?}"),
+            Err(_) => bail!("no echo within 5 s"),
+        }
+    }
+    Ok(t.elapsed().as_secs_f64() * 1e6)
+}
+
 /// (d) Round trips of a 64-byte message through a relay to the echo backend.
 pub async fn ws_latency(relay: &Relay, samples: usize) -> anyhow::Result<Latency> {
     let mut ws = relay.open(bulk_cfg()).await?;
-    ws.send(Message::Binary(vec![MODE_ECHO].into())).await?;
-    let msg = vec![0xa5u8; PING_BYTES];
+    echo_mode(&mut ws).await?;
     let mut out = Vec::with_capacity(samples);
     for i in 0..LATENCY_WARMUP + samples {
-        let t = Instant::now();
-        ws.send(Message::Binary(msg.clone().into())).await?;
-        let mut got = 0;
-        while got < PING_BYTES {
-            match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
-                Ok(Some(Ok(Message::Binary(b)))) => got += b.len(),
-                Ok(Some(Ok(_))) => {}
-                Ok(other) => bail!("echo session ended: {other:?}"),
-                Err(_) => bail!("no echo within 5 s"),
-            }
-        }
+        let t = round_trip(&mut ws).await?;
         if i >= LATENCY_WARMUP {
-            out.push(t.elapsed().as_secs_f64() * 1e6);
+            out.push(t);
         }
     }
     let _ = ws.close(None).await;

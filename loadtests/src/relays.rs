@@ -79,7 +79,12 @@ pub struct GatewayAdmin {
     pub token: String,
     /// The id of the link made to the backend.
     pub link_id: String,
+    /// A second link to the backend, with the password [`LINK_PASSWORD`] (attack test).
+    pub pw_link_token: String,
 }
+
+/// The password of the gateway's second link.
+pub const LINK_PASSWORD: &str = "correct horse battery staple";
 
 pub async fn admin_call(
     admin: SocketAddr,
@@ -133,6 +138,8 @@ pub async fn start_gateway_with(
              [admin]\nlisten = \"127.0.0.1:0\"\n\
              [limits]\n\
              exchanges_per_ip_per_minute = 1000000\n\
+             password_failures_before_lockout = 1000000000\n\
+             max_connections = 20000\n\
              max_connections_per_ip = {max_conns_per_ip}\n\
              {extra_toml}"
         ),
@@ -194,6 +201,19 @@ pub async fn start_gateway_with(
         .as_str()
         .ok_or_else(|| anyhow!("link without id: {link}"))?
         .to_owned();
+    let pw_link = admin_call(
+        admin,
+        &admin_token,
+        "POST",
+        "/api/v1/links",
+        serde_json::json!({"vm": "bench", "console": "raw", "ttl_seconds": 3600,
+                           "password": LINK_PASSWORD}),
+    )
+    .await?;
+    let pw_link_token = pw_link["token"]
+        .as_str()
+        .ok_or_else(|| anyhow!("link without token: {pw_link}"))?
+        .to_owned();
     let tls = tls_connector(&data.join("tls/self-signed.crt"))?;
     let relay = Relay {
         name: "gateway",
@@ -202,11 +222,13 @@ pub async fn start_gateway_with(
         tls,
         kind: RelayKind::Gateway { link_token },
         pid: p.pid,
+        src: None,
     };
     let admin = GatewayAdmin {
         addr: admin,
         token: admin_token,
         link_id,
+        pw_link_token,
     };
     Ok((p, relay, admin))
 }
@@ -243,8 +265,111 @@ pub async fn start_websockify(
         addr,
         origin: format!("https://{addr}"),
         tls: tls_connector(&crt)?,
-        kind: RelayKind::Websockify,
+        kind: RelayKind::Plain,
         pid: p.pid,
+        src: None,
+    };
+    Ok((p, relay))
+}
+
+/// A self-signed ECDSA P-256 certificate from rcgen (the kind the gateway makes) in
+/// `work`: (certificate PEM path, key PEM path).
+fn self_signed(work: &Path, name: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])?;
+    let crt = work.join(format!("{name}.crt"));
+    let key = work.join(format!("{name}.key"));
+    std::fs::write(&crt, ck.cert.pem())?;
+    std::fs::write(&key, ck.key_pair.serialize_pem())?;
+    Ok((crt, key))
+}
+
+/// Starts this binary's reference relay (`ref-relay`, see `refrelay.rs`) to `backend`.
+pub async fn start_reference(
+    work: &Path,
+    cpu: Option<usize>,
+    backend: SocketAddr,
+) -> anyhow::Result<(Proc, Relay)> {
+    let (crt, key) = self_signed(work, "reference")?;
+    let me = std::env::current_exe()?;
+    let mut cmd = pinned(cpu, &me);
+    cmd.arg("ref-relay")
+        .arg("--to")
+        .arg(backend.to_string())
+        .arg("--cert")
+        .arg(&crt)
+        .arg("--key")
+        .arg(&key);
+    let mut p = spawn_logged(cmd, work.join("reference.log")).context("reference relay")?;
+    let line = wait_log_line(&mut p, "", Duration::from_secs(10)).await?;
+    let port: u16 = line.trim().parse().context("reference relay port")?;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let relay = Relay {
+        name: "reference",
+        addr,
+        origin: format!("https://{addr}"),
+        tls: tls_connector(&crt)?,
+        kind: RelayKind::Plain,
+        pid: p.pid,
+        src: None,
+    };
+    Ok((p, relay))
+}
+
+/// Starts websocat 1.14 as a wss → TCP relay (`--binary`, its TLS from a PKCS#12 file
+/// made with `openssl pkcs12`, as websocat's TLS server needs).
+pub async fn start_websocat(
+    bin: &Path,
+    work: &Path,
+    cpu: Option<usize>,
+    backend: SocketAddr,
+) -> anyhow::Result<(Proc, Relay)> {
+    let (crt, key) = self_signed(work, "websocat")?;
+    let p12 = work.join("websocat.p12");
+    let st = Command::new("openssl")
+        .args(["pkcs12", "-export", "-passout", "pass:bench", "-inkey"])
+        .arg(&key)
+        .arg("-in")
+        .arg(&crt)
+        .arg("-out")
+        .arg(&p12)
+        .stdin(Stdio::null())
+        .status()
+        .await
+        .context("openssl pkcs12")?;
+    if !st.success() {
+        bail!("openssl pkcs12: {st}");
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut cmd = pinned(cpu, bin);
+    cmd.arg("--binary")
+        .arg("--pkcs12-der")
+        .arg(&p12)
+        .arg("--pkcs12-passwd")
+        .arg("bench")
+        .arg("--server-protocol")
+        .arg("binary")
+        .arg(format!("wss-l:{addr}"))
+        .arg(format!("tcp:{backend}"));
+    let p = spawn_logged(cmd, work.join("websocat.log")).context("websocat")?;
+    // websocat prints nothing when it listens: wait for the port.
+    let start = Instant::now();
+    while TcpStream::connect(addr).await.is_err() {
+        if start.elapsed() > Duration::from_secs(10) {
+            bail!("websocat did not listen on {addr}; log {}", p.log.display());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let relay = Relay {
+        name: "websocat",
+        addr,
+        origin: format!("https://{addr}"),
+        tls: tls_connector(&crt)?,
+        kind: RelayKind::Plain,
+        pid: p.pid,
+        src: None,
     };
     Ok((p, relay))
 }

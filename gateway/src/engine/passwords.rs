@@ -1,5 +1,5 @@
-//! Link passwords: argon2id with OWASP parameters, run off the async runtime with a
-//! bounded number of hashes at once.
+//! Link passwords: argon2id with OWASP parameters, run off the async runtime (at the
+//! lowest CPU priority) with a bounded number of hashes at once.
 //!
 //! * [`hash`] makes a PHC string (blocking; call it from `spawn_blocking`, or use
 //!   [`PasswordVerifier::hash`]).
@@ -246,8 +246,39 @@ impl MemoryPool {
     }
 }
 
-/// Bounded argon2 pool: at most `max_concurrent` hashes run at once, each on the
-/// blocking thread pool; a caller that finds it full waits at most `max_wait`, then gets
+/// Runs `f` (an argon2 hash) on a thread of its own at the lowest CPU priority (nice 19
+/// on Linux): argon2 gets the core when the relays and the handshakes leave it, so a
+/// flood of wrong passwords cannot slow live consoles. Not on the blocking pool: its
+/// threads also run the store's calls, and a thread cannot take its priority back once
+/// lowered (that needs `CAP_SYS_NICE`). At most `max_concurrent` run at once (the
+/// slots); starting a thread costs microseconds against a hash's tens of milliseconds.
+async fn at_low_priority<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, PasswordError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("vmgw-argon2".into())
+        .spawn(move || {
+            lower_this_threads_priority();
+            let _ = tx.send(f());
+        })
+        .map_err(|_| PasswordError::Task)?;
+    rx.await.map_err(|_| PasswordError::Task)
+}
+
+fn lower_this_threads_priority() {
+    #[cfg(target_os = "linux")]
+    #[allow(unsafe_code)]
+    // SAFETY: gettid and setpriority take no pointers; on Linux the nice value belongs to
+    // the thread, so this changes the calling thread only. A failure leaves it as it was.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
+    }
+}
+
+/// Bounded argon2 pool: at most `max_concurrent` hashes run at once, each on a thread of
+/// its own at low priority ([`at_low_priority`]); a caller that finds it full waits at most `max_wait`, then gets
 /// [`PasswordError::Busy`].
 pub struct PasswordVerifier {
     policy: Arc<PasswordPolicy>,
@@ -319,15 +350,14 @@ impl PasswordVerifier {
         let (policy, pool) = (Arc::clone(&self.policy), Arc::clone(&self.memory));
         let password = password.to_owned();
         let phc = phc.to_owned();
-        tokio::task::spawn_blocking(move || {
+        at_low_priority(move || {
             let mut memory = pool.take(&policy);
             let r = verify_with(&password, &phc, &policy, &mut memory);
             pool.give(memory);
             drop(permit);
             r
         })
-        .await
-        .map_err(|_| PasswordError::Task)?
+        .await?
     }
 
     /// Hashes a new link password in the pool (same limits as `verify`).
@@ -365,15 +395,14 @@ impl PasswordVerifier {
     ) -> Result<String, PasswordError> {
         let (policy, pool) = (Arc::clone(&self.policy), Arc::clone(&self.memory));
         let password = password.to_owned();
-        tokio::task::spawn_blocking(move || {
+        at_low_priority(move || {
             let mut memory = pool.take(&policy);
             let r = hash_with(&password, &policy, &mut memory);
             pool.give(memory);
             drop(permit);
             r
         })
-        .await
-        .map_err(|_| PasswordError::Task)?
+        .await?
     }
 }
 

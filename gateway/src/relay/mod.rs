@@ -15,7 +15,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use time::OffsetDateTime;
@@ -493,20 +493,50 @@ where
 fn pass_output(
     server: &mut Option<ServerFilter>,
     ctx: RelayContext<'_>,
-    bytes: &[u8],
+    bytes: Bytes,
 ) -> Result<Bytes, EndReason> {
     let Some(f) = server.as_mut() else {
-        return Ok(Bytes::copy_from_slice(bytes));
+        return Ok(bytes);
     };
     let mut out = Vec::with_capacity(bytes.len());
-    f.push(bytes, &mut out).map_err(|e| {
+    f.push(&bytes, &mut out).map_err(|e| {
         tracing::debug!(session = %ctx.session.id, error = %e, "console sent a message the gateway cannot follow");
         EndReason::ProtocolError
     })?;
     Ok(Bytes::from(out))
 }
 
+/// Bytes a session relays to its visitor without waiting before it lets the other
+/// sessions on its worker run (see [`to_client`]).
+const TURN_BYTES: usize = 256 * 1024;
+
+/// What a session reads from its console when the last read did not fill the buffer: an
+/// idle or quiet console holds this much, not `relay_buffer_bytes`.
+const SMALL_READ: usize = 4096;
+
+/// Reads what the console has (at most `want` bytes) into `buf`; `turn` counts the bytes
+/// read since the console last made this session wait, and starts again when it does.
+async fn read_console<R: AsyncRead + Unpin>(
+    con_r: &mut R,
+    buf: &mut BytesMut,
+    want: usize,
+    turn: &mut usize,
+) -> std::io::Result<usize> {
+    buf.reserve(want);
+    let mut limited = bytes::BufMut::limit(&mut *buf, want);
+    let mut read = std::pin::pin!(con_r.read_buf(&mut limited));
+    match futures::poll!(read.as_mut()) {
+        std::task::Poll::Ready(r) => r,
+        std::task::Poll::Pending => {
+            *turn = 0;
+            read.await
+        }
+    }
+}
+
 /// Console → visitor, one binary message per read, with pings and the idle timeout.
+/// Fair between sessions on a saturated core: a console that always has more to send
+/// yields its worker after [`TURN_BYTES`] (a busy screen cannot starve the others).
 async fn to_client<T, R>(
     ws_tx: &mut T,
     con_r: &mut R,
@@ -519,17 +549,24 @@ where
     R: AsyncRead + Unpin,
 {
     let limits = ctx.limits;
-    let mut buf = vec![0u8; limits.relay_buffer_bytes];
+    // Grown to `relay_buffer_bytes` while the console fills it, small otherwise; each
+    // message takes the bytes read without a copy, and the allocation is reused once
+    // the WebSocket has written them.
+    let mut buf = BytesMut::new();
+    let small = SMALL_READ.min(limits.relay_buffer_bytes);
+    let mut want = small;
     let mut ping = tokio::time::interval(limits.ws_ping_interval);
     ping.tick().await;
+    let mut turn = 0usize;
     loop {
         tokio::select! {
-            r = con_r.read(&mut buf) => {
+            r = read_console(con_r, &mut buf, want, &mut turn) => {
                 let n = match r {
                     Ok(0) | Err(_) => return EndReason::ConsoleClosed,
                     Ok(n) => n,
                 };
-                let data = match pass_output(server, ctx, buf.get(..n).unwrap_or_default()) {
+                want = if n < small { small } else { limits.relay_buffer_bytes };
+                let data = match pass_output(server, ctx, buf.split().freeze()) {
                     Ok(d) => d,
                     Err(r) => return r,
                 };
@@ -537,9 +574,14 @@ where
                 if !data.is_empty() && ws_tx.send(Message::Binary(data)).await.is_err() {
                     return EndReason::ClientClosed;
                 }
-                let n = u64::try_from(n).unwrap_or(0);
-                ctx.session.bytes_to_client.fetch_add(n, Ordering::Relaxed);
-                Metrics::add(&ctx.metrics.bytes_to_client, n);
+                let n64 = u64::try_from(n).unwrap_or(0);
+                ctx.session.bytes_to_client.fetch_add(n64, Ordering::Relaxed);
+                Metrics::add(&ctx.metrics.bytes_to_client, n64);
+                turn += n;
+                if turn >= TURN_BYTES {
+                    turn = 0;
+                    tokio::task::yield_now().await;
+                }
             }
             _ = ping.tick() => {
                 if seen.idle() > limits.ws_idle_timeout {

@@ -118,6 +118,11 @@ async fn accept_loop(
             }
             .instrument(span),
         );
+        // One new connection per turn of the scheduler: a burst of connections waiting
+        // in the backlog (a flood of TLS handshakes, each a few hundred µs of CPU) is
+        // admitted between the live sessions' turns instead of all at once ahead of
+        // them, so consoles keep their round-trip time while new visitors queue.
+        tokio::task::yield_now().await;
     }
 }
 

@@ -152,7 +152,14 @@ impl ResolvesServerCert for CertResolver {
 }
 
 /// A rustls server configuration (TLS 1.2 and 1.3, HTTP/1.1, no 0-RTT) around a
-/// resolver.
+/// resolver, with stateless session tickets: a browser resumes its TLS session between
+/// the exchange and the console's WebSocket (and on a reconnect) instead of paying a
+/// second full handshake. The ticket key lives in memory only and rustls rotates it
+/// every 6 hours (a ticket is accepted until the key after its own is replaced, at most
+/// 12 hours); TLS 1.3 resumption still runs a fresh ECDHE (rustls offers only
+/// `psk_dhe_ke`), so a resumed session keeps forward secrecy; no 0-RTT data is accepted.
+/// Tickets cost the server no memory, so a flood of handshakes cannot push legitimate
+/// visitors' sessions out of a cache.
 pub fn server_config(
     resolver: Arc<CertResolver>,
     acme_alpn: bool,
@@ -166,6 +173,7 @@ pub fn server_config(
         cfg.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
     }
     cfg.max_early_data_size = 0;
+    cfg.ticketer = rustls::crypto::ring::Ticketer::new()?;
     Ok(Arc::new(cfg))
 }
 

@@ -51,7 +51,23 @@ pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
     path: Option<PathBuf>,
     /// Audit events waiting to be written (see [`SqliteStore::audit`]).
-    audit_queue: Arc<Mutex<Vec<QueuedAudit>>>,
+    audit_queue: Arc<Mutex<AuditQueue>>,
+}
+
+/// The audit events waiting to be written, and whether a writer is on its way to them.
+#[derive(Default)]
+struct AuditQueue {
+    events: Vec<QueuedAudit>,
+    /// A writer runs (or is scheduled) on the blocking pool: it writes until the queue
+    /// is empty, so a new event needs no writer of its own.
+    writing: bool,
+}
+
+impl AuditQueue {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.events.is_empty() && !self.writing
+    }
 }
 
 /// One audit row and the caller waiting for it to be durable.

@@ -1,7 +1,7 @@
 //! [`Store`] for [`SqliteStore`]: the SQL, in SQLite's dialect; every rule that is not
 //! SQL comes from `rows.rs`, shared with the PostgreSQL store.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
@@ -20,7 +20,7 @@ use super::super::{
     admin_token_hash, plausible_admin_token, AdminTokenInfo, AuditEvent, Grant, RedeemError, Store,
     StoreError, Target,
 };
-use super::{lock, QueuedAudit, SqliteStore};
+use super::{lock, AuditQueue, QueuedAudit, SqliteStore};
 use crate::model::links::Link;
 use crate::model::tokens::SigningKey;
 
@@ -158,14 +158,12 @@ fn collect<R, T>(
 }
 
 fn get_link_on(c: &Connection, id: &str) -> Result<Option<Link>, StoreError> {
-    c.query_row(
-        &format!("SELECT {LINK_COLS} FROM links WHERE id = ?1"),
-        params![id],
-        link_row,
-    )
-    .optional()?
-    .map(LinkRow::into_link)
-    .transpose()
+    // Cached: every visitor request reads its link (SQLite keeps the compiled statement).
+    c.prepare_cached(&format!("SELECT {LINK_COLS} FROM links WHERE id = ?1"))?
+        .query_row(params![id], link_row)
+        .optional()?
+        .map(LinkRow::into_link)
+        .transpose()
 }
 
 fn all_keys(c: &Connection) -> Result<Vec<SigningKey>, StoreError> {
@@ -259,6 +257,24 @@ fn write_audit_batch(c: &mut Connection, batch: &[QueuedAudit]) -> Result<(), St
     }
     tx.commit()?;
     Ok(())
+}
+
+/// The audit writer's hold on the queue: if it ends without finishing (a panic, or a
+/// runtime shutting down before it ran), the waiting callers get an error instead of
+/// waiting forever, and the next event starts a new writer.
+struct AuditWriter {
+    /// `None` once the writer has finished normally.
+    queue: Option<Arc<Mutex<AuditQueue>>>,
+}
+
+impl Drop for AuditWriter {
+    fn drop(&mut self) {
+        if let Some(queue) = self.queue.take() {
+            let mut q = lock(&queue);
+            q.writing = false;
+            q.events.clear();
+        }
+    }
 }
 
 impl SqliteStore {
@@ -487,11 +503,10 @@ impl Store for SqliteStore {
     async fn get_target(&self, name: &str) -> Result<Option<Target>, StoreError> {
         let name = name.to_owned();
         self.run(move |c| {
-            c.query_row(
-                &format!("SELECT {TARGET_COLS} FROM targets WHERE name = ?1"),
-                params![name],
-                target_row,
-            )
+            c.prepare_cached(&format!(
+                "SELECT {TARGET_COLS} FROM targets WHERE name = ?1"
+            ))?
+            .query_row(params![name], target_row)
             .optional()?
             .map(TargetRow::into_target)
             .transpose()
@@ -515,25 +530,41 @@ impl Store for SqliteStore {
 
     async fn audit(&self, event: AuditEvent) -> Result<(), StoreError> {
         let row = AuditRow::new(event)?;
-        // Group commit: the event joins the queue, then whoever holds the connection
-        // next writes every queued event in one transaction (one fsync for all the
-        // sessions that started or ended meanwhile). Each caller still returns only once
-        // its own event is durable.
+        // Group commit: the event joins the queue; one writer on the blocking pool writes
+        // every queued event in one transaction (one fsync for all the sessions that
+        // started or ended meanwhile), and again until the queue is empty. Each caller
+        // still returns only once its own event is durable.
         let (done, committed) = tokio::sync::oneshot::channel();
-        lock(&self.audit_queue).push(QueuedAudit { row, done });
-        let queue = Arc::clone(&self.audit_queue);
-        self.run(move |c| {
-            let batch = std::mem::take(&mut *lock(&queue));
-            if batch.is_empty() {
-                return Ok(()); // an earlier caller's transaction took ours along
-            }
-            let written = write_audit_batch(c, &batch).map_err(|e| e.to_string());
-            for q in batch {
-                let _ = q.done.send(written.clone());
-            }
-            Ok(())
-        })
-        .await?;
+        let start_writer = {
+            let mut q = lock(&self.audit_queue);
+            q.events.push(QueuedAudit { row, done });
+            !std::mem::replace(&mut q.writing, true)
+        };
+        if start_writer {
+            let queue = Arc::clone(&self.audit_queue);
+            let mut writer = AuditWriter {
+                queue: Some(Arc::clone(&queue)),
+            };
+            let conn = Arc::clone(&self.conn);
+            tokio::task::spawn_blocking(move || {
+                loop {
+                    let batch = {
+                        let mut q = lock(&queue);
+                        if q.events.is_empty() {
+                            q.writing = false;
+                            break;
+                        }
+                        std::mem::take(&mut q.events)
+                    };
+                    let written =
+                        write_audit_batch(&mut lock(&conn), &batch).map_err(|e| e.to_string());
+                    for q in batch {
+                        let _ = q.done.send(written.clone());
+                    }
+                }
+                drop(writer.queue.take());
+            });
+        }
         match committed.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(StoreError::AuditBatch(e)),
