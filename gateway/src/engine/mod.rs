@@ -12,8 +12,8 @@ pub mod limits;
 pub mod memory;
 mod network;
 pub mod passwords;
-pub mod serial;
 pub mod recordings;
+pub mod serial;
 pub mod sessions;
 mod visitor;
 
