@@ -3,19 +3,14 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startGateway, launchBrowser, newPage, shot, admin, waitForScreen, sleep } from './helpers.mjs';
+import {
+  newPage, shot, admin, waitForScreen, sleep, startGatewayAndBrowser, stopGatewayAndBrowser,
+} from './helpers.mjs';
 
 let gw;
 let browser;
-
-before(async () => {
-  [gw, browser] = await Promise.all([startGateway(), launchBrowser()]);
-});
-
-after(async () => {
-  await browser?.close();
-  await gw?.stop();
-});
+before(async () => ({ gw, browser } = await startGatewayAndBrowser()));
+after(() => stopGatewayAndBrowser(gw, browser));
 
 test('admin page: sign in, create a link, power the VM off and on, kill a session', { timeout: 180_000 }, async () => {
   const page = await newPage(browser, { viewport: { width: 1280, height: 900 } });

@@ -7,20 +7,14 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startGateway, launchBrowser, newPage, shot, createLink, waitForSerial, typeKeys, openShare, sleep, serial, compareWithScreenshot,
+  newPage, shot, createLink, waitForSerial, typeKeys, openShare, sleep, serial,
+  compareWithScreenshot, startGatewayAndBrowser, stopGatewayAndBrowser,
 } from './helpers.mjs';
 
 let gw;
 let browser;
-
-before(async () => {
-  [gw, browser] = await Promise.all([startGateway(), launchBrowser()]);
-});
-
-after(async () => {
-  await browser?.close();
-  await gw?.stop();
-});
+before(async () => ({ gw, browser } = await startGatewayAndBrowser()));
+after(() => stopGatewayAndBrowser(gw, browser));
 
 /** Runs a shell command on the guest's VGA console by typing into the page's canvas. */
 async function run(page, command) {

@@ -5,21 +5,14 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startGateway, launchBrowser, newPage, shot, keepForReadme, createLink, admin,
-  waitForScreen, waitForSerial, serial, typeKeys, openShare, sleep, compareWithScreenshot,
+  newPage, shot, keepForReadme, createLink, admin, waitForScreen, waitForSerial, serial, typeKeys,
+  openShare, sleep, compareWithScreenshot, startGatewayAndBrowser, stopGatewayAndBrowser,
 } from './helpers.mjs';
 
 let gw;
 let browser;
-
-before(async () => {
-  [gw, browser] = await Promise.all([startGateway(), launchBrowser()]);
-});
-
-after(async () => {
-  await browser?.close();
-  await gw?.stop();
-});
+before(async () => ({ gw, browser } = await startGatewayAndBrowser()));
+after(() => stopGatewayAndBrowser(gw, browser));
 
 test('password link: wrong password is refused, right one opens the console, typing reaches the VM', { timeout: 150_000 }, async () => {
   const page = await newPage(browser);

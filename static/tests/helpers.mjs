@@ -344,3 +344,15 @@ export async function compareWithScreenshot(page, gw, selector = '#screen canvas
     return { ...out, blocks: ba.length, meanDiff: same.mean, badBlocks: same.bad, blackMeanDiff: black.mean, blackBadBlocks: black.bad };
   }, { sel: selector, png });
 }
+
+/** A test file's `gateway demo` and browser, started together (for its `before`). */
+export async function startGatewayAndBrowser(opts) {
+  const [gw, browser] = await Promise.all([startGateway(opts), launchBrowser()]);
+  return { gw, browser };
+}
+
+/** Stops what [`startGatewayAndBrowser`] started (for its `after`); either may be unset. */
+export async function stopGatewayAndBrowser(gw, browser) {
+  await browser?.close();
+  await gw?.stop();
+}

@@ -7,20 +7,14 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startGateway, launchBrowser, newPage, shot, createLink, admin, waitForScreen, waitForSerial, serial, sleep,
+  newPage, shot, createLink, admin, waitForScreen, waitForSerial, serial, sleep,
+  startGatewayAndBrowser, stopGatewayAndBrowser,
 } from './helpers.mjs';
 
 let gw;
 let browser;
-
-before(async () => {
-  [gw, browser] = await Promise.all([startGateway(), launchBrowser()]);
-});
-
-after(async () => {
-  await browser?.close();
-  await gw?.stop();
-});
+before(async () => ({ gw, browser } = await startGatewayAndBrowser()));
+after(() => stopGatewayAndBrowser(gw, browser));
 
 // What is typed in each round, and what the layout has no keys for (the page must name
 // exactly these and leave them out). `¥` on `ja`: the Japanese layout's ¥ key types

@@ -10,21 +10,14 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import {
-  startGateway, launchBrowser, newPage, shot, createLink, admin, waitForScreen, waitForSerial,
-  typeKeys, openShare, sleep, compareWithScreenshot, screendump, canvasStats,
+  newPage, shot, createLink, admin, waitForScreen, waitForSerial, typeKeys, openShare, sleep,
+  compareWithScreenshot, screendump, canvasStats, startGatewayAndBrowser, stopGatewayAndBrowser,
 } from './helpers.mjs';
 
 let gw;
 let browser;
-
-before(async () => {
-  [gw, browser] = await Promise.all([startGateway(), launchBrowser()]);
-});
-
-after(async () => {
-  await browser?.close();
-  await gw?.stop();
-});
+before(async () => ({ gw, browser } = await startGatewayAndBrowser()));
+after(() => stopGatewayAndBrowser(gw, browser));
 
 async function seek(page, ms) {
   await page.evaluate((t) => {

@@ -6,21 +6,14 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startGateway, launchBrowser, newPage, shot, createLink, waitForScreen, waitForSerial,
-  serial, typeKeys, openShare, sleep,
+  newPage, shot, createLink, waitForScreen, waitForSerial, serial, typeKeys, openShare, sleep,
+  startGatewayAndBrowser, stopGatewayAndBrowser,
 } from './helpers.mjs';
 
 let gw;
 let browser;
-
-before(async () => {
-  [gw, browser] = await Promise.all([startGateway(), launchBrowser()]);
-});
-
-after(async () => {
-  await browser?.close();
-  await gw?.stop();
-});
+before(async () => ({ gw, browser } = await startGatewayAndBrowser()));
+after(() => stopGatewayAndBrowser(gw, browser));
 
 test('view-only SPICE link connects and draws; the inputs channel is refused and typing changes nothing', { timeout: 150_000 }, async () => {
   const link = await createLink(gw, { console: 'spice', view_only: true, note: 'browser test: spice view only' });
