@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use rustls_pki_types::ServerName;
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -28,44 +28,6 @@ struct Snapshot {
     grants: HashMap<String, i64>,
     /// (kind, link id) → records
     audit: HashMap<(String, String), i64>,
-}
-
-struct Running {
-    child: tokio::process::Child,
-    public: String,
-    admin: String,
-}
-
-async fn spawn_gateway(config: &Path) -> Running {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("VMGW_LOG", "warn")
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let line = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            let l = lines.next_line().await.unwrap().expect("gateway exited");
-            if l.starts_with("public listener") {
-                return l;
-            }
-        }
-    })
-    .await
-    .unwrap();
-    // "public listener https://127.0.0.1:P  admin listener 127.0.0.1:Q"
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let public = words[2].trim_start_matches("https://").to_owned();
-    let admin = words[5].to_owned();
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Running {
-        child,
-        public,
-        admin,
-    }
 }
 
 fn connector(data: &Path) -> TlsConnector {
@@ -135,7 +97,7 @@ async fn crash_mid_storm(dir: &Path, config: &Path, snapshot: impl Fn() -> Snaps
     let token: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let token = token["token"].as_str().unwrap().to_owned();
 
-    let mut gw = spawn_gateway(config).await;
+    let mut gw = common::spawn_serve(config).await;
     let target = json!({"name": "t", "kind": "raw", "address": "127.0.0.1:9"});
     let (s, _) = admin(&gw.admin, &token, "POST", "/api/v1/targets", target)
         .await
@@ -241,7 +203,7 @@ async fn crash_mid_storm(dir: &Path, config: &Path, snapshot: impl Fn() -> Snaps
     }
 
     // The gateway comes back on the same state.
-    let mut again = spawn_gateway(config).await;
+    let mut again = common::spawn_serve(config).await;
     let (s, v) = admin(&again.admin, &token, "GET", "/api/v1/links", json!({}))
         .await
         .unwrap();

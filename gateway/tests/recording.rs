@@ -11,13 +11,11 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{TestGateway, WsBytes};
 use gateway::engine::recordings::format::{self, Kind, Tail};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// Waits until the link's recordings (all of them) have left the `recording` state.
 async fn finished_recordings(gw: &TestGateway, link: &str) -> Vec<Value> {
@@ -468,43 +466,6 @@ async fn a_recording_held_by_another_gateway_names_its_holder() {
     assert_eq!((s, &v["gateway"]), (409, &json!("gw-b")));
 }
 
-struct Running {
-    child: tokio::process::Child,
-    public: String,
-    admin: String,
-}
-
-async fn spawn_gateway(config: &Path) -> Running {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("VMGW_LOG", "warn")
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let line = tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            let l = lines.next_line().await.unwrap().expect("gateway exited");
-            if l.starts_with("public listener") {
-                return l;
-            }
-        }
-    })
-    .await
-    .unwrap();
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let public = words[2].trim_start_matches("https://").to_owned();
-    let admin = words[5].to_owned();
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Running {
-        child,
-        public,
-        admin,
-    }
-}
-
 async fn admin_call(
     addr: &str,
     token: &str,
@@ -543,7 +504,7 @@ async fn a_recording_cut_by_kill_9_reads_up_to_its_last_complete_record() {
     );
     let token: Value = serde_json::from_slice(&out.stdout).unwrap();
     let token = token["token"].as_str().unwrap().to_owned();
-    let mut gw = spawn_gateway(&config).await;
+    let mut gw = common::spawn_serve(&config).await;
     let echo = common::echo_console().await;
     let (s, v) = admin_call(
         &gw.admin,
@@ -677,7 +638,7 @@ async fn a_recording_cut_by_kill_9_reads_up_to_its_last_complete_record() {
     assert_eq!(&to_console[..], &expected[..to_console.len()]);
 
     // The next start marks it interrupted; it still downloads and reads the same.
-    let gw = spawn_gateway(&config).await;
+    let gw = common::spawn_serve(&config).await;
     let start = Instant::now();
     let rec = loop {
         let (_, v) = admin_call(&gw.admin, &token, "GET", "/api/v1/recordings", None).await;

@@ -505,3 +505,47 @@ pub fn free_port() -> u16 {
         }
     }
 }
+
+/// A `gateway serve` process (the real binary, for tests that `kill -9` it) and the
+/// addresses of its listeners.
+pub struct ServeProcess {
+    pub child: tokio::process::Child,
+    /// `127.0.0.1:P` of the public (TLS) listener.
+    pub public: String,
+    /// `127.0.0.1:Q` of the admin listener.
+    pub admin: String,
+}
+
+/// Starts `gateway serve --config CONFIG` (log level `warn`) and waits, up to 60 s, for
+/// its "public listener https://A  admin listener B" line; the rest of its log is drained.
+pub async fn spawn_serve(config: &Path) -> ServeProcess {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("VMGW_LOG", "warn")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let l = lines.next_line().await.unwrap().expect("gateway exited");
+            if l.starts_with("public listener") {
+                return l;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let public = words[2].trim_start_matches("https://").to_owned();
+    let admin = words[5].to_owned();
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    ServeProcess {
+        child,
+        public,
+        admin,
+    }
+}
