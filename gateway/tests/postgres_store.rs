@@ -254,7 +254,7 @@ async fn a_version_1_database_is_upgraded_and_its_links_keep_no_clipboard() {
          VALUES ('old-link', 'web', 'vnc', 4102444800000, 1893456000000)",
     );
     let s = PgStore::open(&settings(&db)).await.unwrap();
-    assert_eq!(versions(&db), vec![1, 2]);
+    assert_eq!(versions(&db), vec![1, 2, 4]);
     let l = s.get_link("old-link").await.unwrap().unwrap();
     assert_eq!(
         l.clipboard,

@@ -300,7 +300,7 @@ impl Store for SqliteStore {
             let r = c.execute(
                 &format!(
                     "INSERT INTO links ({LINK_COLS}) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
                 ),
                 params![
                     l.id,
