@@ -2,8 +2,8 @@
 
 use super::clipboard::{client_ext_needs, Needs};
 use super::{
-    msg, PixelFormatShare, RfbError, RfbLimits, ENCODING_EXTENDED_CLIPBOARD, MAX_AUDIO_FREQ,
-    MAX_FENCE_PAYLOAD,
+    byte_at, msg, u16_at, u32_at, PixelFormatShare, RfbError, RfbLimits,
+    ENCODING_EXTENDED_CLIPBOARD, MAX_AUDIO_FREQ, MAX_FENCE_PAYLOAD,
 };
 use crate::model::clipboard::ClipboardPolicy;
 
@@ -50,23 +50,6 @@ enum State {
     Payload { remaining: usize, pass: bool },
     /// A previous push failed; the session must be closed.
     Failed,
-}
-
-fn byte_at(m: &[u8], i: usize) -> Result<u8, RfbError> {
-    m.get(i).copied().ok_or(RfbError::Internal)
-}
-
-fn u16_at(m: &[u8], i: usize) -> Result<u16, RfbError> {
-    Ok(u16::from_be_bytes([byte_at(m, i)?, byte_at(m, i + 1)?]))
-}
-
-fn u32_at(m: &[u8], i: usize) -> Result<u32, RfbError> {
-    Ok(u32::from_be_bytes([
-        byte_at(m, i)?,
-        byte_at(m, i + 1)?,
-        byte_at(m, i + 2)?,
-        byte_at(m, i + 3)?,
-    ]))
 }
 
 /// Split off at most `n` bytes from the front of `input`.

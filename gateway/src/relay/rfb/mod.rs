@@ -120,6 +120,27 @@ const MAX_FENCE_PAYLOAD: u8 = 64;
 /// Largest audio sample rate QEMU accepts (ui/vnc.c rejects anything above).
 const MAX_AUDIO_FREQ: u32 = 48_000;
 
+/// Byte `i` of a message the caller has buffered whole (its length was checked first:
+/// a short buffer is a bug, not bad input).
+fn byte_at(m: &[u8], i: usize) -> Result<u8, RfbError> {
+    m.get(i).copied().ok_or(RfbError::Internal)
+}
+
+/// The big-endian `u16` at byte `i` of a buffered message.
+fn u16_at(m: &[u8], i: usize) -> Result<u16, RfbError> {
+    Ok(u16::from_be_bytes([byte_at(m, i)?, byte_at(m, i + 1)?]))
+}
+
+/// The big-endian `u32` at byte `i` of a buffered message.
+fn u32_at(m: &[u8], i: usize) -> Result<u32, RfbError> {
+    Ok(u32::from_be_bytes([
+        byte_at(m, i)?,
+        byte_at(m, i + 1)?,
+        byte_at(m, i + 2)?,
+        byte_at(m, i + 3)?,
+    ]))
+}
+
 /// Errors of the RFB handshakes and of the client message filter. Every error
 /// means the session must be closed.
 #[derive(Debug, thiserror::Error)]

@@ -16,7 +16,7 @@
 //! [`PixelFormatShare`]), else the one ServerInit announced.
 
 use super::clipboard::{server_ext_needs, Needs};
-use super::{PixelFormatShare, RfbError};
+use super::{byte_at, u16_at, u32_at, PixelFormatShare, RfbError};
 use crate::model::clipboard::ClipboardPolicy;
 
 /// Encodings (RFC 6143 §7.7 and the registered pseudo-encodings QEMU implements).
@@ -119,23 +119,6 @@ enum Step {
         payload: u64,
         then: Next,
     },
-}
-
-fn byte_at(m: &[u8], i: usize) -> Result<u8, RfbError> {
-    m.get(i).copied().ok_or(RfbError::Internal)
-}
-
-fn u16_at(m: &[u8], i: usize) -> Result<u16, RfbError> {
-    Ok(u16::from_be_bytes([byte_at(m, i)?, byte_at(m, i + 1)?]))
-}
-
-fn u32_at(m: &[u8], i: usize) -> Result<u32, RfbError> {
-    Ok(u32::from_be_bytes([
-        byte_at(m, i)?,
-        byte_at(m, i + 1)?,
-        byte_at(m, i + 2)?,
-        byte_at(m, i + 3)?,
-    ]))
 }
 
 fn take<'a>(input: &mut &'a [u8], n: u64) -> &'a [u8] {
