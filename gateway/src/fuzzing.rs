@@ -230,6 +230,61 @@ pub fn spice_link(data: &[u8]) {
     }
 }
 
+/// The SPICE main channel's console→visitor filter (the clipboard policy's guest side).
+/// Byte 0 selects the clipboard policy (bits 0-1: none, to_guest, from_guest, both),
+/// the header form (bit 2: mini), view-only (bit 3) and a chunk size (bits 4-7, plus
+/// one); the rest is the console's stream after its link reply (the 4-byte link result
+/// first). The stream is filtered in one push and again in chunks: both runs must agree
+/// exactly; the output stays within 5× the input (a refused agent chunk, even an empty
+/// one, becomes a 20-byte filler); and the output filtered again under the same policy
+/// passes unchanged with no clipboard message refused (nothing the policy forbids is
+/// left in it).
+pub fn spice_server_filter(data: &[u8]) {
+    use crate::model::clipboard::ClipboardPolicy;
+    let Some((&sel, input)) = data.split_first() else {
+        return;
+    };
+    let policy = match sel & 3 {
+        0 => ClipboardPolicy::None,
+        1 => ClipboardPolicy::ToGuest,
+        2 => ClipboardPolicy::FromGuest,
+        _ => ClipboardPolicy::Both,
+    }
+    .effective(sel & 8 != 0);
+    let (mini, view_only) = (sel & 4 != 0, sel & 8 != 0);
+    let chunk = usize::from(sel >> 4) + 1;
+    let run = |bytes: &[u8], step: usize| {
+        // A small clipboard limit so the fuzzer reaches the boundary.
+        let mut f = crate::relay::spice::ServerFilter::new(mini, policy, view_only, 3000);
+        let mut out = Vec::new();
+        let mut result = Ok(());
+        for piece in bytes.chunks(step.max(1)) {
+            if let Err(e) = f.push(piece, &mut out) {
+                result = Err(e);
+                assert_eq!(
+                    f.push(b"\0", &mut out),
+                    Err(crate::relay::spice::SpiceError::Failed),
+                    "a failed filter passes nothing more"
+                );
+                break;
+            }
+        }
+        (result, out, f.clipboard_dropped())
+    };
+    let whole = run(input, input.len());
+    let pieces = run(input, chunk);
+    assert_eq!(whole, pieces, "output depends on how the input is split");
+    let (_, out, _) = whole;
+    assert!(
+        out.len() <= input.len().saturating_mul(5) + 4,
+        "output too long"
+    );
+    let (again, out2, dropped2) = run(&out, out.len());
+    assert_eq!(again, Ok(()), "the output does not parse again");
+    assert_eq!(out2, out);
+    assert_eq!(dropped2, 0, "the output still holds a forbidden message");
+}
+
 /// Request lines against both route tables: `METHOD PATH`.
 pub fn routes(data: &[u8]) {
     let Ok(s) = std::str::from_utf8(data) else {
@@ -305,6 +360,11 @@ mod tests {
     #[test]
     fn replay_spice_link_target() {
         replay("spice_link", super::spice_link);
+    }
+
+    #[test]
+    fn replay_spice_server_filter_target() {
+        replay("spice_server_filter", super::spice_server_filter);
     }
 
     #[test]

@@ -35,6 +35,10 @@ pub struct DemoArgs {
     /// Link lifetime in seconds.
     #[arg(long, default_value_t = 86_400)]
     link_ttl: u64,
+    /// The demo VM's consoles when it is first defined: vnc, spice or both (a VM with
+    /// both has the clipboard on VNC only; a SPICE-only VM has it on SPICE).
+    #[arg(long, default_value = "both")]
+    vm_console: String,
 }
 
 fn random_password() -> String {
@@ -119,7 +123,11 @@ fn guest_image(data_dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
     Ok((k, i))
 }
 
-async fn demo_vm(backend: &dyn VmBackend, data_dir: &Path) -> anyhow::Result<()> {
+async fn demo_vm(
+    backend: &dyn VmBackend,
+    data_dir: &Path,
+    console: ConsoleConfig,
+) -> anyhow::Result<()> {
     if backend.get(DEMO_VM).await.is_err() {
         let (kernel, initrd) = guest_image(data_dir)?;
         let boot = BootSource::Kernel {
@@ -134,7 +142,7 @@ async fn demo_vm(backend: &dyn VmBackend, data_dir: &Path) -> anyhow::Result<()>
                 vcpus: 1,
                 memory_mib: 256,
                 boot,
-                console: ConsoleConfig::Both,
+                console,
                 nics: vec!["virtio".parse()?],
                 // Linux guests under nested KVM hang on some hosts; TCG always works.
                 accel: Accel::Tcg,
@@ -159,7 +167,10 @@ pub async fn run(args: DemoArgs, mut cfg: Config, data_dir_given: bool) -> anyho
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let data_dir = cfg.data_dir.clone();
     let backend = Arc::new(gateway::launch::open_backend(&cfg, true)?);
-    demo_vm(backend.as_ref(), &data_dir).await?;
+    let asked = args.vm_console.parse::<ConsoleConfig>()?;
+    demo_vm(backend.as_ref(), &data_dir, asked).await?;
+    // The link goes to the console the VM has (a VM kept from an earlier run keeps its).
+    let vm_console = backend.get(DEMO_VM).await?.spec.console;
 
     let gw = gateway::launch::Gateway::bind(cfg, Some(backend.clone())).await?;
     let app = gw.app.clone();
@@ -174,7 +185,11 @@ pub async fn run(args: DemoArgs, mut cfg: Config, data_dir_given: bool) -> anyho
         .create_link(
             LinkRequest {
                 vm: DEMO_VM.into(),
-                console: Some(ConsoleType::Vnc),
+                console: Some(if vm_console.has_vnc() {
+                    ConsoleType::Vnc
+                } else {
+                    ConsoleType::Spice
+                }),
                 expires_at: None,
                 ttl_seconds: Some(args.link_ttl),
                 not_before: None,

@@ -45,7 +45,8 @@ pub struct Limits {
     pub lockout: Duration,
     /// Argon2 hashes running at once; more get 503 + Retry-After.
     pub max_concurrent_hashes: usize,
-    /// Largest clipboard (ClientCutText) a visitor may send.
+    /// Largest clipboard text relayed: a visitor's ClientCutText (VNC), and a SPICE
+    /// agent clipboard message either way (a longer one is refused whole).
     pub max_cut_text_bytes: usize,
     /// Visitors' grants kept in memory (the store holds them all; past this many the
     /// cache is emptied and grants are read back from the store).

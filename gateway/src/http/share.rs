@@ -488,6 +488,7 @@ async fn spice_setup(
         &hdr,
         link.view_only,
         policy,
+        limits.max_cut_text_bytes,
         timeout,
     );
     let ended = relay::until_ended(&guard.session, link.expires_at, linking).await;

@@ -7,14 +7,18 @@
 //! the gateway can refuse channels a link may not use (e.g. inputs on a
 //! view-only link, see [`ChannelType::permitted_view_only`]).
 //!
-//! View-only links: [`connect_channel`] relays the server's `SpiceLinkReply`
-//! itself (to learn the negotiated capabilities) and returns a [`ClientFilter`]
-//! for the rest of the visitor's bytes. The filter passes the authentication
-//! (`SpiceLinkAuthMechanism` + the 128-byte ticket) and then only the messages
-//! that keep a viewer's channel running (acks, pongs, display init and
-//! reports, attach-channels); everything that could act on the guest (agent
-//! data: clipboard, monitor layout, file transfer; mouse mode; migration) is
-//! dropped. The inputs channel itself is refused before any of this.
+//! View-only links and main channels: [`connect_channel`] relays the server's
+//! `SpiceLinkReply` itself (to learn the negotiated capabilities) and returns a
+//! [`ClientFilter`] for the rest of the visitor's bytes (and, on main channels, a
+//! [`ServerFilter`] for the console's). Both cut their stream into messages with one
+//! splitter and decide per message. The client filter passes the authentication
+//! (`SpiceLinkAuthMechanism` + the 128-byte ticket); on view-only channels it then
+//! passes only the messages that keep a viewer's channel running (acks, pongs, display
+//! init and reports, attach-channels) and drops everything that could act on the guest
+//! (mouse mode, migration, the agent's monitor layout). The inputs channel itself is
+//! refused before any of this. On main channels the guest agent's stream (the
+//! clipboard) goes through the link's clipboard policy both ways, per VDAgent message:
+//! see [`agent`].
 //!
 //! Wire format (all integers little endian):
 //!
@@ -40,6 +44,8 @@ use futures::SinkExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
+
+pub mod agent;
 
 /// `SpiceLinkHeader.magic`.
 pub const SPICE_MAGIC: [u8; 4] = *b"REDQ";
@@ -99,10 +105,17 @@ pub enum SpiceError {
     /// The link did not complete in time.
     #[error("SPICE link timed out")]
     Timeout,
-    /// A view-only channel asked for an authentication other than the SPICE ticket
+    /// A filtered channel asked for an authentication other than the SPICE ticket
     /// (SASL runs a free-form exchange the filter does not follow).
-    #[error("unsupported SPICE authentication mechanism {0} on a view-only link")]
+    #[error("unsupported SPICE authentication mechanism {0} on a filtered channel")]
     AuthMechanism(u32),
+    /// The guest agent's stream in a main channel broke the rules spice-server holds it
+    /// to (see [`agent`]).
+    #[error("SPICE agent data the gateway cannot follow: {0}")]
+    Agent(#[from] agent::AgentError),
+    /// The filter failed earlier; it passes nothing more.
+    #[error("SPICE filter failed earlier")]
+    Failed,
 }
 
 /// SPICE channel types (spice-protocol `enum SpiceChannelType`).
@@ -386,89 +399,121 @@ pub fn view_only_passes(channel: ChannelType, msg_type: u16) -> bool {
     }
 }
 
+/// `SPICE_MSGC_MAIN_AGENT_START`: the visitor asks for the agent's data.
+const MSGC_MAIN_AGENT_START: u16 = 106;
+/// `SPICE_MSGC_MAIN_AGENT_DATA`: the visitor's data for the guest's agent.
+const MSGC_MAIN_AGENT_DATA: u16 = 107;
+/// `SPICE_MSGC_MAIN_AGENT_TOKEN`: the visitor gives back tokens for the agent's data.
+const MSGC_MAIN_AGENT_TOKEN: u16 = 108;
+/// `SPICE_MSG_MAIN_AGENT_CONNECTED`.
+const MSG_MAIN_AGENT_CONNECTED: u16 = 107;
+/// `SPICE_MSG_MAIN_AGENT_DISCONNECTED`: the agent went away (its stream starts afresh).
+const MSG_MAIN_AGENT_DISCONNECTED: u16 = 108;
+/// `SPICE_MSG_MAIN_AGENT_DATA`: the guest agent's data for the visitor.
+const MSG_MAIN_AGENT_DATA: u16 = 109;
+/// `SPICE_MSG_MAIN_AGENT_CONNECTED_TOKENS`.
+const MSG_MAIN_AGENT_CONNECTED_TOKENS: u16 = 115;
+
+/// What happens to one message of a SPICE stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Relayed as it is (streamed).
+    Pass,
+    /// Removed whole (streamed past).
+    Drop,
+    /// An `AGENT_DATA` message: its body (at most 2048 bytes) is collected and goes
+    /// through the agent stream, which passes it or replaces it.
+    Agent,
+}
+
+/// The per-message decisions of one direction of one channel.
+trait Rules {
+    /// The verdict on a message of `msg_type`.
+    fn decide(&mut self, msg_type: u16) -> Verdict;
+    /// An `AGENT_DATA` body, whole.
+    fn agent(&mut self, body: &[u8]) -> Result<agent::Chunk, SpiceError>;
+}
+
 #[derive(Debug)]
 enum Phase {
-    /// `SpiceLinkAuthMechanism` (u32), when both sides have AUTH_SELECTION.
+    /// `SpiceLinkAuthMechanism` (u32), when both sides have AUTH_SELECTION (visitor).
     Mechanism,
-    /// The encrypted ticket; this many bytes still to pass.
+    /// The encrypted ticket; this many bytes still to pass (visitor).
     Ticket(usize),
+    /// The server's 4-byte link result; this many bytes still to pass (console).
+    LinkResult(usize),
     /// A message header, being collected.
     Header,
     /// A message body; this many bytes still to pass or drop.
     Body { left: u64, pass: bool },
+    /// An `AGENT_DATA` body being collected; this many bytes still to come.
+    Agent { left: usize },
+    /// An error ended the stream.
+    Failed,
 }
 
-/// The visitor→console filter of a view-only SPICE channel, after its link
-/// message: passes the authentication, then whole messages by
-/// [`view_only_passes`]. Streams bodies (nothing is buffered beyond a header).
+/// One direction of a channel after its link message, cut into messages: the
+/// preamble (the visitor's authentication, or the console's link result) passes, then
+/// each message is passed, dropped or (agent data) rewritten as the [`Rules`] say.
+/// Nothing is held but a header and at most one 2048-byte agent chunk.
 #[derive(Debug)]
-pub struct ClientFilter {
-    channel: ChannelType,
-    /// Interactive channels filtered only for the clipboard policy: everything passes
-    /// but the main channel's agent data (view-only channels pass by
-    /// [`view_only_passes`]).
-    clipboard_only: bool,
-    clipboard_dropped: u64,
+struct Splitter {
     header_len: usize,
     phase: Phase,
     /// Bytes of the mechanism or header collected so far.
     pending: Vec<u8>,
-    dropped: u64,
+    /// The `AGENT_DATA` body being collected.
+    body: Vec<u8>,
 }
 
-impl ClientFilter {
-    /// A filter for `channel`, with the capabilities both sides announced.
-    pub fn new(channel: ChannelType, auth_selection: bool, mini_header: bool) -> Self {
-        ClientFilter {
-            channel,
-            clipboard_only: false,
-            clipboard_dropped: 0,
+impl Splitter {
+    fn new(mini_header: bool, phase: Phase) -> Self {
+        Splitter {
             header_len: if mini_header {
                 MINI_HEADER_LEN
             } else {
                 FULL_HEADER_LEN
             },
-            phase: if auth_selection {
-                Phase::Mechanism
-            } else {
-                Phase::Ticket(TICKET_LEN)
-            },
+            phase,
             pending: Vec::with_capacity(FULL_HEADER_LEN),
-            dropped: 0,
+            body: Vec::new(),
         }
     }
 
-    /// Messages dropped so far.
-    pub fn dropped(&self) -> u64 {
-        self.dropped
-    }
-
-    /// Agent messages dropped so far by the link's clipboard policy (on view-only
-    /// channels they are dropped with all input and counted by [`ClientFilter::dropped`]).
-    pub fn clipboard_dropped(&self) -> u64 {
-        self.clipboard_dropped
-    }
-
-    /// Whether a message of `msg_type` passes, counting the drop.
-    fn passes(&mut self, msg_type: u16) -> bool {
-        if !self.clipboard_only {
-            let pass = view_only_passes(self.channel, msg_type);
-            if !pass {
-                self.dropped += 1;
-            }
-            return pass;
+    /// Where the type (u16) and size (u32) sit in a header: mini first, full after the
+    /// serial.
+    fn type_at(&self) -> usize {
+        if self.header_len == MINI_HEADER_LEN {
+            0
+        } else {
+            8
         }
-        let agent = self.channel == ChannelType::Main && msg_type == MSGC_MAIN_AGENT_DATA;
-        if agent {
-            self.clipboard_dropped += 1;
-        }
-        !agent
     }
 
-    /// Filters `input`, appending what may reach the console to `out`.
-    pub fn push(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<(), SpiceError> {
+    fn push(
+        &mut self,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        rules: &mut impl Rules,
+    ) -> Result<(), SpiceError> {
+        let r = self.run(input, out, rules);
+        if r.is_err() {
+            self.phase = Phase::Failed;
+            self.pending.clear();
+            self.body = Vec::new();
+        }
+        r
+    }
+
+    fn run(
+        &mut self,
+        mut input: &[u8],
+        out: &mut Vec<u8>,
+        rules: &mut impl Rules,
+    ) -> Result<(), SpiceError> {
         while !input.is_empty() {
             match &mut self.phase {
+                Phase::Failed => return Err(SpiceError::Failed),
                 Phase::Mechanism => {
                     let (take, rest) = input.split_at(input.len().min(4 - self.pending.len()));
                     self.pending.extend_from_slice(take);
@@ -482,7 +527,7 @@ impl ClientFilter {
                         self.phase = Phase::Ticket(TICKET_LEN);
                     }
                 }
-                Phase::Ticket(left) => {
+                Phase::Ticket(left) | Phase::LinkResult(left) => {
                     let (take, rest) = input.split_at(input.len().min(*left));
                     out.extend_from_slice(take);
                     input = rest;
@@ -497,28 +542,7 @@ impl ClientFilter {
                     self.pending.extend_from_slice(take);
                     input = rest;
                     if self.pending.len() == self.header_len {
-                        // Mini: type at 0, size at 2. Full: serial u64 first.
-                        let at = if self.header_len == MINI_HEADER_LEN {
-                            0
-                        } else {
-                            8
-                        };
-                        let (Some(t0), Some(t1), Some(size)) = (
-                            self.pending.get(at).copied(),
-                            self.pending.get(at + 1).copied(),
-                            le32(&self.pending, at + 2),
-                        ) else {
-                            return Err(SpiceError::SizeTooSmall(0));
-                        };
-                        let pass = self.passes(u16::from_le_bytes([t0, t1]));
-                        if pass {
-                            out.extend_from_slice(&self.pending);
-                        }
-                        self.pending.clear();
-                        self.phase = Phase::Body {
-                            left: u64::from(size),
-                            pass,
-                        };
+                        self.phase = self.on_header(out, rules)?;
                     }
                 }
                 Phase::Body { left, pass } => {
@@ -532,27 +556,280 @@ impl ClientFilter {
                     input = rest;
                     *left -= n as u64;
                 }
+                Phase::Agent { left } => {
+                    let (take, rest) = input.split_at(input.len().min(*left));
+                    self.body.extend_from_slice(take);
+                    input = rest;
+                    *left -= take.len();
+                }
             }
             // A message ends with its body (or its header, when the body is empty).
-            if let Phase::Body { left: 0, .. } = self.phase {
-                self.phase = Phase::Header;
+            match self.phase {
+                Phase::Body { left: 0, .. } => self.phase = Phase::Header,
+                Phase::Agent { left: 0 } => self.agent_done(out, rules)?,
+                _ => {}
             }
         }
         Ok(())
+    }
+
+    /// A whole header in `pending`: the next phase.
+    fn on_header(
+        &mut self,
+        out: &mut Vec<u8>,
+        rules: &mut impl Rules,
+    ) -> Result<Phase, SpiceError> {
+        let at = self.type_at();
+        let (Some(t0), Some(t1), Some(size)) = (
+            self.pending.get(at).copied(),
+            self.pending.get(at + 1).copied(),
+            le32(&self.pending, at + 2),
+        ) else {
+            return Err(SpiceError::SizeTooSmall(0));
+        };
+        let verdict = rules.decide(u16::from_le_bytes([t0, t1]));
+        if verdict == Verdict::Agent {
+            // Full headers: a sub-message list would put more than agent data in the body.
+            let sub_list = if at == 0 {
+                Some(0)
+            } else {
+                le32(&self.pending, 14)
+            };
+            if sub_list != Some(0) {
+                return Err(SpiceError::Agent(agent::AgentError::Overrun));
+            }
+            let len = size as usize;
+            if len > agent::VD_AGENT_MAX_DATA_SIZE {
+                return Err(SpiceError::Agent(agent::AgentError::ChunkTooLarge(len)));
+            }
+            self.body.clear();
+            self.body.reserve(len);
+            return Ok(Phase::Agent { left: len });
+        }
+        let pass = verdict == Verdict::Pass;
+        if pass {
+            out.extend_from_slice(&self.pending);
+        }
+        self.pending.clear();
+        Ok(Phase::Body {
+            left: u64::from(size),
+            pass,
+        })
+    }
+
+    /// A whole `AGENT_DATA` body in `body` (header in `pending`): out it goes, as it is
+    /// or replaced by the filler (the header's size rewritten to match).
+    fn agent_done(&mut self, out: &mut Vec<u8>, rules: &mut impl Rules) -> Result<(), SpiceError> {
+        let verdict = rules.agent(&self.body)?;
+        let at = self.type_at() + 2;
+        let body: &[u8] = match verdict {
+            agent::Chunk::Pass => &self.body,
+            agent::Chunk::Replace => &agent::FILLER,
+        };
+        let size = (body.len() as u32).to_le_bytes();
+        if let Some(s) = self.pending.get_mut(at..at + 4) {
+            s.copy_from_slice(&size);
+        }
+        out.extend_from_slice(&self.pending);
+        out.extend_from_slice(body);
+        self.pending.clear();
+        self.body.clear();
+        self.phase = Phase::Header;
+        Ok(())
+    }
+}
+
+/// The visitor's rules: view-only channels pass what [`view_only_passes`] allows;
+/// main channels put the agent's data through the clipboard policy.
+#[derive(Debug)]
+struct ClientRules {
+    channel: ChannelType,
+    view_only: bool,
+    /// Whether the agent's messages (start, data, tokens) are relayed at all: always on
+    /// interactive links; on view-only ones only when the guest's text may come out
+    /// (the page then needs the agent's stream, and asks for the text).
+    agent: bool,
+    stream: agent::AgentStream,
+    dropped: u64,
+}
+
+impl Rules for ClientRules {
+    fn decide(&mut self, msg_type: u16) -> Verdict {
+        let main = self.channel == ChannelType::Main;
+        if main && self.agent && msg_type == MSGC_MAIN_AGENT_DATA {
+            return Verdict::Agent;
+        }
+        if !self.view_only
+            || view_only_passes(self.channel, msg_type)
+            || (main
+                && self.agent
+                && matches!(msg_type, MSGC_MAIN_AGENT_START | MSGC_MAIN_AGENT_TOKEN))
+        {
+            return Verdict::Pass;
+        }
+        self.dropped += 1;
+        Verdict::Drop
+    }
+
+    fn agent(&mut self, body: &[u8]) -> Result<agent::Chunk, SpiceError> {
+        Ok(self.stream.chunk(body)?)
+    }
+}
+
+/// The visitor→console filter of a SPICE channel, after its link message: passes the
+/// authentication, then whole messages. On view-only channels only those
+/// [`view_only_passes`] allows; on main channels the agent's data goes through the
+/// link's clipboard policy (see [`agent`]). Streams bodies (nothing is buffered beyond a
+/// header and one agent chunk).
+#[derive(Debug)]
+pub struct ClientFilter {
+    splitter: Splitter,
+    rules: ClientRules,
+}
+
+impl ClientFilter {
+    /// A view-only filter for `channel` that relays nothing of the agent, with the
+    /// capabilities both sides announced.
+    pub fn new(channel: ChannelType, auth_selection: bool, mini_header: bool) -> Self {
+        Self::with_policy(
+            channel,
+            auth_selection,
+            mini_header,
+            true,
+            crate::model::clipboard::ClipboardPolicy::None,
+            0,
+        )
+    }
+
+    /// A filter for `channel` of a link that is `view_only` or not, with its clipboard
+    /// `policy` (already reduced for view-only) and clipboard limit.
+    pub fn with_policy(
+        channel: ChannelType,
+        auth_selection: bool,
+        mini_header: bool,
+        view_only: bool,
+        policy: crate::model::clipboard::ClipboardPolicy,
+        max_clipboard_text: usize,
+    ) -> Self {
+        let phase = if auth_selection {
+            Phase::Mechanism
+        } else {
+            Phase::Ticket(TICKET_LEN)
+        };
+        ClientFilter {
+            splitter: Splitter::new(mini_header, phase),
+            rules: ClientRules {
+                channel,
+                view_only,
+                agent: !view_only || policy.from_guest(),
+                stream: agent::AgentStream::new(
+                    agent::Sender::Visitor,
+                    policy,
+                    view_only,
+                    max_clipboard_text,
+                ),
+                dropped: 0,
+            },
+        }
+    }
+
+    /// Messages dropped so far (view-only), and agent messages other than the
+    /// clipboard's that were refused.
+    pub fn dropped(&self) -> u64 {
+        self.rules.dropped + self.rules.stream.other_refused()
+    }
+
+    /// Clipboard messages for the guest's agent refused so far by the link's policy.
+    pub fn clipboard_dropped(&self) -> u64 {
+        self.rules.stream.clipboard_refused()
+    }
+
+    /// Filters `input`, appending what may reach the console to `out`.
+    pub fn push(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), SpiceError> {
+        self.splitter.push(input, out, &mut self.rules)
+    }
+}
+
+/// The console's rules on a main channel: the agent's data through the policy.
+#[derive(Debug)]
+struct ServerRules {
+    stream: agent::AgentStream,
+}
+
+impl Rules for ServerRules {
+    fn decide(&mut self, msg_type: u16) -> Verdict {
+        match msg_type {
+            MSG_MAIN_AGENT_DATA => Verdict::Agent,
+            // spice-server restarts its parser of the agent's stream when the agent
+            // (re)connects; so does the gateway.
+            MSG_MAIN_AGENT_CONNECTED
+            | MSG_MAIN_AGENT_DISCONNECTED
+            | MSG_MAIN_AGENT_CONNECTED_TOKENS => {
+                self.stream.reset();
+                Verdict::Pass
+            }
+            _ => Verdict::Pass,
+        }
+    }
+
+    fn agent(&mut self, body: &[u8]) -> Result<agent::Chunk, SpiceError> {
+        Ok(self.stream.chunk(body)?)
+    }
+}
+
+/// The console→visitor filter of a SPICE main channel: after the 4-byte link result,
+/// whole messages, the agent's data through the link's clipboard policy (see [`agent`]).
+/// Streams bodies (nothing is held beyond a header and one agent chunk).
+#[derive(Debug)]
+pub struct ServerFilter {
+    splitter: Splitter,
+    rules: ServerRules,
+}
+
+impl ServerFilter {
+    /// A filter for a main channel (`mini_header` as negotiated) of a link with this
+    /// clipboard `policy` (already reduced for view-only) and clipboard limit.
+    pub fn new(
+        mini_header: bool,
+        policy: crate::model::clipboard::ClipboardPolicy,
+        view_only: bool,
+        max_clipboard_text: usize,
+    ) -> Self {
+        ServerFilter {
+            splitter: Splitter::new(mini_header, Phase::LinkResult(4)),
+            rules: ServerRules {
+                stream: agent::AgentStream::new(
+                    agent::Sender::Console,
+                    policy,
+                    view_only,
+                    max_clipboard_text,
+                ),
+            },
+        }
+    }
+
+    /// Clipboard messages kept from the visitor so far.
+    pub fn clipboard_dropped(&self) -> u64 {
+        self.rules.stream.clipboard_refused()
+    }
+
+    /// Filters the console's `input`, appending what may reach the visitor to `out`.
+    pub fn push(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), SpiceError> {
+        self.splitter.push(input, out, &mut self.rules)
     }
 }
 
 /// Connects a visitor's SPICE channel to the console: sends the link message
 /// (`link` = exactly the visitor's `SpiceLinkHeader` + `SpiceLinkMess`).
 ///
-/// Interactive links whose clipboard `policy` (already reduced for view-only) allows
-/// both directions return no filters: the rest is relayed as it is. View-only links
-/// also read the server's link reply, check it, pass it on to the visitor, and return
-/// the [`ClientFilter`] for everything the visitor sends after the link message. On the
-/// main channel of an interactive link whose policy forbids a direction, the link reply
-/// is read here too, and the filters drop the agent's messages in the forbidden
-/// directions: the visitor's `AGENT_DATA` without `to_guest` (the [`ClientFilter`]),
-/// the server's without `from_guest` (the [`ServerFilter`], for the console's bytes).
+/// Channels of interactive links other than main return no filters: the rest is
+/// relayed as it is. View-only channels and every main channel also read the server's
+/// link reply, check it, pass it on to the visitor, and return the [`ClientFilter`] for
+/// everything the visitor sends after the link message; main channels a
+/// [`ServerFilter`] for the console's bytes too. Both put the agent's data through the
+/// clipboard `policy` (already reduced for view-only), with clipboard messages up to
+/// `max_clipboard_text` bytes of text.
+#[allow(clippy::too_many_arguments)]
 pub async fn connect_channel<S, B>(
     ws: &mut WebSocketStream<S>,
     console: &mut B,
@@ -560,6 +837,7 @@ pub async fn connect_channel<S, B>(
     hdr: &LinkHeader,
     view_only: bool,
     policy: crate::model::clipboard::ClipboardPolicy,
+    max_clipboard_text: usize,
     timeout: Duration,
 ) -> Result<(Option<ClientFilter>, Option<ServerFilter>), SpiceError>
 where
@@ -571,8 +849,7 @@ where
         .await
         .map_err(|_| SpiceError::ConsoleClosed)?;
     let main = hdr.channel_type == ChannelType::Main;
-    let restricts = main && !(policy.to_guest() && policy.from_guest());
-    if !view_only && !restricts {
+    if !view_only && !main {
         return Ok((None, None));
     }
     let exchange = async {
@@ -607,127 +884,17 @@ where
     let client = client_common_caps(link, hdr);
     let both = |cap| has_cap(client, cap) && has_cap(Some(server.common_caps), cap);
     let mini = both(CAP_MINI_HEADER);
-    let mut filter = ClientFilter::new(hdr.channel_type, both(CAP_AUTH_SELECTION), mini);
-    if !view_only {
-        filter.clipboard_only = true;
-        if policy.to_guest() {
-            // Only the server's direction is restricted: the visitor's bytes pass.
-            return Ok((None, Some(ServerFilter::new(mini, policy.from_guest()))));
-        }
-    }
-    let server_filter = (main && !policy.from_guest()).then(|| ServerFilter::new(mini, false));
+    let filter = ClientFilter::with_policy(
+        hdr.channel_type,
+        both(CAP_AUTH_SELECTION),
+        mini,
+        view_only,
+        policy,
+        max_clipboard_text,
+    );
+    let server_filter =
+        main.then(|| ServerFilter::new(mini, policy, view_only, max_clipboard_text));
     Ok((Some(filter), server_filter))
-}
-
-/// `SPICE_MSGC_MAIN_AGENT_DATA`: the visitor's data for the guest's agent.
-const MSGC_MAIN_AGENT_DATA: u16 = 107;
-/// `SPICE_MSG_MAIN_AGENT_DATA`: the guest agent's data for the visitor.
-const MSG_MAIN_AGENT_DATA: u16 = 109;
-
-/// The console→visitor filter of a SPICE main channel whose link forbids the guest's
-/// clipboard: after the 4-byte link result, whole messages, with the agent's data
-/// dropped (streamed: nothing is held beyond a header).
-#[derive(Debug)]
-pub struct ServerFilter {
-    header_len: usize,
-    allow_agent: bool,
-    /// The link result still to pass, then headers and bodies.
-    phase: ServerPhase,
-    pending: Vec<u8>,
-    dropped: u64,
-}
-
-#[derive(Debug)]
-enum ServerPhase {
-    LinkResult(usize),
-    Header,
-    Body { left: u64, pass: bool },
-}
-
-impl ServerFilter {
-    /// A filter for a main channel (`mini_header` as negotiated).
-    pub fn new(mini_header: bool, allow_agent: bool) -> Self {
-        ServerFilter {
-            header_len: if mini_header {
-                MINI_HEADER_LEN
-            } else {
-                FULL_HEADER_LEN
-            },
-            allow_agent,
-            phase: ServerPhase::LinkResult(4),
-            pending: Vec::with_capacity(FULL_HEADER_LEN),
-            dropped: 0,
-        }
-    }
-
-    /// Agent messages kept from the visitor so far.
-    pub fn clipboard_dropped(&self) -> u64 {
-        self.dropped
-    }
-
-    /// Filters the console's `input`, appending what may reach the visitor to `out`.
-    pub fn push(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<(), SpiceError> {
-        while !input.is_empty() {
-            match &mut self.phase {
-                ServerPhase::LinkResult(left) => {
-                    let (take, rest) = input.split_at(input.len().min(*left));
-                    out.extend_from_slice(take);
-                    input = rest;
-                    *left -= take.len();
-                    if *left == 0 {
-                        self.phase = ServerPhase::Header;
-                    }
-                }
-                ServerPhase::Header => {
-                    let want = self.header_len - self.pending.len();
-                    let (take, rest) = input.split_at(input.len().min(want));
-                    self.pending.extend_from_slice(take);
-                    input = rest;
-                    if self.pending.len() == self.header_len {
-                        let at = if self.header_len == MINI_HEADER_LEN {
-                            0
-                        } else {
-                            8
-                        };
-                        let (Some(t0), Some(t1), Some(size)) = (
-                            self.pending.get(at).copied(),
-                            self.pending.get(at + 1).copied(),
-                            le32(&self.pending, at + 2),
-                        ) else {
-                            return Err(SpiceError::SizeTooSmall(0));
-                        };
-                        let agent = u16::from_le_bytes([t0, t1]) == MSG_MAIN_AGENT_DATA;
-                        let pass = self.allow_agent || !agent;
-                        if pass {
-                            out.extend_from_slice(&self.pending);
-                        } else {
-                            self.dropped += 1;
-                        }
-                        self.pending.clear();
-                        self.phase = ServerPhase::Body {
-                            left: u64::from(size),
-                            pass,
-                        };
-                    }
-                }
-                ServerPhase::Body { left, pass } => {
-                    let n = usize::try_from(*left)
-                        .unwrap_or(usize::MAX)
-                        .min(input.len());
-                    let (take, rest) = input.split_at(n);
-                    if *pass {
-                        out.extend_from_slice(take);
-                    }
-                    input = rest;
-                    *left -= n as u64;
-                }
-            }
-            if let ServerPhase::Body { left: 0, .. } = self.phase {
-                self.phase = ServerPhase::Header;
-            }
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -978,32 +1145,130 @@ mod tests {
         }
     }
 
+    /// A VDAgent message: protocol 1, `t`, opaque 0, the data's size, the data.
+    fn vd(t: u32, data: &[u8]) -> Vec<u8> {
+        let mut m = 1u32.to_le_bytes().to_vec();
+        m.extend_from_slice(&t.to_le_bytes());
+        m.extend_from_slice(&0u64.to_le_bytes());
+        m.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        m.extend_from_slice(data);
+        m
+    }
+
+    /// `AGENT_DATA` messages of type `t` carrying `message` in chunks of at most 2048
+    /// bytes (as spice-server and spice-gtk cut them).
+    fn agent_data(msg: impl Fn(u16, &[u8]) -> Vec<u8>, t: u16, message: &[u8]) -> Vec<u8> {
+        message.chunks(2048).flat_map(|c| msg(t, c)).collect()
+    }
+
+    /// The messages of a mini-header stream: (type, body).
+    fn messages(mut s: &[u8]) -> Vec<(u16, Vec<u8>)> {
+        let mut v = Vec::new();
+        while !s.is_empty() {
+            let t = u16::from_le_bytes([s[0], s[1]]);
+            let n = u32::from_le_bytes(s[2..6].try_into().unwrap()) as usize;
+            v.push((t, s[6..6 + n].to_vec()));
+            s = &s[6 + n..];
+        }
+        v
+    }
+
+    fn contains(hay: &[u8], needle: &[u8]) -> bool {
+        hay.windows(needle.len()).any(|w| w == needle)
+    }
+
+    const POLICIES: [ClipboardPolicy; 4] = [
+        ClipboardPolicy::None,
+        ClipboardPolicy::ToGuest,
+        ClipboardPolicy::FromGuest,
+        ClipboardPolicy::Both,
+    ];
+
+    use crate::model::clipboard::ClipboardPolicy;
+
+    /// Clipboard text of `n` bytes behind the UTF-8 type word.
+    fn clip_text(tag: &str, n: usize) -> (Vec<u8>, Vec<u8>) {
+        let text: Vec<u8> = tag.bytes().cycle().take(n).collect();
+        let mut data = 1u32.to_le_bytes().to_vec();
+        data.extend_from_slice(&text);
+        (text, data)
+    }
+
     #[test]
-    fn clipboard_policy_drops_the_agents_data_and_nothing_else() {
-        // The visitor's side on an interactive main channel without to_guest.
+    fn visitor_agent_data_follows_the_policy_message_by_message() {
+        let (text, data) = clip_text("visitor-secret-", 5000);
         let input = [
             auth(),
-            mini(105, &2u16.to_le_bytes()), // MOUSE_MODE_REQUEST
-            mini(106, &[0; 4]),             // AGENT_START
-            mini(107, &mini(104, &[])),     // AGENT_DATA (its body looks like an attach)
-            mini(104, &[]),                 // ATTACH_CHANNELS
+            mini(105, &2u16.to_le_bytes()),  // MOUSE_MODE_REQUEST
+            mini(106, &10u32.to_le_bytes()), // AGENT_START
+            mini(107, &vd(6, &[1, 0, 0, 0, 0x20, 0, 0, 0])), // caps
+            mini(107, &vd(7, &1u32.to_le_bytes())), // GRAB
+            agent_data(mini, 107, &vd(4, &data)), // CLIPBOARD, 3 chunks
+            mini(107, &vd(8, &1u32.to_le_bytes())), // REQUEST
+            mini(107, &vd(2, &[0; 28])),     // MONITORS_CONFIG
+            mini(107, &vd(10, b"file")),     // FILE_XFER_START
+            mini(108, &1u32.to_le_bytes()),  // AGENT_TOKEN
+            mini(104, &[]),                  // ATTACH_CHANNELS
         ]
         .concat();
-        let want = [
-            auth(),
-            mini(105, &2u16.to_le_bytes()),
-            mini(106, &[0; 4]),
-            mini(104, &[]),
-        ]
-        .concat();
-        for step in [1, 3, 7, input.len()] {
-            let mut f = ClientFilter::new(ChannelType::Main, true, true);
-            f.clipboard_only = true;
-            assert_eq!(filtered(&mut f, &input, step), want, "step {step}");
-            assert_eq!((f.dropped(), f.clipboard_dropped()), (0, 1));
+        let filler = vd(0, &[]);
+        for policy in POLICIES {
+            for step in [1, 5, 7, 2000, input.len()] {
+                let mut f = ClientFilter::with_policy(
+                    ChannelType::Main,
+                    true,
+                    true,
+                    false,
+                    policy,
+                    1 << 20,
+                );
+                let out = filtered(&mut f, &input, step);
+                assert_eq!(&out[..auth().len()], &auth()[..]);
+                let got = messages(&out[auth().len()..]);
+                let sent = messages(&input[auth().len()..]);
+                // As many messages of each type as were sent: agent tokens stay exact.
+                assert_eq!(
+                    got.iter().map(|m| m.0).collect::<Vec<_>>(),
+                    sent.iter().map(|m| m.0).collect::<Vec<_>>(),
+                    "{policy} step {step}"
+                );
+                let want_body = |i: usize, pass: bool| {
+                    if pass {
+                        sent[i].1.clone()
+                    } else {
+                        filler.clone()
+                    }
+                };
+                let to = policy.to_guest();
+                let from = policy.from_guest();
+                let want = [
+                    sent[0].1.clone(),
+                    sent[1].1.clone(),
+                    want_body(2, true),
+                    want_body(3, to),
+                    want_body(4, to),
+                    want_body(5, to),
+                    want_body(6, to),
+                    want_body(7, from),
+                    want_body(8, true),
+                    want_body(9, false),
+                    sent[10].1.clone(),
+                    sent[11].1.clone(),
+                ];
+                for (i, w) in want.iter().enumerate() {
+                    assert_eq!(&got[i].1, w, "{policy} step {step} message {i}");
+                }
+                assert_eq!(contains(&out, &text[..64]), to, "{policy}");
+                let clip = (if to { 0 } else { 2 }) + u64::from(!from);
+                assert_eq!(f.clipboard_dropped(), clip, "{policy}");
+                assert_eq!(f.dropped(), 1, "the file transfer, {policy}");
+            }
         }
-        // The console's side without from_guest: link result, then messages; the
-        // agent's data (109) is removed whole, full headers too.
+    }
+
+    #[test]
+    fn console_agent_data_follows_the_policy_with_either_header() {
+        let (text, data) = clip_text("guest-secret-", 4500);
         for mini_header in [true, false] {
             let msg = |t: u16, b: &[u8]| {
                 if mini_header {
@@ -1012,37 +1277,172 @@ mod tests {
                     full(9, t, b)
                 }
             };
-            let agent_text = b"guest clipboard text";
             let input = [
                 0u32.to_le_bytes().to_vec(),
-                msg(103, &[1; 32]), // INIT
-                msg(109, agent_text),
-                msg(107, &[]), // AGENT_CONNECTED
-                msg(109, &[]),
-                msg(110, &[0; 4]), // AGENT_TOKEN
+                msg(103, &[1; 32]),                             // INIT
+                msg(109, &vd(6, &[0, 0, 0, 0, 0x20, 0, 0, 0])), // caps
+                msg(109, &vd(7, &1u32.to_le_bytes())),          // GRAB
+                agent_data(msg, 109, &vd(4, &data)),            // CLIPBOARD, 3 chunks
+                msg(109, &vd(8, &1u32.to_le_bytes())),          // REQUEST
+                msg(109, &vd(9, &[])),                          // RELEASE
+                msg(110, &5u32.to_le_bytes()),                  // AGENT_TOKEN
             ]
             .concat();
-            let want = [
-                0u32.to_le_bytes().to_vec(),
-                msg(103, &[1; 32]),
-                msg(107, &[]),
-                msg(110, &[0; 4]),
-            ]
-            .concat();
-            for step in [1, 2, 5, 13, input.len()] {
-                let mut f = ServerFilter::new(mini_header, false);
-                let mut out = Vec::new();
-                for c in input.chunks(step) {
-                    f.push(c, &mut out).unwrap();
+            for policy in POLICIES {
+                for step in [1, 2, 13, 3000, input.len()] {
+                    let mut f = ServerFilter::new(mini_header, policy, false, 1 << 20);
+                    let mut out = Vec::new();
+                    for c in input.chunks(step) {
+                        f.push(c, &mut out).unwrap();
+                    }
+                    let from = policy.from_guest();
+                    assert_eq!(contains(&out, &text[..64]), from, "{policy} {mini_header}");
+                    let clips = (if from { 0 } else { 3 }) + u64::from(!policy.to_guest());
+                    assert_eq!(f.clipboard_dropped(), clips, "{policy}");
+                    if policy == ClipboardPolicy::Both {
+                        assert_eq!(out, input);
+                    }
+                    if mini_header {
+                        let got = messages(&out[4..]);
+                        let sent = messages(&input[4..]);
+                        assert_eq!(got.len(), sent.len());
+                        assert_eq!(got[1].1, sent[1].1, "capabilities always pass");
+                        let req = got.len() - 3;
+                        assert_eq!(got[req].1 == sent[req].1, policy.to_guest());
+                    }
                 }
-                assert_eq!(out, want, "mini {mini_header} step {step}");
-                assert_eq!(f.clipboard_dropped(), 2);
-                let mut open = ServerFilter::new(mini_header, true);
-                let mut out = Vec::new();
-                open.push(&input, &mut out).unwrap();
-                assert_eq!(out, input);
             }
         }
+    }
+
+    #[test]
+    fn view_only_main_channels_relay_the_agent_only_to_read_the_guest() {
+        let (text, data) = clip_text("pasted-", 100);
+        let input = [
+            auth(),
+            mini(106, &10u32.to_le_bytes()), // AGENT_START
+            mini(107, &vd(6, &[1, 0, 0, 0, 0x20, 0, 0, 0])), // caps
+            mini(107, &vd(7, &1u32.to_le_bytes())), // GRAB
+            mini(107, &vd(4, &data)),        // CLIPBOARD
+            mini(107, &vd(8, &1u32.to_le_bytes())), // REQUEST
+            mini(107, &vd(2, &[0; 28])),     // MONITORS_CONFIG
+            mini(108, &1u32.to_le_bytes()),  // AGENT_TOKEN
+            mini(104, &[]),
+        ]
+        .concat();
+        // Both, on a view-only link, is from_guest: the page reads, never writes.
+        let p = ClipboardPolicy::Both.effective(true);
+        let mut f = ClientFilter::with_policy(ChannelType::Main, true, true, true, p, 1 << 20);
+        let out = filtered(&mut f, &input, 3);
+        let got = messages(&out[auth().len()..]);
+        let sent = messages(&input[auth().len()..]);
+        assert_eq!(got.len(), sent.len());
+        let passed: Vec<bool> = got.iter().zip(&sent).map(|(g, s)| g.1 == s.1).collect();
+        assert_eq!(
+            passed,
+            [true, true, false, false, true, false, true, true],
+            "start, caps, request, tokens and attach only"
+        );
+        assert!(!contains(&out, &text));
+        // Nothing may come out: the agent is cut off whole, as before the clipboard.
+        let p = ClipboardPolicy::ToGuest.effective(true);
+        let mut f = ClientFilter::with_policy(ChannelType::Main, true, true, true, p, 1 << 20);
+        let out = filtered(&mut f, &input, 7);
+        assert_eq!(out, [auth(), mini(104, &[])].concat());
+        assert_eq!(f.dropped(), 7);
+    }
+
+    #[test]
+    fn many_refused_messages_keep_the_token_count() {
+        // Far more than the 10 tokens spice-server gives: every AGENT_DATA still
+        // reaches the other side (as a filler), so every token comes back.
+        let input: Vec<u8> = (0..500u32)
+            .flat_map(|i| mini(109, &vd(7, &i.to_le_bytes())))
+            .collect();
+        let mut f = ServerFilter::new(true, ClipboardPolicy::ToGuest, false, 1 << 20);
+        let mut out = Vec::new();
+        f.push(&0u32.to_le_bytes(), &mut out).unwrap();
+        f.push(&input, &mut out).unwrap();
+        let got = messages(&out[4..]);
+        assert_eq!(got.len(), 500);
+        assert!(got.iter().all(|m| m == &(109, vd(0, &[]))));
+        assert_eq!(f.clipboard_dropped(), 500);
+    }
+
+    #[test]
+    fn agent_data_is_bounded_and_failures_stick() {
+        // A 4 GiB AGENT_DATA is refused from its header alone, nothing allocated.
+        let mut f = ServerFilter::new(true, ClipboardPolicy::Both, false, 1 << 20);
+        let mut out = Vec::new();
+        f.push(&0u32.to_le_bytes(), &mut out).unwrap();
+        let mut h = 109u16.to_le_bytes().to_vec();
+        h.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(
+            f.push(&h, &mut out),
+            Err(SpiceError::Agent(agent::AgentError::ChunkTooLarge(_)))
+        ));
+        assert_eq!(f.push(&mini(103, &[]), &mut out), Err(SpiceError::Failed));
+        assert_eq!(out, 0u32.to_le_bytes());
+        // 2048 is the largest chunk; 2049 is refused.
+        let mut f = ClientFilter::with_policy(
+            ChannelType::Main,
+            false,
+            true,
+            false,
+            ClipboardPolicy::Both,
+            1 << 20,
+        );
+        let mut out = Vec::new();
+        let ticket = vec![0u8; TICKET_LEN];
+        f.push(&ticket, &mut out).unwrap();
+        let big = vd(4, &[b'a'; 2028]);
+        assert_eq!(big.len(), 2048);
+        f.push(&mini(107, &big), &mut out).unwrap();
+        let mut bigger = vd(4, &[b'a'; 2029]);
+        assert!(f.push(&mini(107, &bigger), &mut out).is_err());
+        // A smuggled second message behind a size-0 header ends the session.
+        let mut f = ClientFilter::with_policy(
+            ChannelType::Main,
+            false,
+            true,
+            false,
+            ClipboardPolicy::None,
+            1 << 20,
+        );
+        bigger = [vd(6, &[]), vd(4, b"\x01\0\0\0smuggled")].concat();
+        let mut out = Vec::new();
+        f.push(&ticket, &mut out).unwrap();
+        assert!(f.push(&mini(107, &bigger), &mut out).is_err());
+        assert!(!contains(&out, b"smuggled"));
+        // Full headers with a sub-message list on agent data: refused.
+        let mut f = ServerFilter::new(false, ClipboardPolicy::Both, false, 1 << 20);
+        let mut m = full(1, 109, &vd(6, &[0; 8]));
+        m[14] = 1;
+        let mut out = Vec::new();
+        assert!(f
+            .push(&[&0u32.to_le_bytes()[..], &m].concat(), &mut out)
+            .is_err());
+    }
+
+    #[test]
+    fn the_agent_stream_restarts_when_the_agent_reconnects() {
+        let (text, data) = clip_text("after-", 3000);
+        let first = vd(4, &data);
+        let input = [
+            0u32.to_le_bytes().to_vec(),
+            // The first chunk of a clipboard message, then the agent goes away.
+            mini(109, &first[..2048]),
+            mini(108, &0u32.to_le_bytes()),  // AGENT_DISCONNECTED
+            mini(115, &10u32.to_le_bytes()), // AGENT_CONNECTED_TOKENS
+            mini(109, &vd(6, &[0; 8])),
+        ]
+        .concat();
+        let mut f = ServerFilter::new(true, ClipboardPolicy::ToGuest, false, 1 << 20);
+        let mut out = Vec::new();
+        f.push(&input, &mut out).unwrap();
+        let got = messages(&out[4..]);
+        assert_eq!(got[3], (109, vd(6, &[0; 8])));
+        assert!(!contains(&out, &text[..32]));
     }
 
     #[test]
