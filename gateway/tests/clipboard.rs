@@ -456,3 +456,312 @@ async fn the_policy_is_in_the_api_and_the_exchange() {
         );
     }
 }
+
+// ---- SPICE: the guest agent's clipboard through the main channel -------------
+
+mod spice_agent {
+    //! A raw SPICE main channel that speaks the VDAgent clipboard itself, as a modified
+    //! client would: it asks, grabs and pastes whatever the policy says.
+
+    use super::common::spice::{le32, mini, Chan, MAIN};
+    use super::common::{TestGateway, WsBytes};
+    use serde_json::Value;
+
+    pub const CLIPBOARD: u32 = 4;
+    pub const CAPS: u32 = 6;
+    pub const GRAB: u32 = 7;
+    pub const REQUEST: u32 = 8;
+    const BY_DEMAND: u32 = 1 << 5;
+    const UTF8: u32 = 1;
+
+    pub fn vd(t: u32, data: &[u8]) -> Vec<u8> {
+        let mut m = 1u32.to_le_bytes().to_vec();
+        m.extend_from_slice(&t.to_le_bytes());
+        m.extend_from_slice(&0u64.to_le_bytes());
+        m.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        m.extend_from_slice(data);
+        m
+    }
+
+    /// One visitor's main channel with the agent started.
+    pub struct Agent {
+        pub ch: Chan,
+        /// Agent tokens the server gave us (each AGENT_DATA we send takes one).
+        tokens: u32,
+        /// A VDAgent message being reassembled.
+        partial: Option<(u32, u32, Vec<u8>)>,
+        /// Every byte of agent data that reached us.
+        pub seen: Vec<u8>,
+        /// Fillers (type 0) received: messages the gateway refused.
+        pub fillers: u32,
+        /// The type of every whole message received.
+        pub types: Vec<u32>,
+    }
+
+    impl Agent {
+        /// Links the main channel, starts the agent (giving the server `give` tokens) and
+        /// exchanges capabilities with the guest's agent.
+        pub async fn open(gw: &TestGateway, link: &Value, give: u32) -> Agent {
+            let (status, cookie, v) = gw.exchange(link["token"].as_str().unwrap(), None).await;
+            assert_eq!(status, 200, "{v}");
+            let ws = gw
+                .ws(
+                    v["ws_path"].as_str().unwrap(),
+                    cookie.as_deref(),
+                    Some(&gw.origin()),
+                )
+                .await
+                .unwrap();
+            let mut ch = Chan::link(WsBytes::new(ws), MAIN, 0).await;
+            let (_, init) = ch.wait_for("MAIN_INIT", |t| t == 103).await;
+            assert_eq!(le32(&init, 16), 1, "the guest's agent is connected");
+            let tokens = le32(&init, 20);
+            ch.send(&mini(106, &give.to_le_bytes()), true).await; // AGENT_START
+            let mut a = Agent {
+                ch,
+                tokens,
+                partial: None,
+                seen: Vec::new(),
+                fillers: 0,
+                types: Vec::new(),
+            };
+            a.send(CAPS, &[1, 0, 0, 0, BY_DEMAND as u8, 0, 0, 0]).await;
+            a.wait(CAPS).await;
+            a
+        }
+
+        /// Sends one VDAgent message (in 2048-byte chunks), waiting for tokens as a
+        /// client must: if the gateway removed AGENT_DATA messages, the server would
+        /// never give their tokens back and this would stall.
+        pub async fn send(&mut self, t: u32, data: &[u8]) {
+            for chunk in vd(t, data).chunks(2048) {
+                while self.tokens == 0 {
+                    self.next().await;
+                }
+                self.tokens -= 1;
+                self.ch.c.send(&mini(107, chunk)).await;
+            }
+        }
+
+        pub async fn send_text(&mut self, t: u32, text: &str) {
+            let mut d = UTF8.to_le_bytes().to_vec();
+            d.extend_from_slice(text.as_bytes());
+            self.send(t, &d).await;
+        }
+
+        pub async fn grab(&mut self) {
+            self.send(GRAB, &UTF8.to_le_bytes()).await;
+        }
+
+        pub async fn request(&mut self) {
+            self.send(REQUEST, &UTF8.to_le_bytes()).await;
+        }
+
+        /// The next whole VDAgent message (type, data), handling the rest of the main
+        /// channel (tokens both ways).
+        pub async fn next(&mut self) -> Option<(u32, Vec<u8>)> {
+            let (t, body) = self.ch.next().await;
+            match t {
+                // SPICE_MSG_MAIN_AGENT_TOKEN
+                110 => self.tokens += le32(&body, 0),
+                // SPICE_MSG_MAIN_AGENT_DATA: give its token back at once.
+                109 => {
+                    self.ch.send(&mini(108, &1u32.to_le_bytes()), true).await;
+                    self.seen.extend_from_slice(&body);
+                    let (mt, size, mut data, from) = match self.partial.take() {
+                        Some((mt, size, data)) => (mt, size, data, 0),
+                        None => (le32(&body, 4), le32(&body, 16), Vec::new(), 20),
+                    };
+                    data.extend_from_slice(&body[from..]);
+                    if data.len() < size as usize {
+                        self.partial = Some((mt, size, data));
+                        return None;
+                    }
+                    self.types.push(mt);
+                    if mt == 0 {
+                        self.fillers += 1;
+                    }
+                    return Some((mt, data));
+                }
+                _ => {}
+            }
+            None
+        }
+
+        /// Reads until a VDAgent message of type `want`; returns its data.
+        pub async fn wait(&mut self, want: u32) -> Vec<u8> {
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+            loop {
+                let m = tokio::time::timeout_at(deadline, self.next())
+                    .await
+                    .unwrap_or_else(|_| panic!("no agent message of type {want} within 60 s"));
+                if let Some((t, d)) = m {
+                    if t == want {
+                        return d;
+                    }
+                }
+            }
+        }
+
+        /// A barrier: asks the guest's agent for its capabilities and reads until they
+        /// come; everything the agent sent before has arrived. Returns the types seen.
+        pub async fn sync(&mut self) -> Vec<u32> {
+            self.send(CAPS, &[1, 0, 0, 0, BY_DEMAND as u8, 0, 0, 0])
+                .await;
+            let mut types = Vec::new();
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+            loop {
+                let m = tokio::time::timeout_at(deadline, self.next())
+                    .await
+                    .expect("the guest's agent answered its capabilities within 60 s");
+                if let Some((t, _)) = m {
+                    if t == CAPS {
+                        return types;
+                    }
+                    types.push(t);
+                }
+            }
+        }
+    }
+}
+
+fn spice_link(vm: &str, clipboard: Option<&str>, view_only: bool) -> Value {
+    let mut l = link(vm, clipboard, view_only);
+    l["console"] = json!("spice");
+    l
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clipboard_policy_holds_both_ways_on_spice_links() {
+    use spice_agent::{Agent, CLIPBOARD, GRAB, REQUEST};
+    let gw = TestGateway::start().await;
+    let vm = "spclip";
+    let mut def = test_support::linux_vm(vm, "", &[]);
+    def.console = vmm_backend::ConsoleConfig::Spice;
+    gw.app.backend().define(def).await.unwrap();
+    gw.app
+        .backend()
+        .power(vm, PowerAction::Start)
+        .await
+        .unwrap();
+    let qga = qga_path(&gw, vm);
+    wait_guest_file(&qga, "/run/vmgw/clip.log", |s| s.contains("agent started")).await;
+
+    // One visitor at a time (a SPICE server serves one client).
+    let mut pasted_ok = Vec::new();
+    for (policy, view_only) in [
+        (None, false), // the default: to_guest
+        (Some("none"), false),
+        (Some("from_guest"), false),
+        (Some("both"), false),
+        (Some("both"), true), // view-only: reads, never writes
+    ] {
+        let l = gw.create_link(spice_link(vm, policy, view_only)).await;
+        let eff = match (l["clipboard"].as_str().unwrap(), view_only) {
+            ("both", true) => "from_guest",
+            ("to_guest", true) => "none",
+            (p, _) => p,
+        };
+        let (from, to) = (
+            eff == "from_guest" || eff == "both",
+            eff == "to_guest" || eff == "both",
+        );
+        let tag = format!("{}{}", eff, if view_only { "-view" } else { "" });
+        // Few tokens for the server (10): the many refused messages below must not
+        // stall the agent's flow control either way.
+        let mut a = Agent::open(&gw, &l, 10).await;
+
+        // ---- from the guest ----
+        let secret = format!("guest-secret-{tag}-{}", rand::random::<u32>());
+        // Fifteen copies first (more grabs than the server's tokens), then the secret.
+        let script = format!(
+            "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15; do vmgw-clip set noise-$i; done; vmgw-clip set {secret}"
+        );
+        let (rc, _) = guest_exec(&qga, "/bin/sh", &["-c", &script]).await;
+        assert_eq!(rc, 0);
+        if from {
+            // Allowed: the guest's grab arrives; asked, it sends the text.
+            loop {
+                a.wait(GRAB).await;
+                a.request().await;
+                let d = a.wait(CLIPBOARD).await;
+                if contains(&d, &secret) {
+                    break;
+                }
+            }
+        } else {
+            // Refused: the guest's sixteen grabs arrive as fillers, and asking anyway
+            // gets nothing out.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            while a.fillers < 16 {
+                tokio::time::timeout_at(deadline, a.next())
+                    .await
+                    .unwrap_or_else(|_| panic!("{tag}: fillers {}", a.fillers));
+            }
+            a.request().await;
+            a.sync().await;
+            assert!(
+                !a.types.contains(&GRAB) && !a.types.contains(&CLIPBOARD),
+                "{tag}: the guest's clipboard messages reached the visitor: {:?}",
+                a.types
+            );
+        }
+        assert_eq!(contains(&a.seen, &secret), from, "{tag}: the guest's text");
+
+        // ---- to the guest ----
+        let text = format!("visitor-paste-{tag}-{}", rand::random::<u32>());
+        if to {
+            a.grab().await;
+            a.wait(REQUEST).await;
+            a.send_text(CLIPBOARD, &text).await;
+            wait_guest_file(&qga, "/run/vmgw/clip.pasted", |s| s.contains(&text)).await;
+            pasted_ok.push(text);
+        } else {
+            // Refused: many grabs and pastes, unasked (more than the server's tokens).
+            for _ in 0..12 {
+                a.grab().await;
+                a.send_text(CLIPBOARD, &text).await;
+            }
+            // The guest's agent handled all of it once it answers this.
+            a.sync().await;
+            assert!(
+                !a.types.contains(&REQUEST),
+                "{tag}: the guest asked: {:?}",
+                a.types
+            );
+            let pasted = guest_file(&qga, "/run/vmgw/clip.pasted").await;
+            assert!(
+                !pasted.contains(&text),
+                "{tag}: refused text reached the guest"
+            );
+        }
+        drop(a);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let log = guest_file(&qga, "/run/vmgw/clip.log").await;
+    assert_eq!(
+        log.matches("host pasted").count(),
+        pasted_ok.len(),
+        "only the allowed pastes reached the guest:\n{log}"
+    );
+    assert!(log.contains("ignored message type 0"), "{log}");
+
+    // The refusals are counted (sessions add theirs when they end).
+    let m = gw.app.metrics();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while m.clipboard_dropped_from_console.load(Ordering::Relaxed) < 16
+        || m.clipboard_dropped_from_visitor.load(Ordering::Relaxed) < 24
+    {
+        assert!(tokio::time::Instant::now() < deadline, "drops not counted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    gw.app
+        .backend()
+        .power(vm, PowerAction::Poweroff)
+        .await
+        .unwrap();
+}

@@ -2,6 +2,8 @@
 //! SQLite, real QEMU through vmm-backend), a small HTTPS client, and a WebSocket client.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod spice;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
