@@ -799,7 +799,7 @@ function quoteChars(chars) {
 
 function clipboardPolicy() {
   const s = state.session;
-  if (s.console !== 'vnc') return 'none';
+  if (s.console !== 'vnc' && s.console !== 'spice') return 'none';
   return s.clipboard ?? 'none';
 }
 
@@ -811,7 +811,7 @@ function setupClipboardPanel() {
   $('clip-from').hidden = !from;
   $('clip-to').hidden = !to;
   $('clip-policy').textContent = {
-    both: 'This link shares the clipboard both ways. The VM needs a clipboard agent (spice-vdagent).',
+    both: 'This link shares the clipboard both ways (VNC and SPICE consoles). The VM needs a clipboard agent (spice-vdagent).',
     from_guest: 'Text copied in the VM appears here. This link does not allow pasting into the VM\'s clipboard.',
     to_guest: 'Text you paste here goes to the VM\'s clipboard. This link does not let text copied in the VM out.',
   }[p] ?? '';

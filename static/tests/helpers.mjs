@@ -24,9 +24,10 @@ export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
  * Starts `gateway demo --json` on free ports with a fresh data directory and waits for
  * its one JSON line. `stop()` sends SIGINT and waits for the exit (SIGKILL after 30 s).
  * Options: `config`, a configuration file (`gateway --config FILE demo`: e.g. `[proxy]`
- * and `public_url` for a reverse proxy in front); `publicListen`, the public listener.
+ * and `public_url` for a reverse proxy in front); `publicListen`, the public listener;
+ * `demoArgs`, more `gateway demo` arguments (e.g. `['--vm-console', 'spice']`).
  */
-export async function startGateway({ config, publicListen = '127.0.0.1:0' } = {}) {
+export async function startGateway({ config, publicListen = '127.0.0.1:0', demoArgs = [] } = {}) {
   if (!existsSync(GATEWAY_BIN)) {
     throw new Error(`gateway binary not found at ${GATEWAY_BIN} (build it, or set VMGW_GATEWAY_BIN)`);
   }
@@ -39,6 +40,7 @@ export async function startGateway({ config, publicListen = '127.0.0.1:0' } = {}
     [
       ...(config ? ['--config', config] : []),
       'demo', '--json', '--data-dir', dataDir, '--public-listen', publicListen, '--admin-listen', '127.0.0.1:0',
+      ...demoArgs,
     ],
     {
       cwd: REPO_DIR,

@@ -7,6 +7,7 @@ import { SpiceMiniData, SpiceMsgcKeyDown, SpiceMsgcKeyUp } from '@spice-project/
 import { Constants } from '@spice-project/spice-html5/src/enums.js';
 import { SCANCODES } from '../lib/keys.js';
 import { textToKeyEvents, DEFAULT_LAYOUT } from '../lib/layouts.js';
+import { addClipboard } from './spice-clipboard.js';
 
 let seq = 0;
 
@@ -46,6 +47,8 @@ export class SpiceConsole {
         this.o.onConnect?.();
       },
     });
+    // The clipboard over the guest agent (the gateway enforces the link's policy).
+    this.clip = addClipboard(this.sc, { onGuestText: (text) => this.o.onClipboard?.(text) });
     const ws = this.sc.ws;
     ws.addEventListener('open', () => { opened = true; });
     ws.addEventListener('close', (e) => {
@@ -142,6 +145,11 @@ export class SpiceConsole {
     const msg = new SpiceMiniData();
     msg.build_msg(down ? Constants.SPICE_MSGC_INPUTS_KEY_DOWN : Constants.SPICE_MSGC_INPUTS_KEY_UP, key);
     inputs.send_msg(msg);
+  }
+
+  /** Offers `text` to the guest's clipboard (the gateway drops it unless the link allows). */
+  clipboardPaste(text) {
+    if (!this.o.viewOnly) this.clip?.paste(text);
   }
 
   ctrlAltDel() {
