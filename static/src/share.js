@@ -833,7 +833,11 @@ async function onGuestClipboard(text) {
 
 function setupClipboardControls() {
   $('btn-clip').addEventListener('click', () => {
-    $('clip-note').textContent = '';
+    // SPICE: the guest's agent speaks on the SPICE console only on SPICE-only VMs.
+    const c = state.console;
+    $('clip-note').textContent = c?.kind === 'spice' && c.connected && !c.clipboardAgent
+      ? 'No clipboard agent answers on this SPICE console (a VM with both VNC and SPICE has its clipboard on VNC).'
+      : '';
     $('clip-guest').value = state.guestClipboard ?? '';
     $('clip-dialog').showModal();
     (clipboardPolicy() === 'from_guest' ? $('clip-copy') : $('clip-send')).focus();

@@ -45,6 +45,7 @@ test('SPICE: copy in the guest shows in the panel; paste in the panel reaches th
   await run(page, `vmgw-clip set ${copied}`);
   await page.waitForFunction((t) => document.getElementById('clip-guest').value === t, copied, { timeout: 60_000 });
   await page.click('#btn-clip');
+  assert.equal(await page.locator('#clip-note').textContent(), '', 'the agent answered on this SPICE-only VM');
   await shot(page, 'spice-clipboard-from-guest');
 
   // Paste in the panel → the guest has it (read back through the guest's serial line).

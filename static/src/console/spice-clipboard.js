@@ -54,6 +54,7 @@ function u32s(...words) {
 export function addClipboard(sc, { onGuestText }) {
   let pending = null; // the message being reassembled: { type, size, data: Uint8Array, got }
   let toSend = null; // what the visitor pasted, until the guest asks for it
+  let agent = false; // whether the guest's agent announced itself on this console
 
   const send = (type, bytes) => sc.send_agent_message(type, new Raw(bytes));
 
@@ -68,6 +69,7 @@ export function addClipboard(sc, { onGuestText }) {
     const word = (at) => (data.byteLength >= at + 4 ? dv.getUint32(at, true) : -1);
     switch (type) {
       case VD.ANNOUNCE_CAPABILITIES:
+        agent = true;
         if (word(0) > 0) sc.announce_agent_capabilities(0);
         break;
       case VD.CLIPBOARD_GRAB: {
@@ -143,6 +145,10 @@ export function addClipboard(sc, { onGuestText }) {
   };
 
   return {
+    /** Whether a clipboard agent answered (a VM with both consoles has it on VNC only). */
+    get agent() {
+      return agent;
+    },
     /** Offers `text` to the guest's clipboard (the gateway drops it unless the link allows). */
     paste(text) {
       toSend = new TextEncoder().encode(text);

@@ -147,6 +147,11 @@ export class SpiceConsole {
     inputs.send_msg(msg);
   }
 
+  /** Whether the guest's clipboard agent answered on this console. */
+  get clipboardAgent() {
+    return !!this.clip?.agent;
+  }
+
   /** Offers `text` to the guest's clipboard (the gateway drops it unless the link allows). */
   clipboardPaste(text) {
     if (!this.o.viewOnly) this.clip?.paste(text);
