@@ -269,15 +269,16 @@ fn batch_error(e: &StoreError) -> StoreError {
 
 /// Runs one queued write inside a savepoint of the batch's transaction: a write that
 /// fails (a refused redemption, a duplicate grant) is undone alone.
-fn write_one(tx: &mut rusqlite::Transaction<'_>, w: &QueuedWrite) -> Result<WriteDone, WriteDone> {
+fn write_one(tx: &mut rusqlite::Transaction<'_>, w: &QueuedWrite) -> WriteDone {
     let sp = match tx.savepoint() {
         Ok(sp) => sp,
-        Err(e) => return Err(WriteDone::Failed(StoreError::from(e))),
+        Err(e) => return WriteDone::Failed(StoreError::from(e)),
     };
     let done = match w {
-        QueuedWrite::Audit { row, .. } => insert_audit_on(&sp, row)
-            .map(|()| WriteDone::Audit)
-            .map_err(|e| WriteDone::Failed(e.into())),
+        QueuedWrite::Audit { row, .. } => match insert_audit_on(&sp, row) {
+            Ok(()) => WriteDone::Audit,
+            Err(e) => WriteDone::Failed(e.into()),
+        },
         QueuedWrite::Redeem {
             id,
             now,
@@ -285,17 +286,17 @@ fn write_one(tx: &mut rusqlite::Transaction<'_>, w: &QueuedWrite) -> Result<Writ
             audit,
             ..
         } => match redeem_in(&sp, id, *now, grant.as_deref(), audit.clone()) {
-            Ok(link) => Ok(WriteDone::Redeemed(link)),
-            Err(e) => Err(WriteDone::Refused(e)),
+            Ok(link) => WriteDone::Redeemed(link),
+            Err(e) => WriteDone::Refused(e),
         },
     };
     match done {
-        Ok(d) => sp
-            .commit()
-            .map(|()| d)
-            .map_err(|e| WriteDone::Failed(e.into())),
+        WriteDone::Audit | WriteDone::Redeemed(_) => match sp.commit() {
+            Ok(()) => done,
+            Err(e) => WriteDone::Failed(e.into()),
+        },
         // Dropping the savepoint rolls it back.
-        Err(d) => Err(d),
+        WriteDone::Refused(_) | WriteDone::Failed(_) => done,
     }
 }
 
@@ -321,12 +322,11 @@ fn write_batch(c: &mut Connection, batch: Vec<QueuedWrite>) {
             return;
         }
     };
-    let outcomes: Vec<Result<WriteDone, WriteDone>> =
-        batch.iter().map(|w| write_one(&mut tx, w)).collect();
+    let outcomes: Vec<WriteDone> = batch.iter().map(|w| write_one(&mut tx, w)).collect();
     let committed = tx.commit().map_err(StoreError::from);
     for (w, outcome) in batch.into_iter().zip(outcomes) {
         match (&committed, outcome) {
-            (Ok(()), done) => w.answer(Ok(done.unwrap_or_else(|d| d))),
+            (Ok(()), done) => w.answer(Ok(done)),
             // Undone with the batch: even a refusal is an error now (its read is gone).
             (Err(e), _) => w.answer(Err(batch_error(e))),
         }
