@@ -46,7 +46,11 @@ async fn a_link_made_on_one_gateway_works_and_is_revoked_on_another() {
     assert_eq!(v["id"], id);
 
     // Exchanged and used on B.
-    let mut c = WsBytes::new(b.open_console(&link, None).await);
+    let (s, cookie, v) = b.exchange(link["token"].as_str().unwrap(), None).await;
+    assert_eq!(s, 200, "{v}");
+    let ws_path = v["ws_path"].as_str().unwrap().to_owned();
+    let ws = b.ws(&ws_path, cookie.as_deref(), Some(&b.origin())).await;
+    let mut c = WsBytes::new(ws.unwrap());
     assert_eq!(c.read_exact(5).await, b"hello");
     // The second use on A; the third, on either, is refused: one counter.
     let (s, _, v) = a.exchange(link["token"].as_str().unwrap(), None).await;
@@ -69,6 +73,14 @@ async fn a_link_made_on_one_gateway_works_and_is_revoked_on_another() {
         t.elapsed()
     );
     eprintln!("B's session ended {:?} after A's revocation", t.elapsed());
+    // Nor may B's visitor reconnect with its cookie: B reads the link again from its
+    // next poll on (it caches links between two polls).
+    let r = b.ws(&ws_path, cookie.as_deref(), Some(&b.origin())).await;
+    assert!(
+        matches!(&r, Err(tokio_tungstenite::tungstenite::Error::Http(resp)) if resp.status() == 403),
+        "{:?}",
+        r.map(|_| ())
+    );
     let (s, v) = b.admin("GET", &format!("/api/v1/links/{id}"), None).await;
     assert_eq!((s, v["revoked"].as_bool()), (200, Some(true)), "{v}");
     for gw in [&a, &b] {

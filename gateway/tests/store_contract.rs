@@ -128,6 +128,7 @@ contract! {
     #[tokio::test] redeem_checks_everything;
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)] concurrent_redemptions_are_exact;
     #[tokio::test] a_redemption_and_its_grant_commit_together;
+    #[tokio::test] a_redemption_its_grant_and_its_audit_record_commit_together;
     #[tokio::test] grants_are_kept_pruned_and_dropped_on_revoke;
     #[tokio::test] admin_tokens;
     #[tokio::test] signing_keys_rotate_and_remove;
@@ -466,6 +467,50 @@ async fn a_redemption_and_its_grant_commit_together(f: Fixture) {
         Err(RedeemError::NotFound)
     ));
     assert_eq!(s.get_grant("k4").await.unwrap(), None);
+}
+
+async fn a_redemption_its_grant_and_its_audit_record_commit_together(f: Fixture) {
+    let s = &f.store;
+    let l = link_with(Some(2), None);
+    s.create_link(&l).await.unwrap();
+    let event = || AuditEvent::new(AuditKind::LinkRedeemed, NOW).client("192.0.2.9");
+    let got = s
+        .redeem_with_grant_audited(&l.id, NOW, "k1", event())
+        .await
+        .unwrap();
+    assert_eq!(got.uses, 1);
+    assert_eq!(s.get_grant("k1").await.unwrap().unwrap().link_id, l.id);
+    let audit = s.list_audit(Some(&l.id), 100).await.unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].kind, AuditKind::LinkRedeemed);
+    assert_eq!(audit[0].client.as_deref(), Some("192.0.2.9"));
+    assert_eq!(audit[0].detail.as_deref(), Some("uses=1"));
+    assert_eq!(audit[0].at, NOW);
+    // a grant that cannot be stored undoes the use and its record
+    assert!(matches!(
+        s.redeem_with_grant_audited(&l.id, NOW, "k1", event()).await,
+        Err(RedeemError::Store(StoreError::Duplicate(_)))
+    ));
+    assert_eq!(s.get_link(&l.id).await.unwrap().unwrap().uses, 1);
+    assert_eq!(s.list_audit(Some(&l.id), 100).await.unwrap().len(), 1);
+    s.redeem_with_grant_audited(&l.id, NOW, "k2", event())
+        .await
+        .unwrap();
+    let audit = s.list_audit(Some(&l.id), 100).await.unwrap();
+    assert_eq!(audit.len(), 2);
+    assert_eq!(audit[0].detail.as_deref(), Some("uses=2"));
+    // a refused redemption stores neither grant nor record
+    assert!(matches!(
+        s.redeem_with_grant_audited(&l.id, NOW, "k3", event()).await,
+        Err(RedeemError::Refused(Refusal::Exhausted))
+    ));
+    assert_eq!(s.get_grant("k3").await.unwrap(), None);
+    assert!(matches!(
+        s.redeem_with_grant_audited("missing", NOW, "k4", event())
+            .await,
+        Err(RedeemError::NotFound)
+    ));
+    assert_eq!(s.list_audit(None, 100).await.unwrap().len(), 2);
 }
 
 async fn grants_are_kept_pruned_and_dropped_on_revoke(f: Fixture) {

@@ -246,7 +246,9 @@ impl App {
             vnc_password: t.vnc_password,
             created_at: OffsetDateTime::now_utc(),
         };
-        self.store.put_target(&target).await.map_err(|e| match e {
+        let stored = self.store.put_target(&target).await;
+        self.targets.invalidate(target.name.as_str());
+        stored.map_err(|e| match e {
             StoreError::Duplicate(_) => {
                 EngineError::Conflict("a target with this name exists".into())
             }
@@ -260,7 +262,9 @@ impl App {
     }
 
     pub async fn delete_target(&self, name: &str) -> Result<(), EngineError> {
-        if self.store.delete_target(name).await? {
+        let deleted = self.store.delete_target(name).await;
+        self.targets.invalidate(name);
+        if deleted? {
             Ok(())
         } else {
             Err(EngineError::NotFound)

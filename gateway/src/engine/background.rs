@@ -17,6 +17,11 @@ pub async fn background(app: Arc<App>) {
         crate::engine::memory::TrimPolicy::new(crate::engine::memory::TRIM_AFTER_SESSIONS_ENDED);
     loop {
         tick.tick().await;
+        // Links and targets read by the visitor path are read again from now on (see
+        // `readcache`): a revoke made elsewhere stops new sessions from here, and the
+        // loop below ends the ones opened before.
+        app.links.clear();
+        app.targets.clear();
         if trim.observe(app.sessions.count()) {
             let _ = tokio::task::spawn_blocking(crate::engine::memory::release_free_memory).await;
         }

@@ -12,6 +12,7 @@ pub mod limits;
 pub mod memory;
 mod network;
 pub mod passwords;
+mod readcache;
 pub mod recordings;
 pub mod serial;
 pub mod sessions;
@@ -97,6 +98,9 @@ pub struct App {
     limiter: Limiter,
     metrics: Metrics,
     grants: DashMap<[u8; 32], Grant>,
+    /// Links and targets the visitor path read, until the next revocation poll.
+    links: readcache::ReadCache<String, Link>,
+    targets: readcache::ReadCache<String, crate::store::Target>,
     open_public_conns: AtomicUsize,
     shutdown: CancellationToken,
     /// Relay tasks, so shutdown can wait for their close frames.
@@ -180,6 +184,8 @@ impl App {
             sessions: Sessions::new(),
             metrics: Metrics::default(),
             grants: DashMap::new(),
+            links: readcache::ReadCache::new(cfg.limits.grant_cache_entries),
+            targets: readcache::ReadCache::new(cfg.limits.grant_cache_entries),
             open_public_conns: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -393,6 +399,7 @@ impl App {
             .get_link(id)
             .await?
             .ok_or(EngineError::NotFound)?;
+        self.links.invalidate(id);
         let ended = self.sessions.end_link(id, EndReason::Revoked);
         self.grants.retain(|_, g| g.link_id != id);
         if revoked {

@@ -17,7 +17,7 @@ use crate::engine::sessions::{SessionError, SessionGuard};
 use crate::metrics::Metrics;
 use crate::model::links::{ConsoleType, Link, Refusal};
 use crate::model::tokens::TokenError;
-use crate::store::{AuditKind, Grant, RedeemError, Target, TargetAddress};
+use crate::store::{AuditEvent, AuditKind, Grant, RedeemError, Target, TargetAddress};
 
 /// Caches a grant; a full cache is emptied first (the newest grants are the likeliest to
 /// be used; evicted ones are read back from the store). The map keeps its capacity, so
@@ -71,12 +71,13 @@ impl App {
             }
         }
         // The grant is stored with the redemption, so that a restart does not cost the
-        // visitor a use to reconnect.
+        // visitor a use to reconnect; so is its audit record (one durable write).
         let cookie_value = crate::model::links::random_token(32);
         let key = sha256(cookie_value.as_bytes());
+        let audit = AuditEvent::new(AuditKind::LinkRedeemed, now).client(client.to_string());
         let link = match self
             .store
-            .redeem_with_grant(&link.id, now, &hex(&key))
+            .redeem_with_grant_audited(&link.id, now, &hex(&key), audit)
             .await
         {
             Ok(l) => l,
@@ -88,14 +89,6 @@ impl App {
             Err(RedeemError::Store(e)) => return Err(e.into()),
         };
         Metrics::inc(&self.metrics.redemptions);
-        self.audit(
-            AuditKind::LinkRedeemed,
-            Some(&link.id),
-            None,
-            Some(client),
-            Some(format!("uses={}", link.uses)),
-        )
-        .await;
         let grant = Grant {
             link_id: link.id.clone(),
             expires_at: link.expires_at,
@@ -113,6 +106,33 @@ impl App {
             max_age,
             link,
         })
+    }
+
+    /// A link for the visitor path: cached until the next revocation poll (see
+    /// `readcache`); unknown links are not cached.
+    async fn visitor_link(&self, id: &str) -> Result<Option<Link>, EngineError> {
+        if let Some(l) = self.links.get(id) {
+            return Ok(Some(l));
+        }
+        let gen = self.links.generation();
+        let link = self.store.get_link(id).await?;
+        if let Some(l) = &link {
+            self.links.insert(gen, l.id.clone(), l.clone());
+        }
+        Ok(link)
+    }
+
+    /// A registered target for the visitor path, cached like [`App::visitor_link`].
+    async fn visitor_target(&self, name: &str) -> Result<Option<Target>, EngineError> {
+        if let Some(t) = self.targets.get(name) {
+            return Ok(Some(t));
+        }
+        let gen = self.targets.generation();
+        let target = self.store.get_target(name).await?;
+        if let Some(t) = &target {
+            self.targets.insert(gen, t.name.clone(), t.clone());
+        }
+        Ok(target)
     }
 
     /// The stored link a token names, once the token's signature and times check out
@@ -135,8 +155,7 @@ impl App {
             }
         })?;
         let link = self
-            .store
-            .get_link(&claims.jti)
+            .visitor_link(&claims.jti)
             .await?
             .ok_or(EngineError::Unauthorized("invalid_token"))?;
         if link.vm != claims.vm || link.console != claims.console {
@@ -218,8 +237,7 @@ impl App {
             return Err(EngineError::Unauthorized("no_session"));
         }
         let link = self
-            .store
-            .get_link(link_id)
+            .visitor_link(link_id)
             .await?
             .ok_or(EngineError::Unauthorized("no_session"))?;
         // Uses were counted at the exchange; a grant may reconnect until the link ends.
@@ -267,8 +285,7 @@ impl App {
             }
         }
         let target: Target = self
-            .store
-            .get_target(&link.vm)
+            .visitor_target(&link.vm)
             .await?
             .filter(|t| t.kind == link.console)
             .ok_or(EngineError::ConsoleUnavailable("console_unavailable"))?;

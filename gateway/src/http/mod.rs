@@ -10,6 +10,7 @@ pub mod error;
 pub mod openapi;
 pub mod recordings;
 pub mod share;
+pub mod upgraded;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};

@@ -8,7 +8,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
@@ -369,8 +368,10 @@ async fn websocket(
                 return;
             }
         };
-        let ws = WebSocketStream::from_raw_socket(
-            TokioIo::new(upgraded),
+        let (io, read_ahead) = super::upgraded::VisitorIo::from_upgraded(upgraded);
+        let ws = WebSocketStream::from_partially_read(
+            io,
+            read_ahead,
             Role::Server,
             Some(relay::ws_config(&app2.config().limits)),
         )
@@ -395,7 +396,7 @@ async fn websocket(
     Ok(resp)
 }
 
-type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+type Ws = WebSocketStream<super::upgraded::VisitorIo>;
 
 /// A console ready to relay: its session, its connection, the visitor's WebSocket, the
 /// visitor bytes already read, and the filter of the visitor's messages.

@@ -65,9 +65,9 @@ pub enum StoreError {
     },
     #[error("already exists: {0}")]
     Duplicate(String),
-    /// A batch of audit events this one was committed with failed (the cause is the
-    /// batch's, shared by all its events).
-    #[error("writing audit events: {0}")]
+    /// A group commit this write was part of failed (the cause is the batch's, shared by
+    /// all its writes: audit events, redemptions).
+    #[error("writing a batch of audit events and redemptions: {0}")]
     AuditBatch(String),
     #[error("invalid: {0}")]
     Invalid(String),
@@ -444,6 +444,13 @@ impl AuditEvent {
     }
 }
 
+/// The audit record of a counted use, as [`Store::redeem_with_grant_audited`] stores
+/// it: `event` with the link's id and `uses=N` (its count after this use) as detail.
+pub(crate) fn redeemed_audit(event: AuditEvent, link: &Link) -> AuditEvent {
+    let uses = format!("uses={}", link.uses);
+    event.link(link.id.clone()).detail(uses)
+}
+
 /// A visitor's right to open console sessions of one link, after a successful exchange.
 /// Stored (and cached in memory) under the SHA-256 of the cookie that carries it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -478,6 +485,17 @@ pub trait Store: Send + Sync + fmt::Debug {
         id: &str,
         now: OffsetDateTime,
         cookie_sha256: &str,
+    ) -> Result<Link, RedeemError>;
+    /// [`Store::redeem_with_grant`] and the visitor's audit record in the SAME
+    /// transaction (one durable write per exchange instead of two): `audit`, with its
+    /// `detail` set to `uses=N` (the count after this use, see [`redeemed_audit`]), is
+    /// stored if and only if the use is counted. Required of every store.
+    async fn redeem_with_grant_audited(
+        &self,
+        id: &str,
+        now: OffsetDateTime,
+        cookie_sha256: &str,
+        audit: AuditEvent,
     ) -> Result<Link, RedeemError>;
 
     /// Creates an admin token; returns its info and the secret token (shown once; only

@@ -16,8 +16,8 @@ use super::super::rows::{
     TARGET_COLS, TOKEN_COLS,
 };
 use super::super::{
-    admin_token_hash, plausible_admin_token, AdminTokenInfo, AuditEvent, Grant, RedeemError, Store,
-    StoreError, Target,
+    admin_token_hash, plausible_admin_token, redeemed_audit, AdminTokenInfo, AuditEvent, Grant,
+    RedeemError, Store, StoreError, Target,
 };
 use super::PgStore;
 use crate::model::links::Link;
@@ -193,15 +193,33 @@ async fn insert_grant(
     inserted(r, Unique::Grant)
 }
 
+/// Inserts one audit row (inside the caller's transaction, if any).
+async fn insert_audit_on(c: &impl GenericClient, r: &AuditRow) -> Result<(), StoreError> {
+    c.execute(
+        &format!("INSERT INTO audit ({AUDIT_COLS}) VALUES ($1, $2, $3, $4, $5, $6)"),
+        &[
+            &r.at_ms,
+            &r.kind,
+            &r.link_id,
+            &r.session_id,
+            &r.client,
+            &r.detail,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
 impl PgStore {
-    /// The redemption (and, with `grant`, the visitor's grant) in one transaction: if
-    /// anything fails before COMMIT (the grant insert, the connection, the server), the
-    /// server rolls the use back.
+    /// The redemption (and, with `grant`, the visitor's grant, and with `audit` its
+    /// `link_redeemed` record) in one transaction: if anything fails before COMMIT (the
+    /// grant or audit insert, the connection, the server), the server rolls the use back.
     async fn redeem_and_grant(
         &self,
         id: &str,
         now: OffsetDateTime,
         grant: Option<&str>,
+        audit: Option<AuditEvent>,
     ) -> Result<Link, RedeemError> {
         let now_ms = to_ms(now)?;
         let mut c = self.pool.get().await?;
@@ -232,6 +250,10 @@ impl PgStore {
         let link = link_row(&row).map_err(StoreError::from)?.into_link()?;
         if let Some(key) = grant {
             insert_grant(&tx, key, &link.id, to_ms(link.expires_at)?, now_ms).await?;
+        }
+        if let Some(event) = audit {
+            let row = AuditRow::new(redeemed_audit(event, &link))?;
+            insert_audit_on(&tx, &row).await?;
         }
         let committed = tx.commit().await.map_err(StoreError::from);
         drop(c); // back to the pool before any check below takes a connection
@@ -310,7 +332,7 @@ impl Store for PgStore {
     }
 
     async fn redeem(&self, id: &str, now: OffsetDateTime) -> Result<Link, RedeemError> {
-        self.redeem_and_grant(id, now, None).await
+        self.redeem_and_grant(id, now, None, None).await
     }
 
     async fn redeem_with_grant(
@@ -319,7 +341,19 @@ impl Store for PgStore {
         now: OffsetDateTime,
         cookie_sha256: &str,
     ) -> Result<Link, RedeemError> {
-        self.redeem_and_grant(id, now, Some(cookie_sha256)).await
+        self.redeem_and_grant(id, now, Some(cookie_sha256), None)
+            .await
+    }
+
+    async fn redeem_with_grant_audited(
+        &self,
+        id: &str,
+        now: OffsetDateTime,
+        cookie_sha256: &str,
+        audit: AuditEvent,
+    ) -> Result<Link, RedeemError> {
+        self.redeem_and_grant(id, now, Some(cookie_sha256), Some(audit))
+            .await
     }
 
     async fn create_admin_token(&self, name: &str) -> Result<(AdminTokenInfo, String), StoreError> {
@@ -483,19 +517,7 @@ impl Store for PgStore {
     async fn audit(&self, event: AuditEvent) -> Result<(), StoreError> {
         let r = AuditRow::new(event)?;
         let c = self.pool.get().await?;
-        c.execute(
-            &format!("INSERT INTO audit ({AUDIT_COLS}) VALUES ($1, $2, $3, $4, $5, $6)"),
-            &[
-                &r.at_ms,
-                &r.kind,
-                &r.link_id,
-                &r.session_id,
-                &r.client,
-                &r.detail,
-            ],
-        )
-        .await?;
-        Ok(())
+        insert_audit_on(&*c, &r).await
     }
 
     async fn list_audit(

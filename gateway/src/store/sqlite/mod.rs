@@ -7,7 +7,10 @@
 //! * Migrations in `migrations/*.sql` are applied in order at open, recorded in
 //!   `schema_version`, all inside one immediate transaction (idempotent, safe with
 //!   concurrent openers). A file from a newer gateway is refused.
-//! * One connection behind a mutex; every call runs on the blocking pool.
+//! * One connection behind a mutex; every call runs on the blocking pool. The writes of
+//!   the visitor path (audit events, redemptions with their grants) are group-committed:
+//!   one transaction and one fsync for all those queued meanwhile, each in a savepoint;
+//!   every caller returns once its own write is durable.
 //! * Times are INTEGER unix milliseconds.
 
 use std::fmt;
@@ -50,14 +53,15 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
     path: Option<PathBuf>,
-    /// Audit events waiting to be written (see [`SqliteStore::audit`]).
+    /// Writes waiting for the group commit (see `SqliteStore::enqueue`).
     audit_queue: Arc<Mutex<AuditQueue>>,
 }
 
-/// The audit events waiting to be written, and whether a writer is on its way to them.
+/// The writes (audit events, redemptions) waiting for the group commit, and whether a
+/// writer is on its way to them.
 #[derive(Default)]
 struct AuditQueue {
-    events: Vec<QueuedAudit>,
+    events: Vec<QueuedWrite>,
     /// A writer runs (or is scheduled) on the blocking pool: it writes until the queue
     /// is empty, so a new event needs no writer of its own.
     writing: bool,
@@ -70,10 +74,20 @@ impl AuditQueue {
     }
 }
 
-/// One audit row and the caller waiting for it to be durable.
-struct QueuedAudit {
-    row: AuditRow,
-    done: tokio::sync::oneshot::Sender<Result<(), String>>,
+/// One write waiting for the group commit, and the caller waiting for it to be durable.
+enum QueuedWrite {
+    Audit {
+        row: AuditRow,
+        done: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// A redemption (with its grant and audit record, if any): see `redeem_in`.
+    Redeem {
+        id: String,
+        now: OffsetDateTime,
+        grant: Option<String>,
+        audit: Option<super::AuditEvent>,
+        done: tokio::sync::oneshot::Sender<Result<crate::model::links::Link, super::RedeemError>>,
+    },
 }
 
 impl fmt::Debug for SqliteStore {

@@ -17,10 +17,10 @@ use super::super::rows::{
     TARGET_COLS, TOKEN_COLS,
 };
 use super::super::{
-    admin_token_hash, plausible_admin_token, AdminTokenInfo, AuditEvent, Grant, RedeemError, Store,
-    StoreError, Target,
+    admin_token_hash, plausible_admin_token, redeemed_audit, AdminTokenInfo, AuditEvent, Grant,
+    RedeemError, Store, StoreError, Target,
 };
-use super::{lock, AuditQueue, QueuedAudit, SqliteStore};
+use super::{lock, AuditQueue, QueuedWrite, SqliteStore};
 use crate::model::links::Link;
 use crate::model::tokens::SigningKey;
 
@@ -187,76 +187,171 @@ fn insert_grant(
     expires_at_ms: i64,
     created_at_ms: i64,
 ) -> Result<(), StoreError> {
-    let r = c.execute(
-        "INSERT INTO grants (cookie_sha256, link_id, expires_at_ms, created_at_ms) \
-         VALUES (?1, ?2, ?3, ?4)",
-        params![cookie_sha256, link_id, expires_at_ms, created_at_ms],
-    );
+    let r = c
+        .prepare_cached(
+            "INSERT INTO grants (cookie_sha256, link_id, expires_at_ms, created_at_ms) \
+             VALUES (?1, ?2, ?3, ?4)",
+        )
+        .and_then(|mut st| {
+            st.execute(params![
+                cookie_sha256,
+                link_id,
+                expires_at_ms,
+                created_at_ms
+            ])
+        });
     inserted(r, Unique::Grant)
 }
 
-/// The redemption (and, with `grant`, the visitor's grant) in one immediate
-/// transaction: one commit, no use without its grant.
-fn redeem_on(
-    c: &mut Connection,
+/// The redemption (and, with `grant`, the visitor's grant, and with `audit` its
+/// `link_redeemed` record) inside the caller's transaction (a savepoint of the group
+/// commit): all of it or none of it, no use without its grant and its audit record.
+fn redeem_in(
+    c: &Connection,
     id: &str,
     now: OffsetDateTime,
     grant: Option<&str>,
+    audit: Option<AuditEvent>,
 ) -> Result<Link, RedeemError> {
     let now_ms = to_ms(now)?;
-    let tx = c
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(StoreError::from)?;
     // The whole decision is one conditional UPDATE: no read-modify-write window.
-    let updated = tx
-        .query_row(
-            &format!(
-                "UPDATE links SET uses = uses + 1 \
-                 WHERE id = ?1 \
-                   AND revoked_at_ms IS NULL \
-                   AND expires_at_ms > ?2 \
-                   AND (not_before_ms IS NULL OR not_before_ms <= ?2) \
-                   AND (max_uses IS NULL OR uses < max_uses) \
-                 RETURNING {LINK_COLS}"
-            ),
-            params![id, now_ms],
-            link_row,
-        )
+    let updated = c
+        .prepare_cached(&format!(
+            "UPDATE links SET uses = uses + 1 \
+             WHERE id = ?1 \
+               AND revoked_at_ms IS NULL \
+               AND expires_at_ms > ?2 \
+               AND (not_before_ms IS NULL OR not_before_ms <= ?2) \
+               AND (max_uses IS NULL OR uses < max_uses) \
+             RETURNING {LINK_COLS}"
+        ))
+        .and_then(|mut st| st.query_row(params![id, now_ms], link_row))
         .optional()
         .map_err(StoreError::from)?;
     let Some(row) = updated else {
         // Refused: read the row (same transaction) to say why.
-        return Err(refusal(get_link_on(&tx, id)?, now));
+        return Err(refusal(get_link_on(c, id)?, now));
     };
     let link = row.into_link()?;
     if let Some(key) = grant {
-        insert_grant(&tx, key, &link.id, to_ms(link.expires_at)?, now_ms)?;
+        insert_grant(c, key, &link.id, to_ms(link.expires_at)?, now_ms)?;
     }
-    tx.commit().map_err(StoreError::from)?;
+    if let Some(event) = audit {
+        let row = AuditRow::new(redeemed_audit(event, &link))?;
+        insert_audit_on(c, &row).map_err(StoreError::from)?;
+    }
     Ok(link)
 }
 
-/// Inserts queued audit rows in one transaction.
-fn write_audit_batch(c: &mut Connection, batch: &[QueuedAudit]) -> Result<(), StoreError> {
-    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    {
-        let mut stmt = tx.prepare_cached(&format!(
-            "INSERT INTO audit ({AUDIT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
-        ))?;
-        for q in batch {
-            let r = &q.row;
-            stmt.execute(params![
-                r.at_ms,
-                r.kind,
-                r.link_id,
-                r.session_id,
-                r.client,
-                r.detail
-            ])?;
+/// Inserts one audit row (inside the caller's transaction).
+fn insert_audit_on(c: &Connection, r: &AuditRow) -> rusqlite::Result<()> {
+    c.prepare_cached(&format!(
+        "INSERT INTO audit ({AUDIT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+    ))?
+    .execute(params![
+        r.at_ms,
+        r.kind,
+        r.link_id,
+        r.session_id,
+        r.client,
+        r.detail
+    ])?;
+    Ok(())
+}
+
+/// The error every write of a failed batch gets: an outage stays an outage (503).
+fn batch_error(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+        other => StoreError::AuditBatch(other.to_string()),
+    }
+}
+
+/// Runs one queued write inside a savepoint of the batch's transaction: a write that
+/// fails (a refused redemption, a duplicate grant) is undone alone.
+fn write_one(tx: &mut rusqlite::Transaction<'_>, w: &QueuedWrite) -> WriteDone {
+    let sp = match tx.savepoint() {
+        Ok(sp) => sp,
+        Err(e) => return WriteDone::Failed(StoreError::from(e)),
+    };
+    let done = match w {
+        QueuedWrite::Audit { row, .. } => match insert_audit_on(&sp, row) {
+            Ok(()) => WriteDone::Audit,
+            Err(e) => WriteDone::Failed(e.into()),
+        },
+        QueuedWrite::Redeem {
+            id,
+            now,
+            grant,
+            audit,
+            ..
+        } => match redeem_in(&sp, id, *now, grant.as_deref(), audit.clone()) {
+            Ok(link) => WriteDone::Redeemed(link),
+            Err(e) => WriteDone::Refused(e),
+        },
+    };
+    match done {
+        WriteDone::Audit | WriteDone::Redeemed(_) => match sp.commit() {
+            Ok(()) => done,
+            Err(e) => WriteDone::Failed(e.into()),
+        },
+        // Dropping the savepoint rolls it back.
+        WriteDone::Refused(_) | WriteDone::Failed(_) => done,
+    }
+}
+
+/// What one write of a batch came to before the batch's COMMIT.
+enum WriteDone {
+    Audit,
+    Redeemed(Link),
+    /// The redemption's own answer (refused, unknown link, duplicate grant...).
+    Refused(RedeemError),
+    Failed(StoreError),
+}
+
+/// Writes a batch of queued writes in ONE immediate transaction (one commit, one fsync),
+/// each in its own savepoint, and answers every caller once the commit is durable.
+fn write_batch(c: &mut Connection, batch: Vec<QueuedWrite>) {
+    let mut tx = match c.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => {
+            let e = StoreError::from(e);
+            for w in batch {
+                w.answer(Err(batch_error(&e)));
+            }
+            return;
+        }
+    };
+    let outcomes: Vec<WriteDone> = batch.iter().map(|w| write_one(&mut tx, w)).collect();
+    let committed = tx.commit().map_err(StoreError::from);
+    for (w, outcome) in batch.into_iter().zip(outcomes) {
+        match (&committed, outcome) {
+            (Ok(()), done) => w.answer(Ok(done)),
+            // Undone with the batch: even a refusal is an error now (its read is gone).
+            (Err(e), _) => w.answer(Err(batch_error(e))),
         }
     }
-    tx.commit()?;
-    Ok(())
+}
+
+impl QueuedWrite {
+    fn answer(self, r: Result<WriteDone, StoreError>) {
+        match self {
+            QueuedWrite::Audit { done, .. } => {
+                let _ = done.send(match r {
+                    Ok(WriteDone::Failed(e)) | Err(e) => Err(e),
+                    Ok(_) => Ok(()),
+                });
+            }
+            QueuedWrite::Redeem { done, .. } => {
+                let _ = done.send(match r {
+                    Ok(WriteDone::Redeemed(link)) => Ok(link),
+                    Ok(WriteDone::Refused(e)) => Err(e),
+                    Ok(WriteDone::Failed(e)) | Err(e) => Err(RedeemError::Store(e)),
+                    Ok(WriteDone::Audit) => Err(RedeemError::Store(StoreError::Task)),
+                });
+            }
+        }
+    }
 }
 
 /// The audit writer's hold on the queue: if it ends without finishing (a panic, or a
@@ -278,15 +373,57 @@ impl Drop for AuditWriter {
 }
 
 impl SqliteStore {
+    /// Group commit: the write joins the queue; one writer on the blocking pool writes
+    /// every queued write (audit events, redemptions with their grants and records) in
+    /// one transaction (one fsync for all the visitors that arrived, started or ended
+    /// meanwhile), and again until the queue is empty. Each caller still returns only
+    /// once its own write is durable (`synchronous=FULL`).
+    fn enqueue(&self, w: QueuedWrite) {
+        let start_writer = {
+            let mut q = lock(&self.audit_queue);
+            q.events.push(w);
+            !std::mem::replace(&mut q.writing, true)
+        };
+        if !start_writer {
+            return;
+        }
+        let queue = Arc::clone(&self.audit_queue);
+        let mut writer = AuditWriter {
+            queue: Some(Arc::clone(&queue)),
+        };
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            loop {
+                let batch = {
+                    let mut q = lock(&queue);
+                    if q.events.is_empty() {
+                        q.writing = false;
+                        break;
+                    }
+                    std::mem::take(&mut q.events)
+                };
+                write_batch(&mut lock(&conn), batch);
+            }
+            drop(writer.queue.take());
+        });
+    }
+
     async fn redeem_and_grant(
         &self,
         id: &str,
         now: OffsetDateTime,
         grant: Option<&str>,
+        audit: Option<AuditEvent>,
     ) -> Result<Link, RedeemError> {
-        let (id, grant) = (id.to_owned(), grant.map(str::to_owned));
-        let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || redeem_on(&mut lock(&conn), &id, now, grant.as_deref()))
+        let (done, committed) = tokio::sync::oneshot::channel();
+        self.enqueue(QueuedWrite::Redeem {
+            id: id.to_owned(),
+            now,
+            grant: grant.map(str::to_owned),
+            audit,
+            done,
+        });
+        committed
             .await
             .map_err(|_| RedeemError::Store(StoreError::Task))?
     }
@@ -357,7 +494,7 @@ impl Store for SqliteStore {
     }
 
     async fn redeem(&self, id: &str, now: OffsetDateTime) -> Result<Link, RedeemError> {
-        self.redeem_and_grant(id, now, None).await
+        self.redeem_and_grant(id, now, None, None).await
     }
 
     async fn redeem_with_grant(
@@ -366,7 +503,19 @@ impl Store for SqliteStore {
         now: OffsetDateTime,
         cookie_sha256: &str,
     ) -> Result<Link, RedeemError> {
-        self.redeem_and_grant(id, now, Some(cookie_sha256)).await
+        self.redeem_and_grant(id, now, Some(cookie_sha256), None)
+            .await
+    }
+
+    async fn redeem_with_grant_audited(
+        &self,
+        id: &str,
+        now: OffsetDateTime,
+        cookie_sha256: &str,
+        audit: AuditEvent,
+    ) -> Result<Link, RedeemError> {
+        self.redeem_and_grant(id, now, Some(cookie_sha256), Some(audit))
+            .await
     }
 
     async fn create_admin_token(&self, name: &str) -> Result<(AdminTokenInfo, String), StoreError> {
@@ -530,46 +679,9 @@ impl Store for SqliteStore {
 
     async fn audit(&self, event: AuditEvent) -> Result<(), StoreError> {
         let row = AuditRow::new(event)?;
-        // Group commit: the event joins the queue; one writer on the blocking pool writes
-        // every queued event in one transaction (one fsync for all the sessions that
-        // started or ended meanwhile), and again until the queue is empty. Each caller
-        // still returns only once its own event is durable.
         let (done, committed) = tokio::sync::oneshot::channel();
-        let start_writer = {
-            let mut q = lock(&self.audit_queue);
-            q.events.push(QueuedAudit { row, done });
-            !std::mem::replace(&mut q.writing, true)
-        };
-        if start_writer {
-            let queue = Arc::clone(&self.audit_queue);
-            let mut writer = AuditWriter {
-                queue: Some(Arc::clone(&queue)),
-            };
-            let conn = Arc::clone(&self.conn);
-            tokio::task::spawn_blocking(move || {
-                loop {
-                    let batch = {
-                        let mut q = lock(&queue);
-                        if q.events.is_empty() {
-                            q.writing = false;
-                            break;
-                        }
-                        std::mem::take(&mut q.events)
-                    };
-                    let written =
-                        write_audit_batch(&mut lock(&conn), &batch).map_err(|e| e.to_string());
-                    for q in batch {
-                        let _ = q.done.send(written.clone());
-                    }
-                }
-                drop(writer.queue.take());
-            });
-        }
-        match committed.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(StoreError::AuditBatch(e)),
-            Err(_) => Err(StoreError::Task),
-        }
+        self.enqueue(QueuedWrite::Audit { row, done });
+        committed.await.map_err(|_| StoreError::Task)?
     }
 
     async fn list_audit(
