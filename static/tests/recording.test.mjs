@@ -4,11 +4,17 @@
 // matches the guest's screen as QEMU reported it at the end of the session (the
 // screendump comparison of console.test.mjs); seeking into the middle and back to the
 // end; the audit view lists the session and links to its recording; a raw console's
-// recording replays as text, seeking back to a key point.
+// recording replays as text, seeking back to a key point. The VNC recording has key
+// points (every 2 s here): seeks backward and forward start from the nearest one, so
+// they feed the decoder far less than the whole stream, and the frame they end on still
+// matches the guest's screen.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import {
   newPage, shot, createLink, admin, waitForScreen, waitForSerial, typeKeys, openShare, sleep,
   compareWithScreenshot, screendump, canvasStats, startGatewayAndBrowser, stopGatewayAndBrowser,
@@ -16,7 +22,11 @@ import {
 
 let gw;
 let browser;
-before(async () => ({ gw, browser } = await startGatewayAndBrowser()));
+before(async () => {
+  const config = join(await mkdtemp(join(tmpdir(), 'vmgw-reccfg-')), 'gateway.toml');
+  await writeFile(config, '[recording]\nkey_point_interval_secs = 2\n');
+  ({ gw, browser } = await startGatewayAndBrowser({ config }));
+});
 after(() => stopGatewayAndBrowser(gw, browser));
 
 async function seek(page, ms) {
@@ -25,6 +35,12 @@ async function seek(page, ms) {
     r.value = String(t);
     r.dispatchEvent(new Event('input', { bubbles: true }));
   }, ms);
+}
+
+/** What the last seek fed the decoder, of the whole console→visitor stream. */
+async function seekCost(page) {
+  const d = await page.locator('#player').evaluate((el) => ({ ...el.dataset }));
+  return { fed: Number(d.seekBytes), total: Number(d.streamBytes), keys: Number(d.keyPoints) };
 }
 
 async function matchesScreendump(page, png) {
@@ -96,13 +112,22 @@ test('a recorded session plays back in the admin console as the guest showed it'
   const duration = Number(await page.locator('#player').getAttribute('data-duration'));
   assert.ok(duration > 1000, `duration ${duration} ms`);
   await page.locator('#player-screen canvas').first().waitFor();
+  // Straight to the end: from the last key point, not through the whole stream.
   await seek(page, duration);
+  const toEnd = await seekCost(page);
+  console.log(`seek to the end: ${JSON.stringify(toEnd)}`);
+  assert.ok(toEnd.keys >= 3, `key points: ${toEnd.keys}`);
+  assert.ok(toEnd.fed > 0 && toEnd.fed < toEnd.total / 2, `the seek fed ${toEnd.fed} of ${toEnd.total} bytes`);
   await sleep(1000);
   await shot(page, 'rec-3-replayed-end');
   await matchesScreendump(page, finalPng);
 
-  // Seek into the middle (back: the decoder restarts and runs to there), then play at 4×.
+  // Seek back into the middle: from the key point before it, not from the start; then
+  // play at 4×.
   await seek(page, Math.floor(duration / 2));
+  const toMiddle = await seekCost(page);
+  console.log(`seek back to the middle: ${JSON.stringify(toMiddle)}`);
+  assert.ok(toMiddle.fed > 0 && toMiddle.fed < toMiddle.total / 2, `the seek fed ${toMiddle.fed} of ${toMiddle.total} bytes`);
   const at = Number(await page.locator('#player').getAttribute('data-time'));
   assert.ok(Math.abs(at - Math.floor(duration / 2)) <= 1, `position ${at} of ${duration}`);
   const mid = await canvasStats(page, '#player-screen canvas');
@@ -112,8 +137,11 @@ test('a recorded session plays back in the admin console as the guest showed it'
   if ((await page.locator('#player').getAttribute('data-playing')) !== 'true') await page.click('#player-play');
   await page.waitForFunction((t) => Number(document.getElementById('player').dataset.time) > t, at, { timeout: 30_000 });
   await page.click('#player-play'); // pause
-  // And forward to the end again: the same final frame.
+  // And forward to the end again (past key points: from the last one): the same final
+  // frame.
   await seek(page, duration);
+  const again = await seekCost(page);
+  assert.ok(again.fed < again.total / 2, `the seek fed ${again.fed} of ${again.total} bytes`);
   await sleep(1000);
   await matchesScreendump(page, finalPng);
   assert.deepEqual(page.errors, []);

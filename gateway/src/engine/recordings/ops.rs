@@ -30,6 +30,7 @@ impl App {
         link: &Link,
         channel: Option<String>,
         preamble: Vec<u8>,
+        indexer: Option<Box<dyn super::Indexer>>,
     ) -> Result<Option<String>, EndReason> {
         if !self.link_recorded(link) {
             return Ok(None);
@@ -41,7 +42,7 @@ impl App {
             channel,
             preamble,
         };
-        match self.recorder.start(session, spec).await {
+        match self.recorder.start(session, spec, indexer).await {
             Ok(id) => Ok(Some(id)),
             Err(e) => {
                 let action = self.cfg.recording.on_limit;
