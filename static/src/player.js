@@ -120,6 +120,9 @@ export class Player {
   stopDecoder() {
     if (this.rfb) {
       try { this.rfb.disconnect(); } catch { /* already gone */ }
+      // The channel closed at once (inside disconnect()), before noVNC armed its
+      // disconnect timer, which would fire 3 s later to log "Disconnection timed out".
+      clearTimeout(this.rfb._disconnTimer);
       this.rfb = null;
     }
     this.channel?.close();

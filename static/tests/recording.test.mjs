@@ -12,13 +12,14 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { copyFile, mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  newPage, shot, createLink, admin, waitForScreen, waitForSerial, typeKeys, openShare, sleep,
+  ARTIFACTS, newPage, shot, createLink, admin, waitForScreen, waitForSerial, typeKeys, openShare, sleep,
   compareWithScreenshot, screendump, canvasStats, startGatewayAndBrowser, stopGatewayAndBrowser,
 } from './helpers.mjs';
+import { KIND, parseRecording } from '../src/recording.js';
 
 let gw;
 let browser;
@@ -53,7 +54,7 @@ async function matchesScreendump(page, png) {
   console.log(`replayed frame vs screendump: ${JSON.stringify(cmp)}`);
   assert.equal(cmp.width, cmp.shotWidth, 'replay and screendump widths');
   assert.equal(cmp.height, cmp.shotHeight, 'replay and screendump heights');
-  assert.ok(cmp.badBlocks <= cmp.blocks * 0.01, `blocks differing: ${cmp.badBlocks} of ${cmp.blocks}`);
+  assert.ok(cmp.badBlocks <= cmp.blocks * 0.01, `blocks differing: ${cmp.badBlocks} of ${cmp.blocks}; page errors: ${JSON.stringify(page.errors)}`);
   assert.ok(cmp.meanDiff < 2, `mean block difference ${cmp.meanDiff}`);
   assert.ok(cmp.blackBadBlocks > 20 * Math.max(cmp.badBlocks, 1), `a blank canvas would score close: ${JSON.stringify(cmp)}`);
 }
@@ -88,6 +89,8 @@ test('a recorded session plays back in the admin console as the guest showed it'
   }
   assert.ok(rec, 'a complete recording');
   assert.equal(rec.console, 'vnc');
+  // Kept with the screenshots, for a look at what was recorded.
+  await copyFile(join(gw.dataDir, 'recordings', `${rec.id}.vmrec`), join(ARTIFACTS, 'rec-vnc.vmrec'));
 
   // The admin console: the audit view lists the session and links to its recording.
   const page = await newPage(browser);
@@ -142,6 +145,32 @@ test('a recorded session plays back in the admin console as the guest showed it'
   await seek(page, duration);
   const again = await seekCost(page);
   assert.ok(again.fed < again.total / 2, `the seek fed ${again.fed} of ${again.total} bytes`);
+  await sleep(1000);
+  await matchesScreendump(page, finalPng);
+
+  // A recording made before key points (format version 1, no key records) still plays:
+  // the same file rewritten so, in place; a seek to the end decodes the whole stream.
+  await page.click('#player-close');
+  const path = join(gw.dataDir, 'recordings', `${rec.id}.vmrec`);
+  const v2 = new Uint8Array(await readFile(path));
+  const { records } = parseRecording(v2.buffer.slice(v2.byteOffset, v2.byteOffset + v2.byteLength));
+  const keep = records.filter((r) => r.kind !== KIND.KEY);
+  assert.ok(keep.length < records.length, 'the recording had key points');
+  const parts = [Buffer.from('VMGWREC\x01', 'latin1')];
+  for (let i = 0; i < keep.length; i++) {
+    const next = records.indexOf(keep[i]) + 1;
+    const end = next < records.length ? records[next].offset : v2.length;
+    parts.push(Buffer.from(v2.subarray(keep[i].offset, end)));
+  }
+  await writeFile(path, Buffer.concat(parts));
+  await play.click();
+  await dlg.waitFor();
+  await page.locator('#player-screen canvas').first().waitFor();
+  await seek(page, duration);
+  const old = await seekCost(page);
+  console.log(`version 1 file, seek to the end: ${JSON.stringify(old)}`);
+  assert.equal(old.keys, 0);
+  assert.ok(old.fed > old.total / 2, `the seek fed ${old.fed} of ${old.total} bytes`);
   await sleep(1000);
   await matchesScreendump(page, finalPng);
   assert.deepEqual(page.errors, []);
