@@ -196,7 +196,12 @@ export class Player {
       inflateInit2(inf.strm, -15);
       if (dict.length && inflateSetDictionary(inf.strm, dict) !== 0) throw new Error('cannot set a zlib dictionary');
     }
-    this.channel.push(prefix);
+    // The version alone first: noVNC's handshake stops after the ProtocolVersion step
+    // until the next message, and then runs up to ServerInit and stops again, leaving
+    // what follows in that message unread until another message comes. So the rest of
+    // the handshake comes as a message of its own, and the update as the next one.
+    this.channel.push(prefix.subarray(0, 12));
+    this.channel.push(prefix.subarray(12));
     this.channel.push(r.payload.subarray(within));
     this.fed += prefix.length + r.payload.length - within;
     this.pos = lo + 1;

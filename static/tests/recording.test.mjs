@@ -148,6 +148,23 @@ test('a recorded session plays back in the admin console as the guest showed it'
   await sleep(1000);
   await matchesScreendump(page, finalPng);
 
+  // Right at the last key point: the decoder is given the key point's full update
+  // alone (with the prefix), and shows the screen.
+  const file = new Uint8Array(await readFile(join(gw.dataDir, 'recordings', `${rec.id}.vmrec`)));
+  const keyTimes = parseRecording(file.buffer.slice(file.byteOffset, file.byteOffset + file.byteLength))
+    .records.filter((r) => r.kind === KIND.KEY).map((r) => r.t);
+  await seek(page, Math.ceil(keyTimes[keyTimes.length - 1]));
+  const atKey = await seekCost(page);
+  let shown;
+  for (let i = 0; i < 10; i++) {
+    shown = await canvasStats(page, '#player-screen canvas');
+    if (shown.lit > 150 && shown.colors > 1) break;
+    await sleep(300);
+  }
+  console.log(`seek to the last key point: ${JSON.stringify(atKey)} ${JSON.stringify(shown)}`);
+  assert.ok(atKey.fed < atKey.total / 4, `the seek fed ${atKey.fed} of ${atKey.total} bytes`);
+  assert.ok(shown.lit > 150 && shown.colors > 1, `the screen at the last key point: ${JSON.stringify(shown)}; page errors: ${JSON.stringify(page.errors)}`);
+
   // A recording made before key points (format version 1, no key records) still plays:
   // the same file rewritten so, in place; a seek to the end decodes the whole stream.
   await page.click('#player-close');
