@@ -851,12 +851,18 @@ mod spice {
 struct ZrleRects {
     rects: Vec<(u64, Vec<u8>)>,
     in_zrle: bool,
+    /// Screen size changes: (stream offset, width, height).
+    sizes: Vec<(u64, [u8; 4])>,
 }
 
 impl gateway::relay::rfb::server::Observer for ZrleRects {
     fn header(&mut self, at: u64, kind: gateway::relay::rfb::server::HeaderKind, bytes: &[u8]) {
         use gateway::relay::rfb::server::HeaderKind;
         self.in_zrle = kind == HeaderKind::Rect && bytes[8..12] == 16i32.to_be_bytes();
+        let resize = [(-223i32).to_be_bytes(), (-308i32).to_be_bytes()];
+        if kind == HeaderKind::Rect && resize.iter().any(|e| bytes[8..12] == e[..]) {
+            self.sizes.push((at, bytes[4..8].try_into().unwrap()));
+        }
         if self.in_zrle {
             self.rects.push((at, Vec::new()));
         }
@@ -966,8 +972,18 @@ async fn a_vnc_recording_has_key_points_that_continue_qemus_zlib_stream() {
         // ServerInit of the screen's size.
         assert_eq!(to_client[k.offset as usize], 0, "{k:?}");
         assert_eq!(&k.prefix[..pre.len()], pre);
+        // The ServerInit as received, with the screen size in effect there (QEMU's
+        // firmware screen changes size after the connection).
         let init = &k.prefix[pre.len()..];
-        assert_eq!(init, &to_client[pre.len()..pre.len() + init.len()]);
+        assert_eq!(init[4..], to_client[pre.len() + 4..pre.len() + init.len()]);
+        let size = zrle
+            .sizes
+            .iter()
+            .filter(|(at, _)| *at + (pre.len() as u64) < k.offset)
+            .map(|(_, s)| &s[..])
+            .next_back()
+            .unwrap_or(&to_client[pre.len()..pre.len() + 4]);
+        assert_eq!(&init[..4], size, "{k:?}");
         // The first ZRLE rectangle after it decodes from the dictionary alone as it did
         // in the whole stream.
         let Some(i) = zrle
