@@ -5,7 +5,10 @@
 //! configured; a recording cut by `kill -9` of the gateway reads up to its last complete
 //! record and is marked interrupted at the next start; a recording held by another
 //! gateway is refused with the holder's name; SPICE main, display and inputs channels are
-//! recorded each, with what passed.
+//! recorded each, with what passed. VNC recordings have key points whose zlib
+//! dictionaries continue QEMU's real ZRLE stream; the folder cap stops a recording and
+//! refuses the next, recordings past the retention period are deleted, and a writer
+//! queue that fills stops the recording while the relay goes on.
 
 #![allow(clippy::unwrap_used)]
 
@@ -838,4 +841,367 @@ mod spice {
             }
         }
     }
+}
+
+// ---- key points of VNC recordings --------------------------------------------------
+
+/// The rectangles of ZRLE data in a recorded server stream (from ServerInit on), in
+/// order: (stream offset of the rectangle's header, compressed bytes).
+#[derive(Default)]
+struct ZrleRects {
+    rects: Vec<(u64, Vec<u8>)>,
+    in_zrle: bool,
+    /// Screen size changes: (stream offset, width, height).
+    sizes: Vec<(u64, [u8; 4])>,
+}
+
+impl gateway::relay::rfb::server::Observer for ZrleRects {
+    fn header(&mut self, at: u64, kind: gateway::relay::rfb::server::HeaderKind, bytes: &[u8]) {
+        use gateway::relay::rfb::server::HeaderKind;
+        self.in_zrle = kind == HeaderKind::Rect && bytes[8..12] == 16i32.to_be_bytes();
+        let resize = [(-223i32).to_be_bytes(), (-308i32).to_be_bytes()];
+        if kind == HeaderKind::Rect && resize.iter().any(|e| bytes[8..12] == e[..]) {
+            self.sizes.push((at, bytes[4..8].try_into().unwrap()));
+        }
+        if self.in_zrle {
+            self.rects.push((at, Vec::new()));
+        }
+    }
+    fn payload(&mut self, bytes: &[u8]) {
+        if self.in_zrle {
+            self.rects.last_mut().unwrap().1.extend_from_slice(bytes);
+        }
+    }
+}
+
+/// Inflates with a raw inflater primed with `dict` (as a stored block, which fills the
+/// window exactly as a dictionary does): what a player continuing at a key point gets.
+fn raw_inflate_with(dict: &[u8], data: &[u8]) -> Option<Vec<u8>> {
+    let mut raw = Vec::new();
+    for part in dict.chunks(65_535) {
+        let n = part.len() as u16;
+        raw.push(0);
+        raw.extend_from_slice(&n.to_le_bytes());
+        raw.extend_from_slice(&(!n).to_le_bytes());
+        raw.extend_from_slice(part);
+    }
+    raw.extend_from_slice(data);
+    let mut d = flate2::Decompress::new(false);
+    let mut out = Vec::with_capacity(dict.len() + (16 << 20));
+    d.decompress_vec(&raw, &mut out, flate2::FlushDecompress::Sync)
+        .ok()?;
+    Some(out.split_off(dict.len()))
+}
+
+#[tokio::test]
+async fn a_vnc_recording_has_key_points_that_continue_qemus_zlib_stream() {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let gw = TestGateway::start_with("[recording]\nkey_point_interval_secs = 1\n").await;
+    gw.start_firmware_vm("fw").await;
+    let link = gw
+        .create_link(json!({"vm": "fw", "console": "vnc", "ttl_seconds": 600, "record": true}))
+        .await;
+    let mut ws = WsBytes::new(gw.open_console(&link, None).await);
+    let (w, h, _) = ws.rfb_connect().await;
+    // ZRLE (one zlib stream for the whole connection in QEMU) and the screen size
+    // changes, then update requests as noVNC makes them, for a few seconds: the gateway
+    // adds its full refreshes.
+    let mut enc = vec![2u8, 0, 0, 4];
+    for e in [16i32, 0, -223, -308] {
+        enc.extend_from_slice(&e.to_be_bytes());
+    }
+    ws.send(&enc).await;
+    let fbur = |incremental: u8| {
+        let mut m = vec![3u8, incremental];
+        for v in [0u16, 0, w, h] {
+            m.extend_from_slice(&v.to_be_bytes());
+        }
+        m
+    };
+    ws.send(&fbur(0)).await;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(6) {
+        ws.send(&fbur(1)).await;
+        while let Ok(m) = tokio::time::timeout(Duration::from_millis(200), ws.ws.next()).await {
+            match m {
+                Some(Ok(Message::Binary(_) | Message::Ping(_) | Message::Pong(_))) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    futures::SinkExt::close(&mut ws.ws).await.unwrap();
+    let recs = finished_recordings(&gw, link["id"].as_str().unwrap()).await;
+    assert_eq!(recs[0]["status"], "complete", "{recs:?}");
+    let (_, file) = download(&gw, recs[0]["id"].as_str().unwrap()).await;
+    assert_eq!(&file[..8], format::MAGIC);
+    let (records, tail) = format::read(&file).unwrap();
+    assert_eq!(tail, Tail::Clean);
+    let keys: Vec<(u64, format::KeyPoint)> = records
+        .iter()
+        .filter(|r| r.kind == Kind::Key)
+        .map(|r| (r.t_us, format::KeyPoint::decode(r.payload).unwrap()))
+        .collect();
+    let to_client = stream(&file, Kind::ToClient);
+    assert!(keys.len() >= 3, "{} key points", keys.len());
+    let pre = gateway::engine::recordings::VNC_PREAMBLE;
+    // Follow the stream as a decoder from the start would.
+    let mut parser = gateway::relay::rfb::ServerFilter::new(
+        gateway::model::clipboard::ClipboardPolicy::Both,
+        gateway::relay::rfb::PixelFormatShare::new(),
+    );
+    let mut zrle = ZrleRects::default();
+    let mut sink = Vec::new();
+    parser
+        .push_observed(&to_client[pre.len()..], &mut sink, &mut zrle)
+        .unwrap();
+    let mut inflater = flate2::Decompress::new(true);
+    let mut inflated = Vec::new();
+    for (_, data) in &zrle.rects {
+        let mut out = Vec::with_capacity(16 << 20);
+        inflater
+            .decompress_vec(data, &mut out, flate2::FlushDecompress::Sync)
+            .unwrap();
+        inflated.push(out);
+    }
+    let mut continued = 0;
+    let mut times = Vec::new();
+    for (t, k) in &keys {
+        times.push(*t);
+        // It points at a FramebufferUpdate, after a prefix of the handshake and a
+        // ServerInit of the screen's size.
+        assert_eq!(to_client[k.offset as usize], 0, "{k:?}");
+        assert_eq!(&k.prefix[..pre.len()], pre);
+        // The ServerInit as received, with the screen size in effect there (QEMU's
+        // firmware screen changes size after the connection).
+        let init = &k.prefix[pre.len()..];
+        assert_eq!(init[4..], to_client[pre.len() + 4..pre.len() + init.len()]);
+        let size = zrle
+            .sizes
+            .iter()
+            .filter(|(at, _)| *at + (pre.len() as u64) < k.offset)
+            .map(|(_, s)| &s[..])
+            .next_back()
+            .unwrap_or(&to_client[pre.len()..pre.len() + 4]);
+        assert_eq!(&init[..4], size, "{k:?}");
+        // The first ZRLE rectangle after it decodes from the dictionary alone as it did
+        // in the whole stream.
+        let Some(i) = zrle
+            .rects
+            .iter()
+            .position(|(at, _)| *at + pre.len() as u64 > k.offset)
+        else {
+            continue;
+        };
+        match k.dictionaries.as_slice() {
+            [] => assert_eq!(i, 0, "a dictionary is missing: {k:?}"),
+            [(16, dict)] => {
+                assert!(i > 0);
+                let data = &zrle.rects[i].1;
+                assert_eq!(raw_inflate_with(dict, data).as_ref(), Some(&inflated[i]));
+                // The dictionary is needed: without it the rectangle does not decode
+                // (QEMU's stream refers back to what it sent before).
+                assert_ne!(raw_inflate_with(&[], data).as_ref(), Some(&inflated[i]));
+                continued += 1;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(
+        continued >= 2,
+        "key points continuing the stream: {continued}"
+    );
+    assert!(times.windows(2).all(|p| p[0] < p[1]), "{times:?}");
+    // The gateway's refresh requests are in the recording of what reached the console.
+    let sent = stream(&file, Kind::ToConsole);
+    let refresh = gateway::relay::rfb::FULL_REFRESH;
+    assert!(
+        sent.windows(refresh.len())
+            .filter(|m| m[..] == refresh[..])
+            .count()
+            >= 3
+    );
+}
+
+// ---- the caps: folder total, retention, writer queue --------------------------------
+
+#[tokio::test]
+async fn a_full_recordings_folder_stops_the_recording_and_refuses_the_next() {
+    // 100 bytes: the first recording's header alone fills the folder.
+    let gw =
+        TestGateway::start_with("[recording]\nmax_total_bytes = 100\non_limit = \"end_session\"\n")
+            .await;
+    let echo = common::echo_console().await;
+    let link = gw
+        .raw_link("echo", &echo.to_string(), json!({"record": true}))
+        .await;
+    let link_id = link["id"].as_str().unwrap();
+    let mut ws = WsBytes::new(gw.open_console(&link, None).await);
+    let (closed, _) = push_until_closed(&mut ws, 100).await;
+    assert_eq!(closed, Some((4012, "recording_failed".to_owned())));
+    let recs = finished_recordings(&gw, link_id).await;
+    assert_eq!(recs.len(), 1);
+    assert_eq!(
+        (&recs[0]["status"], &recs[0]["detail"]),
+        (&json!("stopped"), &json!("total_cap"))
+    );
+    let first = recs[0]["id"].as_str().unwrap().to_owned();
+    // The next session of a recorded link: refused at once, nothing deleted to make room.
+    let mut ws = WsBytes::new(gw.open_console(&link, None).await);
+    assert_eq!(
+        ws.closed_within(Duration::from_secs(10)).await,
+        Some((4012, "recording_failed".to_owned()))
+    );
+    let (_, v) = gw
+        .admin("GET", &format!("/api/v1/recordings?link={link_id}"), None)
+        .await;
+    let ids: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [first.as_str()]);
+    assert_eq!(download(&gw, &first).await.0, 200);
+    let (_, audit) = gw
+        .admin("GET", "/api/v1/audit?kind=recording_stopped", None)
+        .await;
+    let details: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["detail"].as_str().unwrap())
+        .collect();
+    assert!(
+        details.contains(&"recording=none reason=total_cap action=end_session"),
+        "{details:?}"
+    );
+    assert!(
+        details
+            .contains(&format!("recording={first} reason=total_cap action=end_session").as_str()),
+        "{details:?}"
+    );
+    // An unrecorded link is not concerned.
+    let free = gw
+        .raw_link("echo2", &echo.to_string(), json!({"record": false}))
+        .await;
+    let mut ws = WsBytes::new(gw.open_console(&free, None).await);
+    ws.send(b"hi").await;
+    assert_eq!(ws.read_exact(2).await, b"hi");
+}
+
+#[tokio::test]
+async fn recordings_past_the_retention_period_are_deleted_newer_ones_kept() {
+    let gw = TestGateway::start_with("[recording]\nretention_days = 2\n").await;
+    let echo = common::echo_console().await;
+    let link = gw
+        .raw_link("echo", &echo.to_string(), json!({"record": true}))
+        .await;
+    for _ in 0..2 {
+        let mut ws = WsBytes::new(gw.open_console(&link, None).await);
+        ws.send(b"x").await;
+        assert_eq!(ws.read_exact(1).await, b"x");
+        futures::SinkExt::close(&mut ws.ws).await.unwrap();
+        let _ = ws.closed_within(Duration::from_secs(5)).await;
+    }
+    let link_id = link["id"].as_str().unwrap();
+    let start = Instant::now();
+    let recs = loop {
+        let r = finished_recordings(&gw, link_id).await;
+        if r.len() == 2 {
+            break r;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{r:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Age is judged by the index's start time: one recording started 3 days ago, one
+    // 1 day ago (their files stay where they are).
+    let store = gw.app.store();
+    let mut paths = Vec::new();
+    for (rec, days) in recs.iter().zip([3, 1]) {
+        let id = rec["id"].as_str().unwrap();
+        let mut info = store.get_recording(id).await.unwrap().unwrap();
+        paths.push(gw.dir.path().join("recordings").join(&info.file));
+        assert!(store.delete_recording(id).await.unwrap());
+        info.started_at -= time::Duration::days(days);
+        store.put_recording(&info).await.unwrap();
+    }
+    assert!(paths.iter().all(|p| p.exists()));
+    // The housekeeping the gateway runs every minute.
+    gw.app.recordings_housekeeping(false).await;
+    let (_, v) = gw
+        .admin("GET", &format!("/api/v1/recordings?link={link_id}"), None)
+        .await;
+    let left: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(left, [recs[1]["id"].as_str().unwrap()]);
+    assert!(!paths[0].exists(), "the old file is deleted");
+    assert!(paths[1].exists(), "the newer file is kept");
+}
+
+#[tokio::test]
+async fn a_writer_queue_that_fills_stops_the_recording_and_never_holds_the_relay() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    // One chunk of queue: a burst of the visitor's messages (and their echo) overtakes
+    // the writer at once.
+    let gw =
+        TestGateway::start_with("[recording]\nqueue_chunks = 1\non_limit = \"stop_recording\"\n")
+            .await;
+    let echo = common::echo_console().await;
+    let link = gw
+        .raw_link("echo", &echo.to_string(), json!({"record": true}))
+        .await;
+    let link_id = link["id"].as_str().unwrap();
+    let mut ws = WsBytes::new(gw.open_console(&link, None).await);
+    let (n, size) = (2000usize, 1000usize);
+    {
+        let (mut tx, mut rx) = StreamExt::split(&mut ws.ws);
+        let send = async {
+            for i in 0..n {
+                let chunk = vec![b'a' + (i % 26) as u8; size];
+                tx.feed(Message::Binary(chunk.into())).await.unwrap();
+            }
+            tx.flush().await.unwrap();
+        };
+        // Everything comes back: the relay went on at its own pace.
+        let read = async {
+            let mut echoed = 0;
+            while echoed < n * size {
+                match tokio::time::timeout(Duration::from_secs(30), rx.next()).await {
+                    Ok(Some(Ok(Message::Binary(b)))) => echoed += b.len(),
+                    Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
+                    other => panic!("after {echoed} bytes: {other:?}"),
+                }
+            }
+        };
+        tokio::join!(send, read);
+    }
+    ws.send(b"still here").await;
+    assert_eq!(ws.read_exact(10).await, b"still here");
+    ws.ws.close(None).await.unwrap();
+    let recs = finished_recordings(&gw, link_id).await;
+    assert_eq!(
+        (&recs[0]["status"], &recs[0]["detail"]),
+        (&json!("stopped"), &json!("writer_behind")),
+        "{recs:?}"
+    );
+    let (_, file) = download(&gw, recs[0]["id"].as_str().unwrap()).await;
+    assert_eq!(format::read(&file).unwrap().1, Tail::Clean);
+    assert_eq!(
+        events(&file),
+        vec![json!({"event": "stopped", "reason": "writer_behind", "action": "stop_recording"})]
+    );
+    // What it holds is the start of what passed, with no gap.
+    let sent = stream(&file, Kind::ToConsole);
+    assert!(sent.len() < n * size);
+    let mut want = Vec::new();
+    for i in 0..n {
+        want.extend(std::iter::repeat_n(b'a' + (i % 26) as u8, size));
+    }
+    assert_eq!(sent[..], want[..sent.len()]);
 }

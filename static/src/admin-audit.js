@@ -159,6 +159,10 @@ function updatePlayer(p) {
   $('player-play').textContent = p.playing ? 'Pause' : 'Play';
   $('player').dataset.time = String(Math.floor(p.time));
   $('player').dataset.playing = String(p.playing);
+  // What the last seek cost (bytes fed to the decoder), of how much, and the key points.
+  $('player').dataset.seekBytes = String(p.seekBytes ?? 0);
+  $('player').dataset.streamBytes = String(p.outputBytes ?? 0);
+  $('player').dataset.keyPoints = String(p.keyPoints?.length ?? 0);
 }
 
 export async function openPlayer(id) {

@@ -4,19 +4,30 @@
 // matches the guest's screen as QEMU reported it at the end of the session (the
 // screendump comparison of console.test.mjs); seeking into the middle and back to the
 // end; the audit view lists the session and links to its recording; a raw console's
-// recording replays as text, seeking back to a key point.
+// recording replays as text, seeking back to a key point. The VNC recording has key
+// points (every 2 s here): seeks backward and forward start from the nearest one, so
+// they feed the decoder far less than the whole stream, and the frame they end on still
+// matches the guest's screen.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
+import { copyFile, mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import {
-  newPage, shot, createLink, admin, waitForScreen, waitForSerial, typeKeys, openShare, sleep,
+  ARTIFACTS, newPage, shot, createLink, admin, waitForScreen, waitForSerial, typeKeys, openShare, sleep,
   compareWithScreenshot, screendump, canvasStats, startGatewayAndBrowser, stopGatewayAndBrowser,
 } from './helpers.mjs';
+import { KIND, parseRecording } from '../src/recording.js';
 
 let gw;
 let browser;
-before(async () => ({ gw, browser } = await startGatewayAndBrowser()));
+before(async () => {
+  const config = join(await mkdtemp(join(tmpdir(), 'vmgw-reccfg-')), 'gateway.toml');
+  await writeFile(config, '[recording]\nkey_point_interval_secs = 2\n');
+  ({ gw, browser } = await startGatewayAndBrowser({ config }));
+});
 after(() => stopGatewayAndBrowser(gw, browser));
 
 async function seek(page, ms) {
@@ -25,6 +36,12 @@ async function seek(page, ms) {
     r.value = String(t);
     r.dispatchEvent(new Event('input', { bubbles: true }));
   }, ms);
+}
+
+/** What the last seek fed the decoder, of the whole console→visitor stream. */
+async function seekCost(page) {
+  const d = await page.locator('#player').evaluate((el) => ({ ...el.dataset }));
+  return { fed: Number(d.seekBytes), total: Number(d.streamBytes), keys: Number(d.keyPoints) };
 }
 
 async function matchesScreendump(page, png) {
@@ -37,7 +54,7 @@ async function matchesScreendump(page, png) {
   console.log(`replayed frame vs screendump: ${JSON.stringify(cmp)}`);
   assert.equal(cmp.width, cmp.shotWidth, 'replay and screendump widths');
   assert.equal(cmp.height, cmp.shotHeight, 'replay and screendump heights');
-  assert.ok(cmp.badBlocks <= cmp.blocks * 0.01, `blocks differing: ${cmp.badBlocks} of ${cmp.blocks}`);
+  assert.ok(cmp.badBlocks <= cmp.blocks * 0.01, `blocks differing: ${cmp.badBlocks} of ${cmp.blocks}; page errors: ${JSON.stringify(page.errors)}`);
   assert.ok(cmp.meanDiff < 2, `mean block difference ${cmp.meanDiff}`);
   assert.ok(cmp.blackBadBlocks > 20 * Math.max(cmp.badBlocks, 1), `a blank canvas would score close: ${JSON.stringify(cmp)}`);
 }
@@ -72,6 +89,8 @@ test('a recorded session plays back in the admin console as the guest showed it'
   }
   assert.ok(rec, 'a complete recording');
   assert.equal(rec.console, 'vnc');
+  // Kept with the screenshots, for a look at what was recorded.
+  await copyFile(join(gw.dataDir, 'recordings', `${rec.id}.vmrec`), join(ARTIFACTS, 'rec-vnc.vmrec'));
 
   // The admin console: the audit view lists the session and links to its recording.
   const page = await newPage(browser);
@@ -96,13 +115,22 @@ test('a recorded session plays back in the admin console as the guest showed it'
   const duration = Number(await page.locator('#player').getAttribute('data-duration'));
   assert.ok(duration > 1000, `duration ${duration} ms`);
   await page.locator('#player-screen canvas').first().waitFor();
+  // Straight to the end: from the last key point, not through the whole stream.
   await seek(page, duration);
+  const toEnd = await seekCost(page);
+  console.log(`seek to the end: ${JSON.stringify(toEnd)}`);
+  assert.ok(toEnd.keys >= 3, `key points: ${toEnd.keys}`);
+  assert.ok(toEnd.fed > 0 && toEnd.fed < toEnd.total / 2, `the seek fed ${toEnd.fed} of ${toEnd.total} bytes`);
   await sleep(1000);
   await shot(page, 'rec-3-replayed-end');
   await matchesScreendump(page, finalPng);
 
-  // Seek into the middle (back: the decoder restarts and runs to there), then play at 4×.
+  // Seek back into the middle: from the key point before it, not from the start; then
+  // play at 4×.
   await seek(page, Math.floor(duration / 2));
+  const toMiddle = await seekCost(page);
+  console.log(`seek back to the middle: ${JSON.stringify(toMiddle)}`);
+  assert.ok(toMiddle.fed > 0 && toMiddle.fed < toMiddle.total / 2, `the seek fed ${toMiddle.fed} of ${toMiddle.total} bytes`);
   const at = Number(await page.locator('#player').getAttribute('data-time'));
   assert.ok(Math.abs(at - Math.floor(duration / 2)) <= 1, `position ${at} of ${duration}`);
   const mid = await canvasStats(page, '#player-screen canvas');
@@ -112,8 +140,54 @@ test('a recorded session plays back in the admin console as the guest showed it'
   if ((await page.locator('#player').getAttribute('data-playing')) !== 'true') await page.click('#player-play');
   await page.waitForFunction((t) => Number(document.getElementById('player').dataset.time) > t, at, { timeout: 30_000 });
   await page.click('#player-play'); // pause
-  // And forward to the end again: the same final frame.
+  // And forward to the end again (past key points: from the last one): the same final
+  // frame.
   await seek(page, duration);
+  const again = await seekCost(page);
+  assert.ok(again.fed < again.total / 2, `the seek fed ${again.fed} of ${again.total} bytes`);
+  await sleep(1000);
+  await matchesScreendump(page, finalPng);
+
+  // Right at the last key point: the decoder is given the key point's full update
+  // alone (with the prefix), and shows the screen.
+  const file = new Uint8Array(await readFile(join(gw.dataDir, 'recordings', `${rec.id}.vmrec`)));
+  const keyTimes = parseRecording(file.buffer.slice(file.byteOffset, file.byteOffset + file.byteLength))
+    .records.filter((r) => r.kind === KIND.KEY).map((r) => r.t);
+  await seek(page, Math.ceil(keyTimes[keyTimes.length - 1]));
+  const atKey = await seekCost(page);
+  let shown;
+  for (let i = 0; i < 10; i++) {
+    shown = await canvasStats(page, '#player-screen canvas');
+    if (shown.lit > 150 && shown.colors > 1) break;
+    await sleep(300);
+  }
+  console.log(`seek to the last key point: ${JSON.stringify(atKey)} ${JSON.stringify(shown)}`);
+  assert.ok(atKey.fed < atKey.total / 4, `the seek fed ${atKey.fed} of ${atKey.total} bytes`);
+  assert.ok(shown.lit > 150 && shown.colors > 1, `the screen at the last key point: ${JSON.stringify(shown)}; page errors: ${JSON.stringify(page.errors)}`);
+
+  // A recording made before key points (format version 1, no key records) still plays:
+  // the same file rewritten so, in place; a seek to the end decodes the whole stream.
+  await page.click('#player-close');
+  const path = join(gw.dataDir, 'recordings', `${rec.id}.vmrec`);
+  const v2 = new Uint8Array(await readFile(path));
+  const { records } = parseRecording(v2.buffer.slice(v2.byteOffset, v2.byteOffset + v2.byteLength));
+  const keep = records.filter((r) => r.kind !== KIND.KEY);
+  assert.ok(keep.length < records.length, 'the recording had key points');
+  const parts = [Buffer.from('VMGWREC\x01', 'latin1')];
+  for (let i = 0; i < keep.length; i++) {
+    const next = records.indexOf(keep[i]) + 1;
+    const end = next < records.length ? records[next].offset : v2.length;
+    parts.push(Buffer.from(v2.subarray(keep[i].offset, end)));
+  }
+  await writeFile(path, Buffer.concat(parts));
+  await play.click();
+  await dlg.waitFor();
+  await page.locator('#player-screen canvas').first().waitFor();
+  await seek(page, duration);
+  const old = await seekCost(page);
+  console.log(`version 1 file, seek to the end: ${JSON.stringify(old)}`);
+  assert.equal(old.keys, 0);
+  assert.ok(old.fed > old.total / 2, `the seek fed ${old.fed} of ${old.total} bytes`);
   await sleep(1000);
   await matchesScreendump(page, finalPng);
   assert.deepEqual(page.errors, []);

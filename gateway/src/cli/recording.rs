@@ -83,14 +83,21 @@ pub async fn run(cmd: RecordingCommand, cfg: Config) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&r)?);
         }
         RecordingCommand::Download(a) => {
-            let (_, bytes) = app.recording_file(&a.id).await.map_err(engine_error)?;
+            // Copied a buffer at a time: memory does not grow with the recording.
+            use tokio::io::AsyncReadExt;
+            let (_, f, len) = app.open_recording_file(&a.id).await.map_err(engine_error)?;
+            let mut from = f.take(len);
             if a.output == "-" {
-                use std::io::Write;
-                std::io::stdout().write_all(&bytes)?;
+                tokio::io::copy(&mut from, &mut tokio::io::stdout()).await?;
             } else {
-                std::fs::write(&a.output, &bytes)
+                let mut to = tokio::fs::File::create(&a.output)
+                    .await
                     .with_context(|| format!("writing {}", a.output))?;
-                eprintln!("wrote {} ({} bytes)", a.output, bytes.len());
+                let n = tokio::io::copy(&mut from, &mut to)
+                    .await
+                    .with_context(|| format!("writing {}", a.output))?;
+                tokio::io::AsyncWriteExt::flush(&mut to).await?;
+                eprintln!("wrote {} ({n} bytes)", a.output);
             }
         }
         RecordingCommand::Delete(a) => {

@@ -54,6 +54,11 @@ pub struct RawRecording {
     /// This gateway's name in the recordings list (which gateway holds a file when
     /// several share a PostgreSQL store). Default: the host name.
     pub gateway_name: Option<String>,
+    /// Seconds between key points of VNC recordings (default 10; 0: none): the gateway
+    /// asks the console for a full screen update this often while the visitor's client
+    /// talks, and the recording marks where it starts so that the player can seek there
+    /// without replaying from the start.
+    pub key_point_interval_secs: Option<u64>,
 }
 
 /// Validated `[recording]`.
@@ -69,6 +74,8 @@ pub struct RecordingSettings {
     pub on_limit: LimitAction,
     pub queue_chunks: usize,
     pub gateway_name: String,
+    /// Time between key points of VNC recordings; `None`: no key points.
+    pub key_point_interval: Option<Duration>,
 }
 
 impl RecordingSettings {
@@ -91,6 +98,7 @@ impl Default for RecordingSettings {
             on_limit: LimitAction::EndSession,
             queue_chunks: 256,
             gateway_name: host_name(),
+            key_point_interval: Some(Duration::from_secs(10)),
         }
     }
 }
@@ -151,6 +159,17 @@ impl RawRecording {
                 ))
             }
         };
+        let key_point_interval = match self.key_point_interval_secs {
+            None => d.key_point_interval,
+            Some(0) => None,
+            Some(n) if n <= 3600 => Some(Duration::from_secs(n)),
+            Some(_) => {
+                return Err(invalid(
+                    "recording.key_point_interval_secs",
+                    "0 (none) to 3600",
+                ))
+            }
+        };
         Ok(RecordingSettings {
             default: self.default.unwrap_or(false),
             dir: self.dir.map(abs),
@@ -160,6 +179,7 @@ impl RawRecording {
             on_limit: self.on_limit.unwrap_or_default(),
             queue_chunks,
             gateway_name,
+            key_point_interval,
         })
     }
 }
@@ -191,7 +211,24 @@ mod tests {
             (LimitAction::StopRecording, true, 10)
         );
         assert_eq!(s.gateway_name, "gw-1");
+        assert_eq!(d.key_point_interval, Some(Duration::from_secs(10)));
+        assert_eq!(
+            parse("key_point_interval_secs = 0")
+                .unwrap()
+                .key_point_interval,
+            None
+        );
+        assert_eq!(
+            parse("key_point_interval_secs = 3")
+                .unwrap()
+                .key_point_interval,
+            Some(Duration::from_secs(3))
+        );
         for (bad, key) in [
+            (
+                "key_point_interval_secs = 3601",
+                "recording.key_point_interval_secs",
+            ),
             (
                 "max_bytes_per_recording = 0",
                 "recording.max_bytes_per_recording",

@@ -289,7 +289,7 @@ fn text(body: String, content_type: &'static str) -> Response<Body> {
 }
 
 fn bytes(body: Vec<u8>, content_type: &'static str) -> Response<Body> {
-    let mut r = Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+    let mut r = Response::new(super::error::full(body));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static(content_type),

@@ -8,7 +8,6 @@ use std::path::Path;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
-use http_body_util::Full;
 
 use super::Body;
 
@@ -121,7 +120,7 @@ impl Assets {
     /// The response for file `name` (exact key), if there is one.
     pub fn get(&self, name: &str) -> Option<Response<Body>> {
         let (bytes, ct) = self.files.get(name)?;
-        let mut r = Response::new(Full::new(bytes.clone()));
+        let mut r = Response::new(super::error::full(bytes.clone()));
         *r.status_mut() = StatusCode::OK;
         r.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));

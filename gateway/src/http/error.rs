@@ -49,12 +49,21 @@ pub enum ApiError {
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
-pub type Body = Full<Bytes>;
+/// A response body: whole, or streamed (a recording's download, read from its file as
+/// the client takes it).
+pub type Body = http_body_util::Either<Full<Bytes>, StreamedBody>;
+/// A body read as it goes out.
+pub type StreamedBody = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// A whole body.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    http_body_util::Either::Left(Full::new(bytes.into()))
+}
 
 /// A JSON response.
 pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
-    let mut r = Response::new(Full::new(Bytes::from(body)));
+    let mut r = Response::new(full(body));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,

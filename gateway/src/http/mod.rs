@@ -14,7 +14,7 @@ pub mod upgraded;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 pub use error::{ApiError, Body};
@@ -213,7 +213,7 @@ pub fn json_ok<T: serde::Serialize>(status: StatusCode, v: &T) -> Result<Respons
 }
 
 pub fn empty(status: StatusCode) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::new()));
+    let mut r = Response::new(error::full(Bytes::new()));
     *r.status_mut() = status;
     r
 }

@@ -116,14 +116,46 @@ pub async fn list(app: &App, query: &str) -> Result<Response<Body>, ApiError> {
     )
 }
 
-/// `GET /api/v1/recordings/{id}/file`: the file, from the gateway that holds it.
+/// Bytes of a recording's file read at a time for its download.
+const DOWNLOAD_CHUNK: u64 = 64 * 1024;
+
+/// `GET /api/v1/recordings/{id}/file`: the file, from the gateway that holds it, streamed
+/// (read a chunk at a time as the client takes it: memory does not grow with the file).
+/// A recording still being written is served as far as it was when the request came.
 pub async fn download(app: &App, id: &str) -> Result<Response<Body>, ApiError> {
-    let (rec, bytes) = app.recording_file(id).await?;
-    Ok(file(bytes, "application/octet-stream", Some(&rec.file)))
+    use http_body_util::BodyExt;
+    use tokio::io::AsyncReadExt;
+    let (rec, f, len) = app.open_recording_file(id).await?;
+    let chunks = futures::stream::try_unfold((f, len), |(mut f, left)| async move {
+        if left == 0 {
+            return Ok(None);
+        }
+        let want = usize::try_from(left.min(DOWNLOAD_CHUNK)).unwrap_or(0);
+        let mut buf = bytes::BytesMut::with_capacity(want);
+        while buf.len() < want {
+            if f.read_buf(&mut buf).await? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+        let n = u64::try_from(buf.len()).unwrap_or(left);
+        let frame = hyper::body::Frame::data(buf.freeze());
+        Ok(Some((frame, (f, left.saturating_sub(n)))))
+    });
+    let body = http_body_util::StreamBody::new(chunks).boxed_unsync();
+    let mut r = Response::new(http_body_util::Either::Right(body));
+    set_file_headers(&mut r, "application/octet-stream", Some(&rec.file));
+    r.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    Ok(r)
 }
 
 fn file(body: Vec<u8>, content_type: &'static str, name: Option<&str>) -> Response<Body> {
-    let mut r = Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+    let mut r = Response::new(super::error::full(body));
+    set_file_headers(&mut r, content_type, name);
+    r
+}
+
+fn set_file_headers(r: &mut Response<Body>, content_type: &'static str, name: Option<&str>) {
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     if let Some(v) =
@@ -131,7 +163,6 @@ fn file(body: Vec<u8>, content_type: &'static str, name: Option<&str>) -> Respon
     {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
-    r
 }
 
 #[cfg(test)]

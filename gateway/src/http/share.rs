@@ -411,6 +411,8 @@ struct Ready {
     /// itself sent the visitor before the relay (its side of the RFB handshake).
     channel: Option<String>,
     preamble: Vec<u8>,
+    /// Finds the key points of its recording (recorded VNC sessions).
+    indexer: Option<Box<dyn crate::engine::recordings::Indexer>>,
 }
 
 /// A setup phase that failed: the visitor's WebSocket, to be closed with this code.
@@ -509,6 +511,7 @@ async fn spice_setup(
         server_filter,
         channel: Some(format!("{:?}", hdr.channel_type).to_ascii_lowercase()),
         preamble: Vec::new(),
+        indexer: None,
     })
 }
 
@@ -537,7 +540,12 @@ async fn run_session(
             let timeout = limits.console_handshake_timeout;
             match relay::vnc_handshake(ws, &mut io, pw, timeout, &guard.session, &opts).await {
                 Ok((ws, initial)) => {
-                    let (filter, server_filter) = vnc_filters(&link, limits.max_cut_text_bytes);
+                    let keys = match app.link_recorded(&link) {
+                        true => app.config().recording.key_point_interval,
+                        false => None,
+                    };
+                    let (filter, server_filter, indexer) =
+                        vnc_filters(&link, limits.max_cut_text_bytes, keys);
                     Ready {
                         guard,
                         io,
@@ -547,6 +555,7 @@ async fn run_session(
                         server_filter: server_filter.map(relay::ServerFilter::Rfb),
                         channel: None,
                         preamble: crate::engine::recordings::VNC_PREAMBLE.to_vec(),
+                        indexer,
                     }
                 }
                 Err(e) => {
@@ -564,6 +573,7 @@ async fn run_session(
             server_filter: None,
             channel: None,
             preamble: Vec::new(),
+            indexer: None,
         },
         (_, None) => return,
     };
@@ -574,18 +584,39 @@ async fn run_session(
 /// policy and, when the policy keeps the guest's clipboard in, the parser of the
 /// console's stream that removes it (which also limits the encodings the visitor may
 /// negotiate to the ones it follows; links that let the guest's text out keep all).
+/// A recorded session with key points (`keys`: their interval) gets the gateway's own
+/// full refresh requests and the indexer of its recording, which follows the server
+/// stream too (so its encodings are limited the same way).
 fn vnc_filters(
     link: &Link,
     max_cut_text: usize,
-) -> (relay::rfb::ClientFilter, Option<relay::rfb::ServerFilter>) {
+    keys: Option<std::time::Duration>,
+) -> (
+    relay::rfb::ClientFilter,
+    Option<relay::rfb::ServerFilter>,
+    Option<Box<dyn crate::engine::recordings::Indexer>>,
+) {
     let policy = link.clipboard.effective(link.view_only);
-    let filter = relay::rfb::ClientFilter::new(link.view_only, max_cut_text).with_clipboard(policy);
-    if policy.from_guest() {
-        return (filter, None);
+    let mut filter =
+        relay::rfb::ClientFilter::new(link.view_only, max_cut_text).with_clipboard(policy);
+    if policy.from_guest() && keys.is_none() {
+        return (filter, None, None);
     }
     let share = relay::rfb::PixelFormatShare::new();
-    let filter = filter.with_server_parsing(share.clone());
-    (filter, Some(relay::rfb::ServerFilter::new(policy, share)))
+    filter = filter.with_server_parsing(share.clone());
+    if let Some(every) = keys {
+        filter = filter.with_refresh(every);
+    }
+    let indexer = keys.map(|every| {
+        let ix = relay::rfb::keys::KeyIndexer::new(
+            share.clone(),
+            crate::engine::recordings::VNC_PREAMBLE,
+            every,
+        );
+        Box::new(ix) as Box<dyn crate::engine::recordings::Indexer>
+    });
+    let server = (!policy.from_guest()).then(|| relay::rfb::ServerFilter::new(policy, share));
+    (filter, server, indexer)
 }
 
 /// Relays a ready console, with the session's start and end in the audit trail.
@@ -605,9 +636,13 @@ async fn relay_and_record(
         server_filter,
         channel,
         preamble,
+        indexer,
     } = ready;
     let session = guard.session.clone();
-    if let Err(r) = app.start_recording(&session, link, channel, preamble).await {
+    if let Err(r) = app
+        .start_recording(&session, link, channel, preamble, indexer)
+        .await
+    {
         drop(guard);
         return relay::close_with(ws, r.into()).await;
     }

@@ -1,4 +1,4 @@
-//! The recording file format (documented for people in `docs/recording-format.md`):
+//! The recording file format (documented for people in `docs/recordings.md`):
 //! an 8-byte magic, then append-only records, each framed by its length and a CRC-32 so
 //! that a file cut anywhere (a crash, `kill -9`, a full disk) reads back up to its last
 //! complete record and no further.
@@ -8,9 +8,16 @@
 //! record := len:u32le crc:u32le body[len]      crc = CRC-32/IEEE of body
 //! body   := kind:u8 t_us:u64le payload          t_us: microseconds since the start
 //! ```
+//!
+//! Version 2 added one record kind, [`Kind::Key`] (key points of VNC recordings); a
+//! version 1 file is a version 2 file without them, and reads the same.
 
-/// `VMGWREC` and the format version (1).
-pub const MAGIC: &[u8; 8] = b"VMGWREC\x01";
+/// `VMGWREC` and the format version written (2).
+pub const MAGIC: &[u8; 8] = b"VMGWREC\x02";
+/// The magic of version 1 files (before key points), still read.
+pub const MAGIC_V1: &[u8; 8] = b"VMGWREC\x01";
+/// The format version written.
+pub const VERSION: u8 = 2;
 /// Bytes before a record's body (length and CRC).
 pub const FRAME_HEADER: usize = 8;
 /// Bytes of a body before its payload (kind and time).
@@ -31,6 +38,11 @@ pub enum Kind {
     ToConsole = 3,
     /// A JSON event: `{"event":"stopped","reason":…}`, `{"event":"end","reason":…}`.
     Event = 4,
+    /// A key point of a VNC recording ([`KeyPoint`]): where in the console → visitor
+    /// stream a decoder may start, and what it needs to. Its time is that of the record
+    /// where the update it points to begins (so it may be earlier than the records
+    /// before it).
+    Key = 5,
 }
 
 impl Kind {
@@ -40,6 +52,7 @@ impl Kind {
             2 => Some(Kind::ToClient),
             3 => Some(Kind::ToConsole),
             4 => Some(Kind::Event),
+            5 => Some(Kind::Key),
             _ => None,
         }
     }
@@ -129,7 +142,8 @@ pub struct NotARecording;
 /// Reads a recording: the records up to the first incomplete or bad one, and how the
 /// data ended. `Err` only when the magic is wrong (not a recording at all).
 pub fn read(data: &[u8]) -> Result<(Vec<Record<'_>>, Tail), NotARecording> {
-    if data.get(..MAGIC.len()) != Some(&MAGIC[..]) {
+    let magic = data.get(..MAGIC.len());
+    if magic != Some(&MAGIC[..]) && magic != Some(&MAGIC_V1[..]) {
         return Err(NotARecording);
     }
     let mut records = Vec::new();
@@ -168,6 +182,95 @@ pub fn read(data: &[u8]) -> Result<(Vec<Record<'_>>, Tail), NotARecording> {
             offset: at,
         });
         at += FRAME_HEADER + len;
+    }
+}
+
+/// Longest zlib dictionary a key point holds (the deflate window).
+pub const MAX_DICTIONARY: usize = 32 * 1024;
+
+/// A key point of a VNC recording: a fresh RFB decoder fed `prefix`, with the zlib
+/// streams of `dictionaries` continued from their dictionary, then fed the console →
+/// visitor stream from byte `offset` on, draws what a decoder fed everything from the
+/// start draws (the update at `offset` repaints the whole screen).
+///
+/// ```text
+/// key   := offset:u64le prefix_len:u32le prefix count:u8 dict*
+/// dict  := encoding:i32le len:u32le bytes[len]      len <= 32768
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPoint {
+    /// Offset in the console → visitor stream (all `to_client` payloads, in order, the
+    /// handshake included) of the FramebufferUpdate that repaints the whole screen.
+    pub offset: u64,
+    /// What a decoder is fed first: the handshake the visitor read and a ServerInit
+    /// with the screen size in effect at `offset`.
+    pub prefix: Vec<u8>,
+    /// For each zlib stream already started at `offset` (by RFB encoding: 6 Zlib, 16
+    /// ZRLE), the last (at most 32 KiB) bytes it had inflated: a raw inflater given them
+    /// as its dictionary continues the stream at `offset`. Streams not started yet are
+    /// not listed (they start with their zlib header after `offset`).
+    pub dictionaries: Vec<(i32, Vec<u8>)>,
+}
+
+impl KeyPoint {
+    /// The record payload.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(
+            13 + self.prefix.len()
+                + self
+                    .dictionaries
+                    .iter()
+                    .map(|(_, d)| 8 + d.len())
+                    .sum::<usize>(),
+        );
+        out.extend_from_slice(&self.offset.to_le_bytes());
+        let len = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
+        out.extend_from_slice(&len(self.prefix.len()));
+        out.extend_from_slice(&self.prefix);
+        out.push(u8::try_from(self.dictionaries.len()).unwrap_or(u8::MAX));
+        for (enc, dict) in self.dictionaries.iter().take(usize::from(u8::MAX)) {
+            let dict = dict
+                .get(dict.len().saturating_sub(MAX_DICTIONARY)..)
+                .unwrap_or_default();
+            out.extend_from_slice(&enc.to_le_bytes());
+            out.extend_from_slice(&len(dict.len()));
+            out.extend_from_slice(dict);
+        }
+        out
+    }
+
+    /// Reads a record payload; `None` if it is malformed.
+    pub fn decode(p: &[u8]) -> Option<KeyPoint> {
+        let mut at = 0usize;
+        let mut take = |n: usize| {
+            let s = p.get(at..at.checked_add(n)?)?;
+            at += n;
+            Some(s)
+        };
+        let u32le = |b: &[u8]| -> Option<usize> {
+            usize::try_from(u32::from_le_bytes(b.try_into().ok()?)).ok()
+        };
+        let offset = u64::from_le_bytes(take(8)?.try_into().ok()?);
+        let n = u32le(take(4)?)?;
+        let prefix = take(n)?.to_vec();
+        let count = *take(1)?.first()?;
+        let mut dictionaries = Vec::new();
+        for _ in 0..count {
+            let enc = i32::from_le_bytes(take(4)?.try_into().ok()?);
+            let n = u32le(take(4)?)?;
+            if n > MAX_DICTIONARY {
+                return None;
+            }
+            dictionaries.push((enc, take(n)?.to_vec()));
+        }
+        if at != p.len() {
+            return None;
+        }
+        Some(KeyPoint {
+            offset,
+            prefix,
+            dictionaries,
+        })
     }
 }
 
@@ -227,6 +330,49 @@ mod tests {
         let mut g = sample();
         g[MAGIC.len()..MAGIC.len() + 4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(read(&g).unwrap(), (vec![], Tail::Corrupt));
+    }
+
+    #[test]
+    fn key_points_round_trip_and_bad_ones_are_refused() {
+        let k = KeyPoint {
+            offset: 1 << 40,
+            prefix: b"RFB 003.008\n".to_vec(),
+            dictionaries: vec![(16, vec![1, 2, 3]), (6, vec![])],
+        };
+        let p = k.encode();
+        assert_eq!(KeyPoint::decode(&p), Some(k.clone()));
+        for cut in 0..p.len() {
+            assert_eq!(KeyPoint::decode(&p[..cut]), None, "cut at {cut}");
+        }
+        let mut longer = p.clone();
+        longer.push(0);
+        assert_eq!(KeyPoint::decode(&longer), None);
+        // A dictionary longer than the window keeps its last 32 KiB.
+        let big = KeyPoint {
+            offset: 0,
+            prefix: vec![],
+            dictionaries: vec![(16, (0..40_000u32).map(|i| i as u8).collect())],
+        };
+        let back = KeyPoint::decode(&big.encode()).unwrap();
+        assert_eq!(back.dictionaries[0].1.len(), MAX_DICTIONARY);
+        assert_eq!(
+            back.dictionaries[0].1[..],
+            big.dictionaries[0].1[40_000 - MAX_DICTIONARY..]
+        );
+        // In a file: a record of its own kind.
+        let mut f = MAGIC.to_vec();
+        encode(&mut f, Kind::Key, 5, &p);
+        let (r, tail) = read(&f).unwrap();
+        assert_eq!((r[0].kind, r[0].t_us, tail), (Kind::Key, 5, Tail::Clean));
+        assert_eq!(KeyPoint::decode(r[0].payload), Some(k));
+    }
+
+    #[test]
+    fn version_1_files_still_read() {
+        let mut f = MAGIC_V1.to_vec();
+        encode(&mut f, Kind::ToClient, 1, b"x");
+        assert_eq!(read(&f).unwrap().0.len(), 1);
+        assert!(read(b"VMGWREC\x03").is_err());
     }
 
     #[test]

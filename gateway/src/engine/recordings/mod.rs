@@ -68,6 +68,17 @@ pub enum Dir {
     ToConsole,
 }
 
+/// Finds key points in a recording's console → visitor stream (the relay implements it
+/// for VNC: see `relay::rfb::keys`). It runs in the recording's writer task, never on
+/// the relay's path.
+pub trait Indexer: Send + 'static {
+    /// The next bytes of the console → visitor stream as relayed (after the preamble),
+    /// recorded at `t_us`; `offset` is the stream offset of `data[0]` (the preamble
+    /// counted). Returns a key point completed by these bytes, with its time.
+    fn to_client(&mut self, offset: u64, t_us: u64, data: &[u8])
+        -> Option<(u64, format::KeyPoint)>;
+}
+
 /// What a session's recording is of.
 #[derive(Debug, Clone)]
 pub struct RecordingSpec {
@@ -231,6 +242,7 @@ impl Recorder {
         self: &Arc<Self>,
         session: &Arc<Session>,
         spec: RecordingSpec,
+        indexer: Option<Box<dyn Indexer>>,
     ) -> Result<String, RecordingError> {
         let s = &self.settings;
         if self.total_bytes() >= s.max_total_bytes {
@@ -246,7 +258,7 @@ impl Recorder {
         let path = self.dir.join(&file);
         let started_at = OffsetDateTime::now_utc();
         let meta = serde_json::json!({
-            "format": 1,
+            "format": format::VERSION,
             "recording_id": id,
             "session_id": session.id,
             "link_id": spec.link_id,
@@ -270,6 +282,7 @@ impl Recorder {
             .open(&path)
             .await
             .map_err(io)?;
+        let preamble_len = u64::try_from(spec.preamble.len()).unwrap_or(u64::MAX);
         f.write_all(&head).await.map_err(io)?;
         f.flush().await.map_err(io)?;
         let written = u64::try_from(head.len()).unwrap_or(u64::MAX);
@@ -313,6 +326,8 @@ impl Recorder {
             session: Arc::downgrade(session),
             stopped: None,
             cut: false,
+            indexer,
+            to_client_bytes: preamble_len,
         };
         tokio::spawn(writer.run(rx));
         let _ = session.recording.set(tap);
@@ -426,6 +441,10 @@ struct Writer {
     stopped: Option<&'static str>,
     /// The writer decided to stop (a cap, a write error): nothing more is written.
     cut: bool,
+    /// Finds key points (VNC), if the recording has them.
+    indexer: Option<Box<dyn Indexer>>,
+    /// Bytes of the console → visitor stream so far (the preamble included).
+    to_client_bytes: u64,
 }
 
 impl Writer {
@@ -463,7 +482,12 @@ impl Writer {
             Msg::End(reason) => *end = Some(reason),
             // Chunks queued before a stop the tap decided (a full queue) still passed
             // before it and are kept; after a stop the writer decided, nothing is.
-            Msg::Data(kind, t, data) if !self.cut => self.append(kind, t, &data),
+            Msg::Data(kind, t, data) if !self.cut => {
+                self.append(kind, t, &data);
+                if kind == Kind::ToClient {
+                    self.index(t, &data);
+                }
+            }
             Msg::Data(..) => {}
         }
     }
@@ -483,6 +507,21 @@ impl Writer {
             return;
         }
         format::encode_chunked(&mut self.buf, kind, t, data);
+    }
+
+    /// Passes console → visitor bytes to the indexer; a key point it finds becomes a
+    /// record after them.
+    fn index(&mut self, t: u64, data: &[u8]) {
+        let offset = self.to_client_bytes;
+        self.to_client_bytes += u64::try_from(data.len()).unwrap_or(u64::MAX);
+        let Some(ix) = self.indexer.as_mut() else {
+            return;
+        };
+        if let Some((at, key)) = ix.to_client(offset, t, data) {
+            if !self.cut {
+                self.append(Kind::Key, at, &key.encode());
+            }
+        }
     }
 
     fn stop(&mut self, reason: &'static str) {

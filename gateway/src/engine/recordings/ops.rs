@@ -30,6 +30,7 @@ impl App {
         link: &Link,
         channel: Option<String>,
         preamble: Vec<u8>,
+        indexer: Option<Box<dyn super::Indexer>>,
     ) -> Result<Option<String>, EndReason> {
         if !self.link_recorded(link) {
             return Ok(None);
@@ -41,7 +42,7 @@ impl App {
             channel,
             preamble,
         };
-        match self.recorder.start(session, spec).await {
+        match self.recorder.start(session, spec, indexer).await {
             Ok(id) => Ok(Some(id)),
             Err(e) => {
                 let action = self.cfg.recording.on_limit;
@@ -101,15 +102,27 @@ impl App {
         Ok(rec)
     }
 
-    /// The file of a recording of this gateway (as written so far, for a live one).
-    pub async fn recording_file(&self, id: &str) -> Result<(RecordingInfo, Vec<u8>), EngineError> {
+    /// The file of a recording of this gateway, open for reading, and its size now (a
+    /// live recording grows after).
+    pub async fn open_recording_file(
+        &self,
+        id: &str,
+    ) -> Result<(RecordingInfo, tokio::fs::File, u64), EngineError> {
         let rec = self.local_recording(id).await?;
         let path = self.recorder.path_of(&rec);
-        match tokio::fs::read(&path).await {
-            Ok(b) => Ok((rec, b)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(EngineError::NotFound),
-            Err(e) => Err(RecordingError::Io { path, source: e }.into()),
-        }
+        let io = |e: std::io::Error| -> EngineError {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                return EngineError::NotFound;
+            }
+            RecordingError::Io {
+                path: path.clone(),
+                source: e,
+            }
+            .into()
+        };
+        let f = tokio::fs::File::open(&path).await.map_err(io)?;
+        let len = f.metadata().await.map_err(io)?.len();
+        Ok((rec, f, len))
     }
 
     /// Deletes a recording of this gateway (file and index entry); audited.

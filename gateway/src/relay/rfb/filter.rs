@@ -96,7 +96,8 @@ fn check_pixel_format(m: &[u8]) -> Result<(), RfbError> {
 /// gii) are validated on their header and their payload streamed through as
 /// it arrives; all other messages are buffered until complete (at most
 /// [`ClientFilter::max_buffered`] bytes). The output is never longer than the
-/// input.
+/// input, except for the gateway's own update requests on recorded sessions
+/// ([`ClientFilter::with_refresh`]).
 #[derive(Debug)]
 pub struct ClientFilter {
     view_only: bool,
@@ -118,7 +119,14 @@ pub struct ClientFilter {
     /// Whether SetEncodings or a FramebufferUpdateRequest has gone out (after which
     /// the pixel format may no longer change when the server stream is parsed).
     pixel_format_frozen: bool,
+    /// Recorded sessions: how often the gateway asks for a full screen update (key
+    /// points), and when it last did.
+    refresh: Option<(std::time::Duration, std::time::Instant)>,
 }
+
+/// The FramebufferUpdateRequest the gateway adds for a key point: not incremental, the
+/// whole screen (the server clips the rectangle to its framebuffer).
+pub const FULL_REFRESH: [u8; 10] = [3, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF];
 
 impl ClientFilter {
     /// A filter with default limits except `max_cut_text`.
@@ -146,7 +154,17 @@ impl ClientFilter {
             clipboard_dropped: 0,
             server_parsing: None,
             pixel_format_frozen: false,
+            refresh: None,
         }
+    }
+
+    /// Recorded sessions: every `every`, at the first boundary between the visitor's
+    /// messages after that (and once the visitor has set its encodings or asked for an
+    /// update), the filter adds a [`FULL_REFRESH`] request of its own, so that the
+    /// recording gets a full screen update to start a replay from (a key point).
+    pub fn with_refresh(mut self, every: std::time::Duration) -> Self {
+        self.refresh = Some((every, std::time::Instant::now()));
+        self
     }
 
     /// Enforces a link's clipboard policy: cut text (classic or extended) passes only in
@@ -217,6 +235,15 @@ impl ClientFilter {
         if result.is_err() {
             self.state = State::Failed;
             self.buf = Vec::new();
+        } else if let Some((every, last)) = &mut self.refresh {
+            if self.state == State::Message
+                && self.buf.is_empty()
+                && self.pixel_format_frozen
+                && last.elapsed() >= *every
+            {
+                out.extend_from_slice(&FULL_REFRESH);
+                *last = std::time::Instant::now();
+            }
         }
         result
     }

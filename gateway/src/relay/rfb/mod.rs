@@ -40,9 +40,10 @@ mod filter;
 #[doc(hidden)]
 pub mod fuzz;
 mod handshake;
+pub mod keys;
 pub mod server;
 
-pub use filter::ClientFilter;
+pub use filter::{ClientFilter, FULL_REFRESH};
 pub use server::ServerFilter;
 
 use std::sync::atomic::{AtomicU8, Ordering};

@@ -128,6 +128,32 @@ fn take<'a>(input: &mut &'a [u8], n: u64) -> &'a [u8] {
     head
 }
 
+/// Which header the parser has just read (for an [`Observer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderKind {
+    /// ServerInit's fixed part (24 bytes); its payload is the desktop name.
+    ServerInit,
+    /// A server message header (the first byte is its type).
+    Message,
+    /// A rectangle header of a FramebufferUpdate (12 bytes, 16 for the encodings with a
+    /// length: then the payload is the compressed data).
+    Rect,
+}
+
+/// Watches the parse (the recording's key point indexer): every header at its stream
+/// offset, the payload bytes after it, and the end of each message. The relay's parser
+/// has none (the no-op `()`, compiled away).
+pub trait Observer {
+    /// A header, whose first byte is at stream offset `at` (bytes pushed before it).
+    fn header(&mut self, _at: u64, _kind: HeaderKind, _bytes: &[u8]) {}
+    /// Payload bytes of the last header (rectangle data, a name, cut text…), in order.
+    fn payload(&mut self, _bytes: &[u8]) {}
+    /// The message (a FramebufferUpdate with all its rectangles) is complete.
+    fn message_end(&mut self) {}
+}
+
+impl Observer for () {}
+
 fn check_bpp(bpp: u8) -> Result<u64, RfbError> {
     match bpp {
         8 | 16 | 32 => Ok(u64::from(bpp / 8)),
@@ -151,6 +177,8 @@ pub struct ServerFilter {
     need: usize,
     messages: u64,
     clipboard_dropped: u64,
+    /// Bytes pushed so far.
+    offset: u64,
 }
 
 impl ServerFilter {
@@ -166,6 +194,7 @@ impl ServerFilter {
             need: SERVER_INIT_LEN,
             messages: 0,
             clipboard_dropped: 0,
+            offset: 0,
         }
     }
 
@@ -192,10 +221,20 @@ impl ServerFilter {
     /// Feed bytes from the server; append to `out` what may go to the visitor. After an
     /// error the parser stays failed and the session must end.
     pub fn push(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), RfbError> {
+        self.push_observed(input, out, &mut ())
+    }
+
+    /// [`ServerFilter::push`], telling `obs` what it parses.
+    pub fn push_observed<O: Observer>(
+        &mut self,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        obs: &mut O,
+    ) -> Result<(), RfbError> {
         if self.state == State::Failed {
             return Err(RfbError::FilterFailed);
         }
-        let r = self.push_inner(input, out);
+        let r = self.push_inner(input, out, obs);
         if r.is_err() {
             self.state = State::Failed;
             self.buf = Vec::new();
@@ -203,7 +242,12 @@ impl ServerFilter {
         r
     }
 
-    fn push_inner(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<(), RfbError> {
+    fn push_inner<O: Observer>(
+        &mut self,
+        mut input: &[u8],
+        out: &mut Vec<u8>,
+        obs: &mut O,
+    ) -> Result<(), RfbError> {
         loop {
             match self.state {
                 State::Failed => return Err(RfbError::FilterFailed),
@@ -213,6 +257,9 @@ impl ServerFilter {
                     then,
                 } => {
                     if remaining == 0 {
+                        if then == Next::Message {
+                            obs.message_end();
+                        }
                         self.state = State::Header(then);
                         continue;
                     }
@@ -220,6 +267,8 @@ impl ServerFilter {
                         return Ok(());
                     }
                     let chunk = take(&mut input, remaining);
+                    self.offset += chunk.len() as u64;
+                    obs.payload(chunk);
                     if pass {
                         out.extend_from_slice(chunk);
                     }
@@ -233,6 +282,7 @@ impl ServerFilter {
                 State::ServerInit | State::Header(_) => {
                     let missing = self.need.saturating_sub(self.buf.len());
                     let chunk = take(&mut input, missing as u64);
+                    self.offset += chunk.len() as u64;
                     self.buf.extend_from_slice(chunk);
                     if self.buf.len() < self.need {
                         return Ok(());
@@ -250,6 +300,13 @@ impl ServerFilter {
                             then,
                         } => {
                             self.messages += 1;
+                            let kind = match self.state {
+                                State::ServerInit => HeaderKind::ServerInit,
+                                State::Header(Next::Rect(_)) => HeaderKind::Rect,
+                                _ => HeaderKind::Message,
+                            };
+                            let at = self.offset - self.buf.len() as u64;
+                            obs.header(at, kind, &self.buf);
                             let pass = needs.allowed_by(self.policy);
                             if pass {
                                 out.extend_from_slice(&self.buf);

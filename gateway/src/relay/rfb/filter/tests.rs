@@ -768,3 +768,33 @@ fn server_parsing_limits_encodings_and_freezes_the_pixel_format() {
     let mut f = ClientFilter::new(false, 1 << 20).with_server_parsing(PixelFormatShare::new());
     assert!(run(&mut f, &stream(&[fbur(false), pf])).is_err());
 }
+
+#[test]
+fn recorded_sessions_get_a_full_refresh_request_between_messages_when_due() {
+    use std::time::Duration;
+    // Due at once: nothing is added before the visitor set its encodings or asked for
+    // an update, nor inside a message; then once per interval, after a whole message.
+    let mut f = ClientFilter::new(true, 1 << 20).with_refresh(Duration::ZERO);
+    let pf = pixel_format(32, 24, [16, 8, 0]);
+    let first = stream(std::slice::from_ref(&pf));
+    assert_eq!(run(&mut f, &first).unwrap(), first);
+    let enc = set_encodings(&[16, 0]);
+    assert_eq!(run(&mut f, &enc[..3]).unwrap(), b"");
+    let mut want = enc[..3].to_vec();
+    want.extend_from_slice(&enc[3..]);
+    want.extend_from_slice(&FULL_REFRESH);
+    assert_eq!(run(&mut f, &enc[3..]).unwrap(), want);
+    // An input event dropped (view-only) still ends at a boundary.
+    let key = [4u8, 1, 0, 0, 0, 0, 0, 0x61];
+    assert_eq!(run(&mut f, &key).unwrap(), FULL_REFRESH);
+    // Not due: nothing added.
+    let mut g = ClientFilter::new(false, 1 << 20).with_refresh(Duration::from_secs(3600));
+    let input = stream(&[set_encodings(&[16]), fbur(true)]);
+    assert_eq!(run(&mut g, &input).unwrap(), input);
+    // The request is one the filter itself lets through.
+    let mut check = ClientFilter::new(true, 1 << 20);
+    assert_eq!(
+        run(&mut check, &stream(&[FULL_REFRESH])).unwrap(),
+        stream(&[FULL_REFRESH])
+    );
+}
