@@ -153,7 +153,9 @@ async fn crash_mid_storm(dir: &Path, config: &Path, snapshot: impl Fn() -> Snaps
     }
     // Let the storm run, then kill -9 while requests are in flight.
     let start = Instant::now();
-    while redeemed.lock().unwrap().values().sum::<i64>() < 20
+    // Both halves of the storm must be under way: exchanges answer faster than link
+    // creations (which hash nothing but write more), so wait for each.
+    while (redeemed.lock().unwrap().values().sum::<i64>() < 20 || created.lock().unwrap().len() < 5)
         && start.elapsed() < Duration::from_secs(20)
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
