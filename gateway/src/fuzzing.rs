@@ -124,6 +124,17 @@ fn filter_run(view_only: bool, input: &[u8], chunk: usize) -> FilterOutcome {
     (result, out, f.dropped(), f.passed())
 }
 
+/// The clipboard policy a fuzz input's selector byte names in its bits 0-1.
+fn policy_bits(sel: u8) -> crate::model::clipboard::ClipboardPolicy {
+    use crate::model::clipboard::ClipboardPolicy;
+    match sel & 3 {
+        0 => ClipboardPolicy::None,
+        1 => ClipboardPolicy::ToGuest,
+        2 => ClipboardPolicy::FromGuest,
+        _ => ClipboardPolicy::Both,
+    }
+}
+
 /// The RFB server→visitor parser (QEMU's stream from ServerInit on). Byte 0 selects the
 /// clipboard policy (bits 0-1), the pixel size the visitor chose (bits 2-3: none, 8, 16,
 /// 32 bits) and a chunk size (bits 4-7, plus one). The stream is parsed in one push and
@@ -135,12 +146,7 @@ pub fn rfb_server_filter(data: &[u8]) {
     let Some((&sel, input)) = data.split_first() else {
         return;
     };
-    let policy = match sel & 3 {
-        0 => ClipboardPolicy::None,
-        1 => ClipboardPolicy::ToGuest,
-        2 => ClipboardPolicy::FromGuest,
-        _ => ClipboardPolicy::Both,
-    };
+    let policy = policy_bits(sel);
     let bpp = match (sel >> 2) & 3 {
         0 => None,
         1 => Some(8),
@@ -240,17 +246,10 @@ pub fn spice_link(data: &[u8]) {
 /// passes unchanged with no clipboard message refused (nothing the policy forbids is
 /// left in it).
 pub fn spice_server_filter(data: &[u8]) {
-    use crate::model::clipboard::ClipboardPolicy;
     let Some((&sel, input)) = data.split_first() else {
         return;
     };
-    let policy = match sel & 3 {
-        0 => ClipboardPolicy::None,
-        1 => ClipboardPolicy::ToGuest,
-        2 => ClipboardPolicy::FromGuest,
-        _ => ClipboardPolicy::Both,
-    }
-    .effective(sel & 8 != 0);
+    let policy = policy_bits(sel).effective(sel & 8 != 0);
     let (mini, view_only) = (sel & 4 != 0, sel & 8 != 0);
     let chunk = usize::from(sel >> 4) + 1;
     let run = |bytes: &[u8], step: usize| {
