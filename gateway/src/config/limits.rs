@@ -66,6 +66,12 @@ pub struct Limits {
     /// Output queued for one serial-console viewer; a viewer further behind skips output
     /// (and sees a marker where it did) instead of holding up the others.
     pub serial_viewer_queue_bytes: usize,
+    /// CPU priority (nice, 0–19) of the threads that set connections up: accepting,
+    /// PROXY headers, TLS handshakes and every HTTP request (the visitor exchange, the
+    /// WebSocket upgrade, the admin API). Live consoles are relayed on threads at the
+    /// gateway's own priority, so a flood of new connections or requests waits for the
+    /// consoles instead of slowing them. 0 gives both the same priority.
+    pub setup_nice: u8,
 }
 
 impl Default for Limits {
@@ -97,6 +103,7 @@ impl Default for Limits {
             console_handshake_timeout: Duration::from_secs(10),
             serial_scrollback_bytes: 64 * 1024,
             serial_viewer_queue_bytes: 256 * 1024,
+            setup_nice: 10,
         }
     }
 }
@@ -146,6 +153,11 @@ impl RawLimits {
             ),
             serial_scrollback_bytes: count!(serial_scrollback_bytes),
             serial_viewer_queue_bytes: count!(serial_viewer_queue_bytes),
+            setup_nice: match l.setup_nice {
+                None => d.setup_nice,
+                Some(n) if n <= 19 => n,
+                Some(_) => return Err(invalid("limits.setup_nice", "must be 0 to 19")),
+            },
             revocation_poll: match l.revocation_poll_ms {
                 None => d.revocation_poll,
                 Some(ms) if ms >= 50 => Duration::from_millis(ms),

@@ -129,6 +129,7 @@ pub struct RawLimits {
     pub console_handshake_timeout_secs: Option<u64>,
     pub serial_scrollback_bytes: Option<usize>,
     pub serial_viewer_queue_bytes: Option<usize>,
+    pub setup_nice: Option<u8>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -12,6 +12,7 @@ pub mod limits;
 pub mod memory;
 mod network;
 pub mod passwords;
+pub mod priority;
 mod readcache;
 pub mod recordings;
 pub mod serial;
@@ -105,6 +106,10 @@ pub struct App {
     shutdown: CancellationToken,
     /// Relay tasks, so shutdown can wait for their close frames.
     tasks: TaskTracker,
+    /// The runtime consoles are relayed on: the one the engine was made on (the
+    /// gateway's main runtime, at the process's priority). Connections are set up on a
+    /// lower-priority runtime (`server`) and handed over here.
+    relays: tokio::runtime::Handle,
     /// Where unix-socket targets may point (checked at registration and connect).
     confinement: crate::engine::confine::SocketConfinement,
     /// Each VM's serial port, shared by its serial-console viewers.
@@ -189,6 +194,7 @@ impl App {
             open_public_conns: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            relays: tokio::runtime::Handle::current(),
             cfg,
         }))
     }
@@ -240,6 +246,33 @@ impl App {
     /// Relay and background tasks, so shutdown can wait for them.
     pub fn tasks(&self) -> &TaskTracker {
         &self.tasks
+    }
+
+    /// The runtime consoles are relayed on.
+    pub fn relay_runtime(&self) -> &tokio::runtime::Handle {
+        &self.relays
+    }
+
+    /// Starts a relay task on the relay runtime (tracked for shutdown).
+    pub fn spawn_relay<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.spawn_on(task, &self.relays);
+    }
+
+    /// Runs `f` on the relay runtime and waits for it (cancelled if this future is
+    /// dropped): what it opens (console sockets, serial hubs) is then driven by the
+    /// relay runtime, not by the setup runtime that asked. `None` if the runtime is
+    /// shutting down.
+    pub async fn on_relay_runtime<F>(&self, f: F) -> Option<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        tokio_util::task::AbortOnDropHandle::new(self.relays.spawn(f))
+            .await
+            .ok()
     }
 
     /// Visitors' grants held in memory now (bounded by `limits.grant_cache_entries`).

@@ -259,22 +259,11 @@ async fn at_low_priority<T: Send + 'static>(
     std::thread::Builder::new()
         .name("vmgw-argon2".into())
         .spawn(move || {
-            lower_this_threads_priority();
+            crate::engine::priority::lower_current_thread(crate::engine::priority::LOWEST);
             let _ = tx.send(f());
         })
         .map_err(|_| PasswordError::Task)?;
     rx.await.map_err(|_| PasswordError::Task)
-}
-
-fn lower_this_threads_priority() {
-    #[cfg(target_os = "linux")]
-    #[allow(unsafe_code)]
-    // SAFETY: gettid and setpriority take no pointers; on Linux the nice value belongs to
-    // the thread, so this changes the calling thread only. A failure leaves it as it was.
-    unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
-    }
 }
 
 /// Bounded argon2 pool: at most `max_concurrent` hashes run at once, each on a thread of

@@ -345,10 +345,17 @@ async fn websocket(
         None
     } else {
         let guard = app.open_session(&link, client, true)?;
-        let connecting = open_console(app, &link, &console);
+        // Opened on the relay runtime, which drives the console's socket from then on.
+        let (app2, link2, console2) = (app.clone(), link.clone(), console.clone());
+        let connecting =
+            app.on_relay_runtime(async move { open_console(&app2, &link2, &console2).await });
         let io = relay::until_ended(&guard.session, link.expires_at, connecting)
             .await
             .map_err(ended_refusal)?
+            .ok_or(ApiError::Unavailable {
+                retry_after: Duration::from_secs(5),
+                reason: EndReason::Shutdown.as_str(),
+            })?
             .map_err(|e| {
                 tracing::debug!(error = %e, "console connect failed");
                 ApiError::BadGateway("console_unavailable")
@@ -358,7 +365,8 @@ async fn websocket(
 
     let upgrade = hyper::upgrade::on(&mut req);
     let app2 = app.clone();
-    app.tasks().spawn(async move {
+    // The relay runs on the relay runtime; this request is answered on the setup one.
+    app.spawn_relay(async move {
         // The console counts as this connection until it closes (connection caps).
         let _hold = hold;
         let upgraded = match upgrade.await {

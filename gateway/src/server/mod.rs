@@ -37,11 +37,68 @@ pub struct Listeners {
     pub acme: Option<crate::acme::Acme>,
 }
 
+/// The runtime connections are set up on: accept loops, PROXY headers, TLS handshakes
+/// and HTTP (every request, the WebSocket upgrade included), on threads at nice
+/// `limits.setup_nice`. Consoles are relayed on the runtime `run` was called on (the
+/// engine's relay runtime, at the process's priority): the upgrade hands the connection
+/// over (`http::upgraded`). On one saturated core a flood of handshakes or requests then
+/// takes only what the relays leave, instead of queueing ahead of them in one runtime.
+struct SetupRuntime(Option<tokio::runtime::Runtime>);
+
+impl SetupRuntime {
+    /// As many workers as the runtime that relays (tokio's default: the CPUs this
+    /// process may run on).
+    fn start(nice: u8) -> std::io::Result<SetupRuntime> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .thread_name("vmgw-setup")
+            .on_thread_start(move || crate::engine::priority::lower_current_thread(nice))
+            .enable_all()
+            .build()?;
+        Ok(SetupRuntime(Some(rt)))
+    }
+
+    fn handle(&self) -> Option<&tokio::runtime::Handle> {
+        self.0.as_ref().map(|rt| rt.handle())
+    }
+}
+
+impl Drop for SetupRuntime {
+    /// Runs from async code: the runtime's threads are told to stop, not waited for.
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Moves a listener to `rt`'s reactor (see [`SetupRuntime`]).
+fn rehome_listener(l: TcpListener, rt: &tokio::runtime::Handle) -> std::io::Result<TcpListener> {
+    let std = l.into_std()?;
+    let _in = rt.enter();
+    TcpListener::from_std(std)
+}
+
 /// Serves both listeners until `shutdown` completes, then drains: live sessions get
 /// their close frames within `limits.shutdown_drain_secs`.
 pub async fn run(site: Arc<Site>, listeners: Listeners, shutdown: impl Future<Output = ()>) {
     let app = site.app.clone();
     let limits = &app.config().limits;
+    let setup = SetupRuntime::start(limits.setup_nice).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "no setup runtime: connections are set up where consoles are relayed");
+        SetupRuntime(None)
+    });
+    let here = tokio::runtime::Handle::current();
+    let on = setup.handle().unwrap_or(&here).clone();
+    let (public_listener, admin_listener) = match (
+        rehome_listener(listeners.public, &on),
+        rehome_listener(listeners.admin, &on),
+    ) {
+        (Ok(p), Ok(a)) => (p, a),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!(error = %e, "moving the listeners to the setup runtime failed");
+            return;
+        }
+    };
     let tracker = TaskTracker::new();
     let public_cap = Arc::new(Semaphore::new(limits.max_connections));
     let admin_cap = Arc::new(Semaphore::new(limits.max_admin_connections));
@@ -49,17 +106,17 @@ pub async fn run(site: Arc<Site>, listeners: Listeners, shutdown: impl Future<Ou
     watched.extend(listeners.admin_tls.clone().map(|t| ("admin", t)));
     let certs = tokio::spawn(tls::watch_certificates(watched, limits.tls_reload_poll));
     let acme = listeners.acme.map(|a| tokio::spawn(a.run()));
-    let public = tokio::spawn(accept_loop(
+    let public = on.spawn(accept_loop(
         site.clone(),
-        listeners.public,
+        public_listener,
         Some(TlsAcceptor::from(listeners.public_tls.config)),
         Side::Public,
         public_cap,
         tracker.clone(),
     ));
-    let admin = tokio::spawn(accept_loop(
+    let admin = on.spawn(accept_loop(
         site.clone(),
-        listeners.admin,
+        admin_listener,
         listeners.admin_tls.map(|t| TlsAcceptor::from(t.config)),
         Side::Admin,
         admin_cap,
@@ -85,6 +142,7 @@ pub async fn run(site: Arc<Site>, listeners: Listeners, shutdown: impl Future<Ou
     {
         tracing::warn!("some connections did not finish within the drain time");
     }
+    drop(setup);
 }
 
 async fn accept_loop(

@@ -78,6 +78,10 @@ pub enum PgError {
     /// (`connect_timeout_secs`): the database is slow or the pool is too small.
     #[error("all {size} PostgreSQL connections stayed busy for {secs} s")]
     PoolBusy { size: usize, secs: u64 },
+    /// The task opening a connection on the main runtime ended without an answer (the
+    /// runtime is shutting down).
+    #[error("opening a PostgreSQL connection was cancelled")]
+    ConnectTask,
     #[error("not a PostgreSQL connection string (postgres://… or key=value): {0}")]
     BadUrl(String),
     #[error("sslmode=require is not supported: the gateway connects without TLS (use a unix socket, loopback or a private network)")]
@@ -102,9 +106,10 @@ impl From<PgError> for StoreError {
     /// error.
     fn from(e: PgError) -> Self {
         let outage = match &e {
-            PgError::Connect { .. } | PgError::ConnectTimeout { .. } | PgError::PoolBusy { .. } => {
-                true
-            }
+            PgError::Connect { .. }
+            | PgError::ConnectTimeout { .. }
+            | PgError::PoolBusy { .. }
+            | PgError::ConnectTask => true,
             PgError::Driver(d) => is_outage(d),
             PgError::BadUrl(_) | PgError::TlsRequired => false,
         };

@@ -15,6 +15,10 @@ pub(super) struct Pool {
     pub(super) settings: PgSettings,
     idle: Mutex<Vec<Client>>,
     permits: Semaphore,
+    /// The runtime the pool was made on (the gateway's main one): connections are opened
+    /// and driven there, whichever runtime asks for one (requests are answered on the
+    /// lower-priority setup runtime; the relays' revocation checks must not wait on it).
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 /// A checked-out connection; goes back to the pool when dropped (unless it closed).
@@ -63,6 +67,7 @@ impl Pool {
             settings,
             idle: Mutex::new(Vec::with_capacity(size)),
             permits: Semaphore::new(size),
+            runtime: tokio::runtime::Handle::try_current().ok(),
         }
     }
 
@@ -98,30 +103,40 @@ impl Pool {
     }
 
     async fn connect(&self) -> Result<Client, PgError> {
-        let s = &self.settings;
-        let mut config = s.config.clone();
-        config.connect_timeout(s.connect_timeout);
-        let connecting = config.connect(NoTls);
-        let (client, connection) = match tokio::time::timeout(s.connect_timeout, connecting).await {
-            Err(_) => {
-                return Err(PgError::ConnectTimeout {
-                    target: s.describe(),
-                    secs: s.connect_timeout.as_secs(),
-                })
-            }
-            Ok(Err(e)) => {
-                return Err(PgError::Connect {
-                    target: s.describe(),
-                    reason: error_chain(&e),
-                })
-            }
-            Ok(Ok(pair)) => pair,
+        let Some(rt) = &self.runtime else {
+            return connect(self.settings.clone()).await;
         };
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::warn!(error = %e, "a PostgreSQL store connection ended");
-            }
-        });
-        Ok(client)
+        let task = rt.spawn(connect(self.settings.clone()));
+        tokio_util::task::AbortOnDropHandle::new(task)
+            .await
+            .map_err(|_| PgError::ConnectTask)?
     }
+}
+
+/// Opens a connection and spawns its driver on the current runtime.
+async fn connect(s: PgSettings) -> Result<Client, PgError> {
+    let mut config = s.config.clone();
+    config.connect_timeout(s.connect_timeout);
+    let connecting = config.connect(NoTls);
+    let (client, connection) = match tokio::time::timeout(s.connect_timeout, connecting).await {
+        Err(_) => {
+            return Err(PgError::ConnectTimeout {
+                target: s.describe(),
+                secs: s.connect_timeout.as_secs(),
+            })
+        }
+        Ok(Err(e)) => {
+            return Err(PgError::Connect {
+                target: s.describe(),
+                reason: error_chain(&e),
+            })
+        }
+        Ok(Ok(pair)) => pair,
+    };
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "a PostgreSQL store connection ended");
+        }
+    });
+    Ok(client)
 }
