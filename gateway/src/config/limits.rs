@@ -185,3 +185,20 @@ impl RawLimits {
         Ok(limits)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setup_nice_is_0_to_19() {
+        for (v, ok) in [(0, true), (19, true), (20, false), (255, false)] {
+            let raw = RawLimits {
+                setup_nice: Some(v),
+                ..RawLimits::default()
+            };
+            assert_eq!(raw.validate().map(|l| l.setup_nice).ok(), ok.then_some(v));
+        }
+        assert_eq!(RawLimits::default().validate().unwrap().setup_nice, 10);
+    }
+}
