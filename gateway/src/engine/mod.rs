@@ -43,7 +43,7 @@ use crate::engine::sessions::{EndReason, Sessions};
 use crate::metrics::Metrics;
 use crate::model::links::{ConsoleType, Link, LinkPolicy, LinkRequest};
 use crate::model::tokens::{TokenConfig, TokenKeys};
-use crate::store::{AuditEvent, AuditKind, Grant, Store};
+use crate::store::{AuditEvent, AuditKind, Store};
 
 /// Where a console lives.
 #[derive(Debug, Clone)]
@@ -98,7 +98,7 @@ pub struct App {
     sessions: Arc<Sessions>,
     limiter: Limiter,
     metrics: Metrics,
-    grants: DashMap<[u8; 32], Grant>,
+    grants: DashMap<[u8; 32], visitor::CachedGrant>,
     /// Links and targets the visitor path read, until the next revocation poll.
     links: readcache::ReadCache<String, Link>,
     targets: readcache::ReadCache<String, crate::store::Target>,
@@ -434,7 +434,7 @@ impl App {
             .ok_or(EngineError::NotFound)?;
         self.links.invalidate(id);
         let ended = self.sessions.end_link(id, EndReason::Revoked);
-        self.grants.retain(|_, g| g.link_id != id);
+        self.grants.retain(|_, g| g.link_id() != id);
         if revoked {
             Metrics::inc(&self.metrics.links_revoked);
             self.audit(
