@@ -105,3 +105,83 @@ async fn view_only_spice_links_authenticate_draw_and_drop_guest_input() {
     }
     assert_eq!(dropped.load(Ordering::Relaxed), 3);
 }
+
+/// The random `4010 console_closed` of the browser test `spice-view-only`, made
+/// deterministic: spice-html5 sent an RSA ticket whose ciphertext starts with a zero byte
+/// (about one in 256) one byte short, padded with a zero at the end. QEMU's SPICE server
+/// cannot decrypt that, answers SPICE_LINK_ERR_PERMISSION_DENIED and closes the channel,
+/// and the gateway relays the close as 4010. The same ciphertext as its 128 bytes (what the
+/// page sends now, `static/src/console/spice-fixes.js`) links: the gateway passes the
+/// ticket byte for byte, whatever its first bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_sent_a_byte_short_is_refused_by_qemu_and_the_whole_one_links() {
+    let gw = TestGateway::start().await;
+    gw.start_firmware_vm("spt").await;
+    let link = gw
+        .create_link(json!({
+            "vm": "spt", "console": "spice", "view_only": true, "ttl_seconds": 600
+        }))
+        .await;
+    let (status, cookie, v) = gw.exchange(link["token"].as_str().unwrap(), None).await;
+    assert_eq!(status, 200, "{v}");
+    let ws_path = v["ws_path"].as_str().unwrap().to_owned();
+    let open = || async {
+        WsBytes::new(
+            gw.ws(&ws_path, cookie.as_deref(), Some(&gw.origin()))
+                .await
+                .unwrap(),
+        )
+    };
+    // The link message, then the server's key from its SpiceLinkReply.
+    let link_main = |mut c: WsBytes| async move {
+        c.send(&link_message(MAIN, 0)).await;
+        let hdr = c.read_exact(16).await;
+        let reply = c.read_exact(le32(&hdr, 12) as usize).await;
+        assert_eq!(le32(&reply, 0), 0, "SpiceLinkReply.error");
+        (c, reply[4..166].to_vec())
+    };
+
+    // spice-html5's short ticket: the ciphertext without its leading zero byte, a zero
+    // added at the end.
+    let (mut c, key) = link_main(open().await).await;
+    let whole = (0..4000)
+        .map(|_| common::spice::ticket(&key))
+        .find(|t| t[0] == 0)
+        .expect("no ciphertext with a leading zero byte in 4000 (one in 256 expected)");
+    let mut auth = 1u32.to_le_bytes().to_vec();
+    auth.extend_from_slice(&whole[1..]);
+    auth.push(0);
+    c.send(&auth).await;
+    assert_eq!(
+        le32(&c.read_exact(4).await, 0),
+        7,
+        "link result: SPICE_LINK_ERR_PERMISSION_DENIED"
+    );
+    assert_eq!(
+        c.closed_within(Duration::from_secs(10)).await,
+        Some((4010, "console_closed".into()))
+    );
+
+    // A ciphertext with a leading zero, sent whole, links: SPICE_LINK_ERR_OK, then
+    // SPICE_MSG_MAIN_INIT.
+    let (mut c, key) = link_main(open().await).await;
+    let whole = (0..4000)
+        .map(|_| common::spice::ticket(&key))
+        .find(|t| t[0] == 0)
+        .expect("no ciphertext with a leading zero byte in 4000");
+    let mut auth = 1u32.to_le_bytes().to_vec();
+    auth.extend_from_slice(&whole);
+    c.send(&auth).await;
+    assert_eq!(
+        le32(&c.read_exact(4).await, 0),
+        0,
+        "link result: SPICE_LINK_ERR_OK"
+    );
+    let mut types = Vec::new();
+    while !types.contains(&103) {
+        assert!(types.len() < 20, "no MAIN_INIT among {types:?}");
+        let h = c.read_exact(6).await;
+        types.push(u16::from_le_bytes([h[0], h[1]]));
+        c.read_exact(le32(&h, 2) as usize).await;
+    }
+}

@@ -18,14 +18,24 @@ after(() => stopGatewayAndBrowser(gw, browser));
 test('view-only SPICE link connects and draws; the inputs channel is refused and typing changes nothing', { timeout: 150_000 }, async () => {
   const link = await createLink(gw, { console: 'spice', view_only: true, note: 'browser test: spice view only' });
   const page = await newPage(browser);
-  // Every WebSocket close as the page sees it: which channel the gateway refused, and why.
+  // Every WebSocket close as the page sees it: which channel (the SPICE channel type in
+  // the link message the page sends first: 1 main, 2 display, 3 inputs, 4 cursor) ended,
+  // and why.
   await page.addInitScript(() => {
     window.__wsCloses = [];
     const Native = window.WebSocket;
     window.WebSocket = class extends Native {
       constructor(...args) {
         super(...args);
-        this.addEventListener('close', (e) => window.__wsCloses.push({ code: e.code, reason: e.reason }));
+        this.addEventListener('close', (e) => window.__wsCloses.push({ code: e.code, reason: e.reason, channel: this.channelType }));
+      }
+
+      send(data) {
+        if (this.channelType === undefined) {
+          const bytes = data instanceof ArrayBuffer ? new Uint8Array(data) : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+          this.channelType = bytes[20]; // SpiceLinkHeader (16 bytes), connection_id (4)
+        }
+        return super.send(data);
       }
     };
   });
@@ -42,13 +52,13 @@ test('view-only SPICE link connects and draws; the inputs channel is refused and
     closes = await page.evaluate(() => window.__wsCloses);
     if (closes.length === 0) await sleep(250);
   }
-  // Exactly one refusal, the inputs channel's. (Once in CI a second channel also ended
-  // with 4010 console_closed, i.e. closed by QEMU, not refused by the gateway; that is
-  // noted on issue 13 to be found, and not a view-only refusal.)
+  // Exactly one close: the inputs channel, refused by the gateway. Every other channel
+  // stays up. (A channel closed by QEMU, 4010, was once seen here: spice-html5 sent about
+  // one SPICE ticket in 256 one byte short and QEMU refused that channel; the page pads
+  // the ticket now, see src/console/spice-fixes.js and spice-fixes.test.mjs.)
   await sleep(500);
   closes = await page.evaluate(() => window.__wsCloses);
-  assert.deepEqual(closes.filter((c) => c.code !== 4010), [{ code: 4011, reason: 'view_only' }]);
-  assert.ok(closes.every((c) => c.code === 4011 || c.reason === 'console_closed'), JSON.stringify(closes));
+  assert.deepEqual(closes, [{ code: 4011, reason: 'view_only', channel: 3 }]);
 
   // Keys typed into the console do not reach the guest.
   await waitForSerial(gw, 'VMGW-GUEST-READY', 90_000);
@@ -60,7 +70,7 @@ test('view-only SPICE link connects and draws; the inputs channel is refused and
   // Still connected, still drawing, nothing else closed.
   assert.equal(await page.locator('#console').getAttribute('data-connected'), 'true');
   await waitForScreen(page, '#screen .spice-screen canvas', 5_000);
-  assert.deepEqual(await page.evaluate(() => window.__wsCloses), [{ code: 4011, reason: 'view_only' }]);
+  assert.deepEqual(await page.evaluate(() => window.__wsCloses), [{ code: 4011, reason: 'view_only', channel: 3 }]);
   await shot(page, '6-spice-view-only');
   assert.deepEqual(page.errors, []);
   await page.context().close();

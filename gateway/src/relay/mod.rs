@@ -340,6 +340,14 @@ where
             _ = tokio::time::sleep(until(opts.expires_at)) => EndReason::Expired,
         }
     };
+    tracing::debug!(
+        session = %session.id,
+        reason = reason.as_str(),
+        to_console = session.bytes_to_console.load(Ordering::Relaxed),
+        to_client = session.bytes_to_client.load(Ordering::Relaxed),
+        dropped = filter.as_ref().map(|f| f.dropped()).unwrap_or(0),
+        "relay ended"
+    );
     if let Some(f) = &filter {
         Metrics::add(
             &metrics.input_messages_dropped,
@@ -472,7 +480,8 @@ where
                     return r;
                 }
                 if !out.is_empty() {
-                    if con_w.write_all(&out).await.is_err() {
+                    if let Err(e) = con_w.write_all(&out).await {
+                        tracing::debug!(session = %ctx.session.id, error = %e, "writing to the console failed");
                         return EndReason::ConsoleClosed;
                     }
                     ctx.session.record_to_console(&out);
@@ -562,7 +571,14 @@ where
         tokio::select! {
             r = read_console(con_r, &mut buf, want, &mut turn) => {
                 let n = match r {
-                    Ok(0) | Err(_) => return EndReason::ConsoleClosed,
+                    Ok(0) => {
+                        tracing::debug!(session = %ctx.session.id, "the console closed the connection");
+                        return EndReason::ConsoleClosed;
+                    }
+                    Err(e) => {
+                        tracing::debug!(session = %ctx.session.id, error = %e, "reading from the console failed");
+                        return EndReason::ConsoleClosed;
+                    }
                     Ok(n) => n,
                 };
                 want = if n < small { small } else { limits.relay_buffer_bytes };

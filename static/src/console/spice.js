@@ -3,11 +3,18 @@
 // The main channel's WebSocket close code carries the gateway's reason.
 
 import { SpiceMainConn } from '@spice-project/spice-html5/src/main.js';
+import { SpiceConn } from '@spice-project/spice-html5/src/spiceconn.js';
 import { SpiceMiniData, SpiceMsgcKeyDown, SpiceMsgcKeyUp } from '@spice-project/spice-html5/src/spicemsg.js';
 import { Constants } from '@spice-project/spice-html5/src/enums.js';
 import { SCANCODES } from '../lib/keys.js';
 import { textToKeyEvents, DEFAULT_LAYOUT } from '../lib/layouts.js';
 import { addClipboard } from './spice-clipboard.js';
+import { installSpiceFixes } from './spice-fixes.js';
+
+// spice-html5 sends about one ticket in 256 one byte short (the server then refuses that
+// channel), and a refused channel throws from its connect timer 30 s later: see
+// spice-fixes.js.
+installSpiceFixes(SpiceConn);
 
 let seq = 0;
 
