@@ -275,12 +275,19 @@ async fn connect(addr: &ConsoleAddress, timeout: Duration) -> std::io::Result<Bo
 /// Connects to the console of a VNC, raw or serial link. A VM's serial port is shared
 /// by its viewers: it is joined through the VM's serial hub (`engine::serial`).
 async fn open_console(
-    app: &App,
+    app: &Arc<App>,
     link: &Link,
     console: &ResolvedConsole,
 ) -> Result<Box<dyn ConsoleIo>, Box<dyn std::error::Error + Send + Sync>> {
     if link.console == ConsoleType::Serial {
-        return Ok(Box::new(app.attach_serial(link).await?));
+        // The VM's serial hub (started by its first viewer) runs on the relay runtime.
+        let (app, link) = (app.clone(), link.clone());
+        let joined = app
+            .clone()
+            .on_relay_runtime(async move { app.attach_serial(&link).await })
+            .await
+            .ok_or("the relay runtime is shutting down")?;
+        return Ok(Box::new(joined?));
     }
     let timeout = app.config().limits.console_connect_timeout;
     Ok(connect(&console.address, timeout).await?)
@@ -345,17 +352,10 @@ async fn websocket(
         None
     } else {
         let guard = app.open_session(&link, client, true)?;
-        // Opened on the relay runtime, which drives the console's socket from then on.
-        let (app2, link2, console2) = (app.clone(), link.clone(), console.clone());
-        let connecting =
-            app.on_relay_runtime(async move { open_console(&app2, &link2, &console2).await });
+        let connecting = open_console(app, &link, &console);
         let io = relay::until_ended(&guard.session, link.expires_at, connecting)
             .await
             .map_err(ended_refusal)?
-            .ok_or(ApiError::Unavailable {
-                retry_after: Duration::from_secs(5),
-                reason: EndReason::Shutdown.as_str(),
-            })?
             .map_err(|e| {
                 tracing::debug!(error = %e, "console connect failed");
                 ApiError::BadGateway("console_unavailable")
@@ -363,12 +363,12 @@ async fn websocket(
         Some((guard, io))
     };
 
+    // This request is answered on the setup runtime; once the upgrade is through, the
+    // session moves to the relay runtime in one hand-over (every wake-up of the relay
+    // runtime from here preempts this lower-priority thread: one per session, not three).
     let upgrade = hyper::upgrade::on(&mut req);
     let app2 = app.clone();
-    // The relay runs on the relay runtime; this request is answered on the setup one.
-    app.spawn_relay(async move {
-        // The console counts as this connection until it closes (connection caps).
-        let _hold = hold;
+    app.tasks().spawn(async move {
         let upgraded = match upgrade.await {
             Ok(u) => u,
             Err(e) => {
@@ -376,15 +376,24 @@ async fn websocket(
                 return;
             }
         };
-        let (io, read_ahead) = super::upgraded::VisitorIo::from_upgraded(upgraded);
-        let ws = WebSocketStream::from_partially_read(
-            io,
-            read_ahead,
-            Role::Server,
-            Some(relay::ws_config(&app2.config().limits)),
-        )
-        .await;
-        run_session(app2, ws, link, console, early, client).await;
+        let app3 = app2.clone();
+        app2.spawn_relay(async move {
+            // The console counts as this connection until it closes (connection caps).
+            let _hold = hold;
+            let (io, read_ahead) = super::upgraded::VisitorIo::from_upgraded(upgraded);
+            let early = early.map(|(guard, mut console)| {
+                console.rehome();
+                (guard, console)
+            });
+            let ws = WebSocketStream::from_partially_read(
+                io,
+                read_ahead,
+                Role::Server,
+                Some(relay::ws_config(&app3.config().limits)),
+            )
+            .await;
+            run_session(app3, ws, link, console, early, client).await;
+        });
     });
 
     let mut resp = super::empty(StatusCode::SWITCHING_PROTOCOLS);

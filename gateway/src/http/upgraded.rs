@@ -30,12 +30,12 @@ pub enum VisitorIo {
 impl VisitorIo {
     /// The stream under `upgraded`, and the bytes hyper read past the request. Call it
     /// on the runtime that is to relay: the socket moves to that runtime's reactor
-    /// ([`rehome`]).
+    /// ([`crate::relay::rehome`]).
     pub fn from_upgraded(upgraded: Upgraded) -> (VisitorIo, Vec<u8>) {
         let upgraded = match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
             Ok(parts) => {
                 let mut tls = parts.io.into_inner();
-                rehome(tls.get_mut().0);
+                crate::relay::rehome::tcp(tls.get_mut().0);
                 return (VisitorIo::Tls(Box::new(tls)), parts.read_buf.to_vec());
             }
             Err(u) => u,
@@ -43,31 +43,11 @@ impl VisitorIo {
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
                 let mut tcp = parts.io.into_inner();
-                rehome(&mut tcp);
+                crate::relay::rehome::tcp(&mut tcp);
                 (VisitorIo::Plain(tcp), parts.read_buf.to_vec())
             }
             Err(u) => (VisitorIo::Boxed(TokioIo::new(u)), Vec::new()),
         }
-    }
-}
-
-/// Moves a socket to the current runtime's reactor: the connection was accepted and set
-/// up on the setup runtime, whose threads run at a lower priority; a console's bytes
-/// must not wait for them. The socket is duplicated and the duplicate registered here,
-/// then the original is deregistered there and closed (the connection, its TLS state
-/// and any bytes in flight are untouched: it is the same socket). If that fails (no
-/// descriptor left), the stream stays where it was: it still works, driven by the
-/// setup runtime.
-fn rehome(stream: &mut TcpStream) {
-    use std::os::fd::AsFd;
-    let moved = stream
-        .as_fd()
-        .try_clone_to_owned()
-        .map(std::net::TcpStream::from)
-        .and_then(TcpStream::from_std);
-    match moved {
-        Ok(here) => drop(std::mem::replace(stream, here)),
-        Err(e) => tracing::debug!(error = %e, "the connection stays on the setup runtime"),
     }
 }
 

@@ -7,6 +7,7 @@
 //! `crate::logging` keeps `tungstenite`'s frame dumps out of the log at every level).
 
 pub mod close;
+pub mod rehome;
 pub mod rfb;
 pub mod spice;
 pub mod ws_io;
@@ -30,9 +31,28 @@ use crate::config::Limits;
 use crate::engine::sessions::{EndReason, Session};
 use crate::metrics::Metrics;
 
-/// A console connection (unix or TCP socket).
-pub trait ConsoleIo: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> ConsoleIo for T {}
+/// A console connection: a unix or TCP socket, or a viewer of a VM's shared serial port.
+pub trait ConsoleIo: AsyncRead + AsyncWrite + Unpin + Send {
+    /// Moves the connection's socket to the current runtime's reactor ([`rehome`]): a
+    /// console opened while its visitor's request was answered on the setup runtime is
+    /// relayed on the relay runtime.
+    fn rehome(&mut self) {}
+}
+
+impl ConsoleIo for tokio::net::TcpStream {
+    fn rehome(&mut self) {
+        rehome::tcp(self);
+    }
+}
+
+impl ConsoleIo for tokio::net::UnixStream {
+    fn rehome(&mut self) {
+        rehome::unix(self);
+    }
+}
+
+/// The serial hub runs on the relay runtime already (it is joined there).
+impl ConsoleIo for crate::engine::serial::SerialViewer {}
 
 /// Errors before the relay loop runs (handshakes).
 #[derive(Debug, thiserror::Error)]
