@@ -779,13 +779,7 @@ mod spice {
         let (status, cookie, v) = gw.exchange(link["token"].as_str().unwrap(), None).await;
         assert_eq!((status, &v["recorded"]), (200, &json!(true)));
         let ws_path = v["ws_path"].as_str().unwrap().to_owned();
-        let open = || async {
-            WsBytes::new(
-                gw.ws(&ws_path, cookie.as_deref(), Some(&gw.origin()))
-                    .await
-                    .unwrap(),
-            )
-        };
+        let open = || gw.ws_bytes(&ws_path, cookie.as_deref());
         let mut main = open().await;
         link_channel(&mut main, MAIN, 0).await;
         let session_id = loop {

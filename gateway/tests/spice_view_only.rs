@@ -14,25 +14,33 @@ use common::spice::{le32, link_message, mini, Chan, DISPLAY, INPUTS, MAIN};
 use common::{TestGateway, WsBytes};
 use serde_json::json;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn view_only_spice_links_authenticate_draw_and_drop_guest_input() {
-    let gw = TestGateway::start().await;
-    gw.start_firmware_vm("spv").await;
+/// A SPICE ticket (`common::spice::ticket`) encrypted to `key` whose ciphertext starts with a zero
+/// byte (about one in 256 does).
+fn zero_led_ticket(key: &[u8]) -> Vec<u8> {
+    (0..4000)
+        .map(|_| common::spice::ticket(key))
+        .find(|t| t[0] == 0)
+        .expect("no ciphertext with a leading zero byte in 4000 (one in 256 expected)")
+}
+
+/// A firmware VM `vm` and an exchanged view-only SPICE link to it: (ws path, cookie).
+async fn view_only_spice_link(gw: &TestGateway, vm: &str) -> (String, Option<String>) {
+    gw.start_firmware_vm(vm).await;
     let link = gw
         .create_link(json!({
-            "vm": "spv", "console": "spice", "view_only": true, "ttl_seconds": 600
+            "vm": vm, "console": "spice", "view_only": true, "ttl_seconds": 600
         }))
         .await;
     let (status, cookie, v) = gw.exchange(link["token"].as_str().unwrap(), None).await;
     assert_eq!(status, 200, "{v}");
-    let ws_path = v["ws_path"].as_str().unwrap().to_owned();
-    let open = || async {
-        WsBytes::new(
-            gw.ws(&ws_path, cookie.as_deref(), Some(&gw.origin()))
-                .await
-                .unwrap(),
-        )
-    };
+    (v["ws_path"].as_str().unwrap().to_owned(), cookie)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn view_only_spice_links_authenticate_draw_and_drop_guest_input() {
+    let gw = TestGateway::start().await;
+    let (ws_path, cookie) = view_only_spice_link(&gw, "spv").await;
+    let open = || gw.ws_bytes(&ws_path, cookie.as_deref());
     let to_console = || gw.app.metrics().bytes_to_console.load(Ordering::Relaxed);
     let base = to_console();
 
@@ -116,22 +124,8 @@ async fn view_only_spice_links_authenticate_draw_and_drop_guest_input() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ticket_sent_a_byte_short_is_refused_by_qemu_and_the_whole_one_links() {
     let gw = TestGateway::start().await;
-    gw.start_firmware_vm("spt").await;
-    let link = gw
-        .create_link(json!({
-            "vm": "spt", "console": "spice", "view_only": true, "ttl_seconds": 600
-        }))
-        .await;
-    let (status, cookie, v) = gw.exchange(link["token"].as_str().unwrap(), None).await;
-    assert_eq!(status, 200, "{v}");
-    let ws_path = v["ws_path"].as_str().unwrap().to_owned();
-    let open = || async {
-        WsBytes::new(
-            gw.ws(&ws_path, cookie.as_deref(), Some(&gw.origin()))
-                .await
-                .unwrap(),
-        )
-    };
+    let (ws_path, cookie) = view_only_spice_link(&gw, "spt").await;
+    let open = || gw.ws_bytes(&ws_path, cookie.as_deref());
     // The link message, then the server's key from its SpiceLinkReply.
     let link_main = |mut c: WsBytes| async move {
         c.send(&link_message(MAIN, 0)).await;
@@ -144,10 +138,7 @@ async fn a_ticket_sent_a_byte_short_is_refused_by_qemu_and_the_whole_one_links()
     // spice-html5's short ticket: the ciphertext without its leading zero byte, a zero
     // added at the end.
     let (mut c, key) = link_main(open().await).await;
-    let whole = (0..4000)
-        .map(|_| common::spice::ticket(&key))
-        .find(|t| t[0] == 0)
-        .expect("no ciphertext with a leading zero byte in 4000 (one in 256 expected)");
+    let whole = zero_led_ticket(&key);
     let mut auth = 1u32.to_le_bytes().to_vec();
     auth.extend_from_slice(&whole[1..]);
     auth.push(0);
@@ -165,10 +156,7 @@ async fn a_ticket_sent_a_byte_short_is_refused_by_qemu_and_the_whole_one_links()
     // A ciphertext with a leading zero, sent whole, links: SPICE_LINK_ERR_OK, then
     // SPICE_MSG_MAIN_INIT.
     let (mut c, key) = link_main(open().await).await;
-    let whole = (0..4000)
-        .map(|_| common::spice::ticket(&key))
-        .find(|t| t[0] == 0)
-        .expect("no ciphertext with a leading zero byte in 4000");
+    let whole = zero_led_ticket(&key);
     let mut auth = 1u32.to_le_bytes().to_vec();
     auth.extend_from_slice(&whole);
     c.send(&auth).await;

@@ -267,6 +267,16 @@ impl TestGateway {
             .map(|(ws, _)| ws)
     }
 
+    /// The console WebSocket of an exchanged link (with the cookie and our Origin), as
+    /// bytes.
+    pub async fn ws_bytes(&self, ws_path: &str, cookie: Option<&str>) -> WsBytes {
+        WsBytes::new(
+            self.ws(ws_path, cookie, Some(&self.origin()))
+                .await
+                .unwrap(),
+        )
+    }
+
     /// Link + exchange + WebSocket in one go.
     pub async fn open_console(
         &self,
