@@ -284,6 +284,53 @@ pub fn spice_server_filter(data: &[u8]) {
     assert_eq!(dropped2, 0, "the output still holds a forbidden message");
 }
 
+/// The SPICE visitor→console filter. Byte 0 picks the channel (bits 0-1: main, display,
+/// cursor, playback), the negotiated capabilities (bit 2: auth selection, bit 3: mini
+/// headers), the clipboard policy (bits 4-5: none, to_guest, from_guest, both) and
+/// whether the link is interactive (bit 6; else view-only); byte 1 says where to split;
+/// the rest is what a visitor sends after its link message. The output stays within 5×
+/// the input (a refused agent chunk becomes a 20-byte filler), and feeding it in two
+/// pieces gives the same output, errors and drop counts as feeding it whole.
+pub fn spice_client_filter(data: &[u8]) {
+    use crate::relay::spice::{ChannelType, ClientFilter};
+    let [mode, cut, input @ ..] = data else {
+        return;
+    };
+    let channel = match mode & 3 {
+        0 => ChannelType::Main,
+        1 => ChannelType::Display,
+        2 => ChannelType::Cursor,
+        _ => ChannelType::Playback,
+    };
+    let (sel, mini) = (mode & 4 != 0, mode & 8 != 0);
+    let view_only = mode & 0x40 == 0;
+    let policy = policy_bits(mode >> 4).effective(view_only);
+    let run = |chunks: &[&[u8]]| {
+        let mut f = ClientFilter::with_policy(channel, sel, mini, view_only, policy, 3000);
+        let mut out = Vec::new();
+        for c in chunks {
+            if f.push(c, &mut out).is_err() {
+                return (out, true, f.dropped(), f.clipboard_dropped());
+            }
+        }
+        (out, false, f.dropped(), f.clipboard_dropped())
+    };
+    let whole = run(&[input]);
+    assert!(
+        whole.0.len() <= input.len().saturating_mul(5),
+        "output too long"
+    );
+    let (a, b) = input.split_at(usize::from(*cut).min(input.len()));
+    let split = run(&[a, b]);
+    assert_eq!(
+        whole.1, split.1,
+        "an error depends on how the input is split"
+    );
+    if !whole.1 {
+        assert_eq!(whole, split, "output depends on how the input is split");
+    }
+}
+
 /// Request lines against both route tables: `METHOD PATH`.
 pub fn routes(data: &[u8]) {
     let Ok(s) = std::str::from_utf8(data) else {
@@ -364,6 +411,11 @@ mod tests {
     #[test]
     fn replay_spice_server_filter_target() {
         replay("spice_server_filter", super::spice_server_filter);
+    }
+
+    #[test]
+    fn replay_spice_client_filter_target() {
+        replay("spice_client_filter", super::spice_client_filter);
     }
 
     #[test]
