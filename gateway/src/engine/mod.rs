@@ -248,11 +248,6 @@ impl App {
         &self.tasks
     }
 
-    /// The runtime consoles are relayed on.
-    pub fn relay_runtime(&self) -> &tokio::runtime::Handle {
-        &self.relays
-    }
-
     /// Starts a relay task on the relay runtime (tracked for shutdown).
     pub fn spawn_relay<F>(&self, task: F)
     where

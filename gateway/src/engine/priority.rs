@@ -30,28 +30,28 @@ pub fn lower_current_thread(nice: u8) {
     }
 }
 
-/// The calling thread's nice value (Linux), for tests and diagnostics.
-pub fn current_nice() -> Option<i32> {
-    #[cfg(target_os = "linux")]
-    #[allow(unsafe_code)]
-    // SAFETY: as above; getpriority only reads. It may return -1 as a value, so errno
-    // is cleared first and checked after.
-    unsafe {
-        *libc::__errno_location() = 0;
-        let tid = libc::gettid();
-        let n = libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t);
-        if n == -1 && *libc::__errno_location() != 0 {
-            return None;
-        }
-        Some(n)
-    }
-    #[cfg(not(target_os = "linux"))]
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The calling thread's nice value (Linux).
+    fn current_nice() -> Option<i32> {
+        #[cfg(target_os = "linux")]
+        #[allow(unsafe_code)]
+        // SAFETY: as above; getpriority only reads. It may return -1 as a value, so errno
+        // is cleared first and checked after.
+        unsafe {
+            *libc::__errno_location() = 0;
+            let tid = libc::gettid();
+            let n = libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t);
+            if n == -1 && *libc::__errno_location() != 0 {
+                return None;
+            }
+            Some(n)
+        }
+        #[cfg(not(target_os = "linux"))]
+        None
+    }
 
     #[test]
     fn lowering_changes_only_the_calling_thread() {

@@ -281,10 +281,9 @@ async fn open_console(
 ) -> Result<Box<dyn ConsoleIo>, Box<dyn std::error::Error + Send + Sync>> {
     if link.console == ConsoleType::Serial {
         // The VM's serial hub (started by its first viewer) runs on the relay runtime.
-        let (app, link) = (app.clone(), link.clone());
+        let (joiner, link) = (app.clone(), link.clone());
         let joined = app
-            .clone()
-            .on_relay_runtime(async move { app.attach_serial(&link).await })
+            .on_relay_runtime(async move { joiner.attach_serial(&link).await })
             .await
             .ok_or("the relay runtime is shutting down")?;
         return Ok(Box::new(joined?));

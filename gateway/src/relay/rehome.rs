@@ -9,32 +9,34 @@
 //! same socket. If that fails (no descriptor left), the stream stays where it was: it
 //! still works, driven by the other runtime.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 
-/// Moves a TCP stream to the current runtime's reactor (see the module).
-pub fn tcp(stream: &mut tokio::net::TcpStream) {
-    let moved = stream
+/// Moves `stream` to the current runtime's reactor: `register` makes a stream of this
+/// runtime from a duplicate of its descriptor (see the module).
+fn moved<S: AsFd, Std: From<OwnedFd>>(
+    stream: &mut S,
+    register: fn(Std) -> std::io::Result<S>,
+    what: &str,
+) {
+    match stream
         .as_fd()
         .try_clone_to_owned()
-        .map(std::net::TcpStream::from)
-        .and_then(tokio::net::TcpStream::from_std);
-    match moved {
+        .map(Std::from)
+        .and_then(register)
+    {
         Ok(here) => drop(std::mem::replace(stream, here)),
-        Err(e) => tracing::debug!(error = %e, "the connection stays on the setup runtime"),
+        Err(e) => tracing::debug!(error = %e, "the {what} connection stays on the setup runtime"),
     }
 }
 
-/// Moves a unix stream to the current runtime's reactor (see the module).
+/// Moves a TCP stream (a visitor's, or a TCP console's) to the current runtime's reactor.
+pub fn tcp(stream: &mut tokio::net::TcpStream) {
+    moved::<_, std::net::TcpStream>(stream, tokio::net::TcpStream::from_std, "TCP");
+}
+
+/// Moves a unix stream (a QEMU console's) to the current runtime's reactor.
 pub fn unix(stream: &mut tokio::net::UnixStream) {
-    let moved = stream
-        .as_fd()
-        .try_clone_to_owned()
-        .map(std::os::unix::net::UnixStream::from)
-        .and_then(tokio::net::UnixStream::from_std);
-    match moved {
-        Ok(here) => drop(std::mem::replace(stream, here)),
-        Err(e) => tracing::debug!(error = %e, "the console connection stays on the setup runtime"),
-    }
+    moved::<_, std::os::unix::net::UnixStream>(stream, tokio::net::UnixStream::from_std, "unix");
 }
 
 #[cfg(test)]
