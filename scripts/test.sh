@@ -5,6 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# A one-off build gains nothing from incremental compilation and its caches take gigabytes
+# (set CARGO_INCREMENTAL=1 to keep them between runs).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 scripts/setup.sh
 # setup.sh repairs what an install took away (packages removed, binaries deleted, holds).
 scripts/test-setup-repair.sh
