@@ -23,6 +23,10 @@ pub async fn background(app: Arc<App>) {
         app.links.clear();
         app.targets.clear();
         if trim.observe(app.sessions.count()) {
+            app.sessions.shrink();
+            if let Err(e) = app.store.release_memory().await {
+                tracing::debug!(error = %e, "the store could not release its cache");
+            }
             let _ = tokio::task::spawn_blocking(crate::engine::memory::release_free_memory).await;
         }
         prune_every += 1;

@@ -234,6 +234,13 @@ impl Sessions {
         self.by_id.len()
     }
 
+    /// Gives back the registry's tables grown for a crowd that has left (a map keeps
+    /// its capacity after its entries are removed).
+    pub fn shrink(&self) {
+        self.by_id.shrink_to_fit();
+        self.by_link.shrink_to_fit();
+    }
+
     pub fn count_for(&self, link_id: &str) -> usize {
         self.by_link.get(link_id).map(|v| v.len()).unwrap_or(0)
     }
@@ -315,6 +322,28 @@ mod tests {
         assert_eq!(reg.count_for("S"), 2);
         drop((main, display));
         assert!(reg.live_links().is_empty());
+    }
+
+    #[test]
+    fn shrinking_gives_back_the_tables_a_crowd_grew() {
+        let reg = Sessions::new();
+        let crowd: Vec<_> = (0..4000)
+            .map(|i| {
+                reg.open(&format!("L{}", i % 500), "vm", ip(), None, true)
+                    .expect("open")
+            })
+            .collect();
+        let stay = reg.open("kept", "vm", ip(), None, true).expect("kept");
+        drop(crowd);
+        assert_eq!(reg.count(), 1);
+        let grown = reg.by_id.capacity() + reg.by_link.capacity();
+        assert!(grown >= 4000 + 500, "capacity {grown}");
+        reg.shrink();
+        let now = reg.by_id.capacity() + reg.by_link.capacity();
+        assert!(now < grown / 10, "capacity {grown} -> {now}");
+        assert_eq!(reg.count_for("kept"), 1);
+        drop(stay);
+        assert_eq!(reg.count(), 0);
     }
 
     #[test]

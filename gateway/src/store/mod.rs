@@ -548,6 +548,12 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Deletes grants that expired at or before `now`; returns how many. (Revoking a
     /// link deletes its grants.)
     async fn prune_grants(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
+    /// Frees what the store holds in memory only as a cache (SQLite's page cache), so
+    /// that a burst of visitors does not keep it at its peak; later reads fill it again.
+    /// Stores without such a cache do nothing.
+    async fn release_memory(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// Adds a recording to the index; [`StoreError::Duplicate`] if the id exists.
     async fn put_recording(&self, rec: &RecordingInfo) -> Result<(), StoreError>;

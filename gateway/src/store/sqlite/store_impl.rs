@@ -781,6 +781,11 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn release_memory(&self) -> Result<(), StoreError> {
+        self.run(|c| Ok(c.execute_batch("PRAGMA shrink_memory")?))
+            .await
+    }
+
     async fn put_recording(&self, rec: &RecordingInfo) -> Result<(), StoreError> {
         let r = RecordingRow::new(rec)?;
         self.run(move |c| {

@@ -349,3 +349,40 @@ async fn a_file_locked_past_the_busy_timeout_is_unavailable() {
     );
     assert!(s.get_grant("k2").await.expect("grant").is_some());
 }
+
+/// SQLite's page cache of `s`'s connection, in bytes.
+fn cache_used(s: &SqliteStore) -> i64 {
+    let conn = lock(&s.conn);
+    let (mut now, mut high) = (0, 0);
+    #[allow(unsafe_code)]
+    // SAFETY: the handle is this open connection's, held locked for the call; the
+    // out-pointers are live locals.
+    let rc = unsafe {
+        rusqlite::ffi::sqlite3_db_status(
+            conn.handle(),
+            rusqlite::ffi::SQLITE_DBSTATUS_CACHE_USED,
+            &mut now,
+            &mut high,
+            0,
+        )
+    };
+    assert_eq!(rc, rusqlite::ffi::SQLITE_OK);
+    i64::from(now)
+}
+
+#[tokio::test]
+async fn release_memory_empties_the_page_cache_a_burst_filled() {
+    let (_d, path) = tmp();
+    let s = SqliteStore::open(&path).expect("open");
+    for _ in 0..400 {
+        s.create_link(&link_with(None, None)).await.expect("create");
+    }
+    assert_eq!(s.list_links().await.expect("list").len(), 400);
+    let full = cache_used(&s);
+    assert!(full > 64 * 1024, "cache {full}");
+    s.release_memory().await.expect("release");
+    let after = cache_used(&s);
+    assert!(after < full / 4, "cache {full} -> {after}");
+    // Later reads fill it again from the file.
+    assert_eq!(s.list_links().await.expect("list").len(), 400);
+}
