@@ -122,6 +122,46 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `limits.compact_heap`, before any thread starts: executes this program again with
+/// glibc's compact-heap tunables (same process id and arguments), or, in the program so
+/// executed, puts the environment back as it was for the programs the gateway starts.
+fn set_up_heap(compact: bool) {
+    use gateway::engine::memory::{HeapSetup, SAVED_TUNABLES_VAR};
+    const VAR: &str = "GLIBC_TUNABLES";
+    let plan = HeapSetup::plan(
+        compact,
+        std::env::var_os(VAR).as_deref(),
+        std::env::var_os(SAVED_TUNABLES_VAR).as_deref(),
+    );
+    match plan {
+        HeapSetup::ReExec { tunables, saved } => {
+            use std::os::unix::process::CommandExt;
+            let mut args = std::env::args_os();
+            let mut cmd = std::process::Command::new("/proc/self/exe");
+            if let Some(arg0) = args.next() {
+                cmd.arg0(arg0);
+            }
+            let e = cmd
+                .args(args)
+                .env(VAR, tunables)
+                .env(SAVED_TUNABLES_VAR, saved)
+                .exec();
+            // Only on failure: serve with glibc's defaults.
+            tracing::warn!(error = %e, "could not restart with a compact heap (limits.compact_heap)");
+        }
+        // No other thread runs yet: changing the environment races with nothing.
+        HeapSetup::Restore(Some(v)) => {
+            std::env::set_var(VAR, v);
+            std::env::remove_var(SAVED_TUNABLES_VAR);
+        }
+        HeapSetup::Restore(None) => {
+            std::env::remove_var(VAR);
+            std::env::remove_var(SAVED_TUNABLES_VAR);
+        }
+        HeapSetup::AsIs => {}
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(if matches!(cli.command, Command::Serve) {
@@ -129,6 +169,16 @@ fn main() -> ExitCode {
     } else {
         "warn"
     });
+    let data_dir_given = cli.data_dir.is_some();
+    let cfg = match load_config(cli.config.as_deref(), cli.data_dir.clone()) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let serving = matches!(cli.command, Command::Serve | Command::Demo(_));
+    set_up_heap(serving && cfg.limits.compact_heap);
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -137,8 +187,6 @@ fn main() -> ExitCode {
         }
     };
     let result: anyhow::Result<()> = rt.block_on(async move {
-        let data_dir_given = cli.data_dir.is_some();
-        let cfg = load_config(cli.config.as_deref(), cli.data_dir)?;
         match cli.command {
             Command::Serve => serve(cfg).await,
             Command::Demo(args) => {

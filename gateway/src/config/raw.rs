@@ -130,6 +130,7 @@ pub struct RawLimits {
     pub serial_scrollback_bytes: Option<usize>,
     pub serial_viewer_queue_bytes: Option<usize>,
     pub setup_nice: Option<u8>,
+    pub compact_heap: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
