@@ -81,22 +81,25 @@ pub async fn phase(
             r.src = Some(IpAddr::V4(Ipv4Addr::new(127, 0, 1, 1 + i)));
             let (stop, done, rejected) = (stop.clone(), done.clone(), rejected.clone());
             let token = pw_link_token.to_owned();
-            tasks.spawn_on(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    let r = match flood {
-                        Flood::WrongPasswords => {
-                            wrong_passwords(&r, &token, &stop, &done, &rejected).await
+            tasks.spawn_on(
+                async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        let r = match flood {
+                            Flood::WrongPasswords => {
+                                wrong_passwords(&r, &token, &stop, &done, &rejected).await
+                            }
+                            _ => r.tls_stream().await.map(|s| {
+                                drop(s);
+                                done.fetch_add(1, Ordering::Relaxed);
+                            }),
+                        };
+                        if r.is_err() {
+                            tokio::time::sleep(Duration::from_millis(5)).await;
                         }
-                        _ => r.tls_stream().await.map(|s| {
-                            drop(s);
-                            done.fetch_add(1, Ordering::Relaxed);
-                        }),
-                    };
-                    if r.is_err() {
-                        tokio::time::sleep(Duration::from_millis(5)).await;
                     }
-                }
-            }, attacker.handle());
+                },
+                attacker.handle(),
+            );
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }

@@ -43,10 +43,18 @@ struct Args {
     /// Do not run the reference relay.
     #[arg(long)]
     no_reference: bool,
+    /// The reference relay's rustls crypto provider(s): one reference relay per value
+    /// ("reference" with ring, the gateway's; "reference-aws-lc-rs" with aws-lc-rs).
+    #[arg(long, value_delimiter = ',', default_values_t = [refrelay::Provider::Ring])]
+    reference_provider: Vec<refrelay::Provider>,
     /// A second gateway binary measured in the same run as "gateway-before" (to compare
     /// a change with the build before it).
     #[arg(long)]
     gateway_before: Option<PathBuf>,
+    /// The second gateway's name in the report (e.g. "gateway-aws-lc-rs" for a build
+    /// with another crypto provider).
+    #[arg(long, default_value = "gateway-before")]
+    before_name: String,
     /// Tests to leave out (for quick experiments): idle, latency, throughput, rate, attack.
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
@@ -109,6 +117,8 @@ enum Cmd {
         cert: PathBuf,
         #[arg(long)]
         key: PathBuf,
+        #[arg(long, default_value_t = refrelay::Provider::Ring)]
+        provider: refrelay::Provider,
     },
     /// Open/close cycles (visitor sessions, admin requests, refused connections, failed
     /// TLS handshakes) against the gateway alone: are its fds, threads and memory back
@@ -172,12 +182,18 @@ fn main() -> anyhow::Result<()> {
             .build()?;
         return rt.block_on(backend::forward(to));
     }
-    if let Some(Cmd::RefRelay { to, cert, key }) = &args.cmd {
+    if let Some(Cmd::RefRelay {
+        to,
+        cert,
+        key,
+        provider,
+    }) = &args.cmd
+    {
         // Like the gateway: a multi-threaded runtime with one worker per usable core.
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;
-        return rt.block_on(refrelay::serve(*to, cert, key));
+        return rt.block_on(refrelay::serve(*to, cert, key, *provider));
     }
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -421,12 +437,17 @@ async fn run(args: &Args) -> anyhow::Result<String> {
         let (p, mut r, _) = relays::start_gateway(&bin, &dir, cpu, backend, 20_000)
             .await
             .context("starting the gateway (before)")?;
-        r.name = "gateway-before";
+        // One name for the whole run: leaking it once is what a `&'static str` costs.
+        r.name = Box::leak(args.before_name.clone().into_boxed_str());
         procs.push(p);
         relays.push(r);
     }
-    if !args.no_reference {
-        let (p, r) = relays::start_reference(&work, cpu, backend)
+    for provider in args
+        .reference_provider
+        .iter()
+        .filter(|_| !args.no_reference)
+    {
+        let (p, r) = relays::start_reference(&work, cpu, backend, *provider)
             .await
             .context("starting the reference relay")?;
         procs.push(p);

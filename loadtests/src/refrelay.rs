@@ -1,5 +1,6 @@
 //! The reference relay: the smallest sensible tokio-tungstenite + tokio-rustls relay,
-//! with the gateway's TLS settings (rustls with the ring provider, TLS 1.3 and 1.2,
+//! with the gateway's TLS settings (rustls with the ring provider — or aws-lc-rs, to
+//! measure the provider: `--reference-provider ring,aws-lc-rs` —, TLS 1.3 and 1.2,
 //! ALPN `http/1.1`, no 0-RTT, rustls's default in-memory session cache and no tickets, an
 //! ECDSA P-256 self-signed certificate from rcgen) and tungstenite's default WebSocket
 //! settings. No exchange, no cookie, no filter, no accounting: what the gateway is
@@ -23,10 +24,48 @@ use tokio_tungstenite::tungstenite::Message;
 /// Bytes read from the console per WebSocket message (the gateway's default too).
 const BUF: usize = 64 * 1024;
 
-fn tls_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+/// The rustls crypto provider of a reference relay: ring is the gateway's; aws-lc-rs
+/// (rustls's own default) is there to measure what the provider is worth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Provider {
+    Ring,
+    AwsLcRs,
+}
+
+impl Provider {
+    /// The relay's name in the report.
+    pub fn relay_name(self) -> &'static str {
+        match self {
+            Provider::Ring => "reference",
+            Provider::AwsLcRs => "reference-aws-lc-rs",
+        }
+    }
+
+    fn crypto(self) -> rustls::crypto::CryptoProvider {
+        match self {
+            Provider::Ring => rustls::crypto::ring::default_provider(),
+            Provider::AwsLcRs => rustls::crypto::aws_lc_rs::default_provider(),
+        }
+    }
+}
+
+impl std::fmt::Display for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Provider::Ring => "ring",
+            Provider::AwsLcRs => "aws-lc-rs",
+        })
+    }
+}
+
+fn tls_config(
+    cert: &Path,
+    key: &Path,
+    provider: Provider,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let certs = CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?;
     let key = PrivateKeyDer::from_pem_file(key)?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(provider.crypto());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
@@ -36,8 +75,13 @@ fn tls_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::ServerConfi
     Ok(Arc::new(cfg))
 }
 
-pub async fn serve(to: SocketAddr, cert: &Path, key: &Path) -> anyhow::Result<()> {
-    let acceptor = TlsAcceptor::from(tls_config(cert, key)?);
+pub async fn serve(
+    to: SocketAddr,
+    cert: &Path,
+    key: &Path,
+    provider: Provider,
+) -> anyhow::Result<()> {
+    let acceptor = TlsAcceptor::from(tls_config(cert, key, provider)?);
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     println!("{}", listener.local_addr()?.port());
     loop {
@@ -59,6 +103,7 @@ async fn session(acceptor: TlsAcceptor, tcp: TcpStream, to: SocketAddr) -> anyho
     tcp.set_nodelay(true)?;
     let tls = acceptor.accept(tcp).await?;
     // Answer the `binary` subprotocol noVNC (and the load generator) asks for.
+    #[allow(clippy::result_large_err)] // the callback type is tungstenite's
     let answer = |req: &Request, mut resp: Response| {
         if req.headers().contains_key("Sec-WebSocket-Protocol") {
             resp.headers_mut()

@@ -288,8 +288,10 @@ pub async fn start_reference(
     work: &Path,
     cpu: Option<usize>,
     backend: SocketAddr,
+    provider: crate::refrelay::Provider,
 ) -> anyhow::Result<(Proc, Relay)> {
-    let (crt, key) = self_signed(work, "reference")?;
+    let name = provider.relay_name();
+    let (crt, key) = self_signed(work, name)?;
     let me = std::env::current_exe()?;
     let mut cmd = pinned(cpu, &me);
     cmd.arg("ref-relay")
@@ -298,13 +300,15 @@ pub async fn start_reference(
         .arg("--cert")
         .arg(&crt)
         .arg("--key")
-        .arg(&key);
-    let mut p = spawn_logged(cmd, work.join("reference.log")).context("reference relay")?;
+        .arg(&key)
+        .arg("--provider")
+        .arg(provider.to_string());
+    let mut p = spawn_logged(cmd, work.join(format!("{name}.log"))).context("reference relay")?;
     let line = wait_log_line(&mut p, "", Duration::from_secs(10)).await?;
     let port: u16 = line.trim().parse().context("reference relay port")?;
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let relay = Relay {
-        name: "reference",
+        name,
         addr,
         origin: format!("https://{addr}"),
         tls: tls_connector(&crt)?,
