@@ -73,11 +73,12 @@ pub struct Limits {
     /// consoles instead of slowing them. 0 gives both the same priority.
     pub setup_nice: u8,
     /// Give a crowd's memory back when it leaves: the gateway runs with glibc's
-    /// per-thread caches of freed blocks off and one heap arena (it re-executes itself
-    /// once at start with `GLIBC_TUNABLES` set; programs it starts get the environment it
-    /// was given). Those caches otherwise keep pages of the crowd's heap in use long after
-    /// its sessions ended. Costs a few per cent of session setup rate. `false` leaves
-    /// glibc's defaults; a `glibc.malloc.*` tunable already in the environment wins.
+    /// per-thread caches of freed blocks off and a fixed trim threshold (it re-executes
+    /// itself once at start with `GLIBC_TUNABLES` set; programs it starts get the
+    /// environment it was given). Otherwise those caches, and thread arenas whose free
+    /// top glibc keeps after a large block was freed, hold on to a crowd's heap long after
+    /// its sessions ended. `false` leaves glibc's defaults; a `glibc.malloc.*` tunable
+    /// already in the environment wins.
     pub compact_heap: bool,
 }
 

@@ -22,7 +22,7 @@ pub async fn background(app: Arc<App>) {
         // loop below ends the ones opened before.
         app.links.clear();
         app.targets.clear();
-        if trim.observe(app.sessions.count()) {
+        if trim.observe(app.sessions.count(), std::time::Instant::now()) {
             app.sessions.shrink();
             if let Err(e) = app.store.release_memory().await {
                 tracing::debug!(error = %e, "the store could not release its cache");

@@ -5,18 +5,32 @@
 //! the number of live sessions has fallen far enough, the background task asks the
 //! allocator to return its free pages.
 //!
-//! Trimming returns only whole free pages. glibc's per-thread caches (tcache) keep up to
-//! seven freed blocks of each small size per thread, and each of those can hold a page of
-//! the crowd's heap in use; with several arenas the same happens once per arena. Measured
-//! with 9,900 sessions (`loadtests/`): 10 s after they closed, 1.25× the memory before
-//! with glibc's defaults, 1.00× with the caches off and one arena. So `gateway serve`
-//! (and `demo`) start with those glibc tunables unless `limits.compact_heap = false`:
-//! [`HeapSetup`] is decided before any thread starts.
+//! Trimming returns only whole free pages, and two glibc behaviours keep a crowd's
+//! memory anyway:
+//! * its per-thread caches (tcache) keep up to seven freed blocks of each small size per
+//!   thread, and each of those can hold a page of the crowd's heap in use;
+//! * once a large block that was given its own mapping is freed (argon2's 19 MiB working
+//!   set, say), glibc raises its trim threshold to twice that block's size, and
+//!   `malloc_trim` does not shrink the top of a thread arena: up to ~40 MiB of free top
+//!   then stay in an arena (seen: 27 MiB in one).
+//!
+//! Measured with 9,900 sessions (`loadtests/`), PSS 10 s after they closed against
+//! before: glibc's defaults 1.2–1.4×; caches off 1.06–1.9× (the arena tops); caches off
+//! and a fixed trim threshold of 128 KiB 1.07–1.11× in three of three runs, at 0–5 % of
+//! throughput and setup rate (within this machine's noise). So `gateway serve` (and
+//! `demo`) start with those glibc tunables unless `limits.compact_heap = false`:
+//! [`HeapSetup`] is decided before any thread starts. Fewer arenas (`arena_max` 1 or 2)
+//! gave back as much but are not used: the relay threads then share an arena lock with
+//! the setup and argon2 threads, which run at a lower priority and get preempted holding
+//! it; under a wrong-password flood a console's round-trip p99 went from 0.8–0.95× its
+//! quiet value to 1.6–3.7×.
 
 use std::ffi::{OsStr, OsString};
+use std::time::{Duration, Instant};
 
-/// The glibc tunables of a compact heap: no per-thread caches of freed blocks, one arena.
-pub const COMPACT_TUNABLES: &str = "glibc.malloc.tcache_count=0:glibc.malloc.arena_max=1";
+/// The glibc tunables of a compact heap: no per-thread caches of freed blocks, and a
+/// fixed trim threshold (glibc's default value, no longer raised by large frees).
+pub const COMPACT_TUNABLES: &str = "glibc.malloc.tcache_count=0:glibc.malloc.trim_threshold=131072";
 
 /// Carries the environment's own `GLIBC_TUNABLES` (empty: none) across the re-exec, so
 /// that the programs the gateway starts (QEMU, `ovs-vsctl`, …) get what it was given.
@@ -75,12 +89,18 @@ pub fn release_free_memory() {
     }
 }
 
+/// After a trim, the memory of what was still closing then (sessions whose sockets and
+/// buffers are dropped after they left the registry, the audit records of their ends
+/// written to the store) is freed later: trim once more this long after the last trim.
+pub const TRIM_AGAIN_AFTER: Duration = Duration::from_secs(3);
+
 /// When to trim: each time the live session count has fallen by `step` from the highest
-/// count seen since the last trim.
+/// count seen since the last trim, and once more [`TRIM_AGAIN_AFTER`] the last such trim.
 #[derive(Debug)]
 pub struct TrimPolicy {
     peak: usize,
     step: usize,
+    again_at: Option<Instant>,
 }
 
 impl TrimPolicy {
@@ -88,20 +108,26 @@ impl TrimPolicy {
         TrimPolicy {
             peak: 0,
             step: step.max(1),
+            again_at: None,
         }
     }
 
-    /// Records the live session count; `true` when memory should be trimmed now.
-    pub fn observe(&mut self, live: usize) -> bool {
+    /// Records the live session count at `now`; `true` when memory should be trimmed.
+    pub fn observe(&mut self, live: usize, now: Instant) -> bool {
         if live >= self.peak {
             self.peak = live;
-            return false;
-        }
-        if self.peak - live >= self.step {
+        } else if self.peak - live >= self.step {
             self.peak = live;
+            self.again_at = Some(now + TRIM_AGAIN_AFTER);
             return true;
         }
-        false
+        match self.again_at {
+            Some(t) if now >= t => {
+                self.again_at = None;
+                true
+            }
+            _ => false,
+        }
     }
 }
 
@@ -146,19 +172,41 @@ mod tests {
 
     #[test]
     fn trims_once_per_step_of_sessions_ended() {
+        let t0 = Instant::now();
         let mut p = TrimPolicy::new(64);
-        assert!(!p.observe(0));
-        assert!(!p.observe(1000));
-        assert!(!p.observe(990), "ten ended: not yet");
-        assert!(p.observe(936), "64 ended since the peak");
-        assert!(!p.observe(936), "nothing more ended");
-        assert!(!p.observe(900));
-        assert!(p.observe(0));
+        assert!(!p.observe(0, t0));
+        assert!(!p.observe(1000, t0));
+        assert!(!p.observe(990, t0), "ten ended: not yet");
+        assert!(p.observe(936, t0), "64 ended since the peak");
+        assert!(!p.observe(936, t0), "nothing more ended");
+        assert!(!p.observe(900, t0));
+        assert!(p.observe(0, t0));
         // a new burst raises the peak again
-        assert!(!p.observe(50));
-        assert!(!p.observe(0), "fewer than a step ended");
-        assert!(!p.observe(200));
-        assert!(p.observe(100));
+        assert!(!p.observe(50, t0));
+        assert!(!p.observe(0, t0), "fewer than a step ended");
+        assert!(!p.observe(200, t0));
+        assert!(p.observe(100, t0));
+    }
+
+    #[test]
+    fn trims_once_more_when_the_crowd_has_settled() {
+        let t0 = Instant::now();
+        let later = |s: u64| t0 + Duration::from_secs(s);
+        let mut p = TrimPolicy::new(64);
+        assert!(!p.observe(9900, t0));
+        assert!(p.observe(3000, later(1)));
+        assert!(p.observe(0, later(2)), "another step ended");
+        assert!(!p.observe(0, later(3)));
+        assert!(!p.observe(0, later(4)), "too soon after the last trim");
+        assert!(p.observe(0, later(5)), "once more when it has settled");
+        for s in 6..30 {
+            assert!(!p.observe(0, later(s)), "and only once ({s} s)");
+        }
+        // A crowd arriving meanwhile does not cancel it.
+        assert!(!p.observe(500, later(30)));
+        assert!(p.observe(400, later(31)));
+        assert!(!p.observe(900, later(32)));
+        assert!(p.observe(900, later(34)));
     }
 
     #[test]
