@@ -150,12 +150,11 @@ fn set_up_heap(compact: bool) {
             tracing::warn!(error = %e, "could not restart with a compact heap (limits.compact_heap)");
         }
         // No other thread runs yet: changing the environment races with nothing.
-        HeapSetup::Restore(Some(v)) => {
-            std::env::set_var(VAR, v);
-            std::env::remove_var(SAVED_TUNABLES_VAR);
-        }
-        HeapSetup::Restore(None) => {
-            std::env::remove_var(VAR);
+        HeapSetup::Restore(given) => {
+            match given {
+                Some(v) => std::env::set_var(VAR, v),
+                None => std::env::remove_var(VAR),
+            }
             std::env::remove_var(SAVED_TUNABLES_VAR);
         }
         HeapSetup::AsIs => {}

@@ -6,9 +6,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::time::Duration;
-
-use tokio::io::{AsyncBufReadExt, BufReader};
+mod common;
 
 /// Starts `gateway serve` with `limits` appended to its configuration and `tunables` as
 /// its `GLIBC_TUNABLES`; returns the environment its process runs with once it serves.
@@ -22,46 +20,35 @@ async fn serve_environment(limits: &str, tunables: Option<&str>) -> Vec<String> 
         ),
     )
     .unwrap();
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_gateway"));
-    cmd.arg("--config")
-        .arg(&config)
-        .arg("serve")
-        .env_remove("GLIBC_TUNABLES")
-        .env_remove("VMGW_SAVED_GLIBC_TUNABLES")
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
-    if let Some(t) = tunables {
-        cmd.env("GLIBC_TUNABLES", t);
-    }
-    let mut child = cmd.spawn().unwrap();
-    let pid = child.id().unwrap();
-    // It serves once it says where (its own line on stderr, after the log lines).
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let listening = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(rest) = line.strip_prefix("public listener https://") {
-                return rest.split_whitespace().next().map(str::to_owned);
-            }
+    let mut gw = common::spawn_serve_with(&config, |cmd| {
+        cmd.env_remove("GLIBC_TUNABLES")
+            .env_remove("VMGW_SAVED_GLIBC_TUNABLES");
+        if let Some(t) = tunables {
+            cmd.env("GLIBC_TUNABLES", t);
         }
-        None
     })
-    .await
-    .expect("gateway serve did not start")
-    .expect("gateway serve exited");
-    let addr: std::net::SocketAddr = listening.parse().unwrap();
-    tokio::net::TcpStream::connect(addr).await.unwrap();
+    .await;
+    let pid = gw.child.id().unwrap();
+    tokio::net::TcpStream::connect(&gw.public).await.unwrap();
     // The process that serves is the one started (an exec, not a fork), with its
     // arguments, and it is still running.
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
-    assert!(
-        String::from_utf8_lossy(&cmdline).ends_with("serve\0"),
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    assert_eq!(
+        args[1..],
+        [
+            b"serve".as_slice(),
+            b"--config",
+            config.as_os_str().as_encoded_bytes(),
+            b""
+        ],
         "{cmdline:?}"
     );
     // The environment the process was executed with (glibc splits GLIBC_TUNABLES at
     // its colons in place, so each tunable reads as an entry of its own).
     let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
-    assert!(child.try_wait().unwrap().is_none());
-    child.kill().await.unwrap();
+    assert!(gw.child.try_wait().unwrap().is_none());
+    gw.child.kill().await.unwrap();
     environ
         .split(|b| *b == 0)
         .map(|e| String::from_utf8_lossy(e).into_owned())

@@ -531,15 +531,24 @@ pub struct ServeProcess {
 /// Starts `gateway serve --config CONFIG` (log level `warn`) and waits, up to 60 s, for
 /// its "public listener https://A  admin listener B" line; the rest of its log is drained.
 pub async fn spawn_serve(config: &Path) -> ServeProcess {
+    spawn_serve_with(config, |_| {}).await
+}
+
+/// [`spawn_serve`], with `adjust` applied to the command before it starts (its
+/// environment, say).
+pub async fn spawn_serve_with(
+    config: &Path,
+    adjust: impl FnOnce(&mut tokio::process::Command),
+) -> ServeProcess {
     use tokio::io::{AsyncBufReadExt, BufReader};
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .args(["serve", "--config"])
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_gateway"));
+    cmd.args(["serve", "--config"])
         .arg(config)
         .env("VMGW_LOG", "warn")
         .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+        .kill_on_drop(true);
+    adjust(&mut cmd);
+    let mut child = cmd.spawn().unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let line = tokio::time::timeout(Duration::from_secs(60), async {
         loop {
