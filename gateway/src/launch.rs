@@ -46,7 +46,10 @@ pub async fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, LaunchError> {
     std::fs::create_dir_all(data_dir).map_err(|e| LaunchError::DataDir(data_dir.clone(), e))?;
     match &cfg.store {
         StoreSettings::Postgres(pg) => Ok(Arc::new(PgStore::open(pg).await?)),
-        StoreSettings::Sqlite => Ok(Arc::new(SqliteStore::open(default_sqlite_path(data_dir))?)),
+        StoreSettings::Sqlite { commit_interval } => Ok(Arc::new(
+            SqliteStore::open(default_sqlite_path(data_dir))?
+                .with_commit_interval(*commit_interval),
+        )),
     }
 }
 

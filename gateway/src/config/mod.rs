@@ -49,13 +49,24 @@ fn invalid(key: &'static str, why: impl Into<String>) -> ConfigError {
 }
 
 /// Which store a gateway uses.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub enum StoreSettings {
     /// SQLite in the data directory (`gateway.sqlite3`).
-    #[default]
-    Sqlite,
+    Sqlite {
+        /// `store.commit_interval_ms`: the group commit's pace (see
+        /// [`SqliteStore::with_commit_interval`](crate::store::SqliteStore::with_commit_interval)).
+        commit_interval: Duration,
+    },
     /// PostgreSQL, shared by several gateways. `Debug` hides the password.
     Postgres(Box<crate::store::PgSettings>),
+}
+
+impl Default for StoreSettings {
+    fn default() -> StoreSettings {
+        StoreSettings::Sqlite {
+            commit_interval: crate::store::DEFAULT_COMMIT_INTERVAL,
+        }
+    }
 }
 
 /// Where a listener's TLS material comes from.
@@ -363,7 +374,16 @@ mod tests {
         let c = RawConfig::default()
             .validate(Path::new("/"))
             .expect("valid");
-        assert!(matches!(c.store, StoreSettings::Sqlite));
+        assert!(matches!(
+            c.store,
+            StoreSettings::Sqlite { commit_interval } if commit_interval == Duration::from_millis(2)
+        ));
+        let raw: RawConfig = toml::from_str("[store]\ncommit_interval_ms = 0\n").expect("toml");
+        let c = raw.validate(Path::new("/")).expect("valid");
+        assert!(matches!(
+            c.store,
+            StoreSettings::Sqlite { commit_interval } if commit_interval.is_zero()
+        ));
         let raw: RawConfig = toml::from_str(
             "[store]\nurl = \"postgres://gw:hunter2pw@db:5432/vmgw\"\npool_size = 3\n",
         )
@@ -384,6 +404,14 @@ mod tests {
         assert!(matches!(c.store, StoreSettings::Postgres(ref p) if p.pool_size == 8));
         for (text, key) in [
             ("[store]\npool_size = 4\n", "store.pool_size"),
+            (
+                "[store]\ncommit_interval_ms = 1001\n",
+                "store.commit_interval_ms",
+            ),
+            (
+                "[store]\nurl = \"postgres://h/d\"\ncommit_interval_ms = 2\n",
+                "store.commit_interval_ms",
+            ),
             (
                 "[store]\nurl = \"postgres://h/d\"\npool_size = 0\n",
                 "store.pool_size",

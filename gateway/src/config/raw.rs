@@ -174,6 +174,11 @@ pub struct RawStore {
     pub pool_size: Option<usize>,
     /// Time allowed to connect to PostgreSQL, seconds (default 5).
     pub connect_timeout_secs: Option<u64>,
+    /// SQLite only: at most one durable commit of the visitor path's writes (audit
+    /// records, redemptions) per this many milliseconds; the writes that arrive
+    /// meanwhile share the next commit and its fsync (default 2, at most 1000; 0 commits
+    /// each write at once). A lone write after a quiet interval is not delayed.
+    pub commit_interval_ms: Option<u64>,
 }
 
 impl std::fmt::Debug for RawStore {
@@ -183,6 +188,7 @@ impl std::fmt::Debug for RawStore {
             .field("url", &self.url.as_ref().map(|_| "<set>"))
             .field("pool_size", &self.pool_size)
             .field("connect_timeout_secs", &self.connect_timeout_secs)
+            .field("commit_interval_ms", &self.commit_interval_ms)
             .finish()
     }
 }

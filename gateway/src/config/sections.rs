@@ -141,6 +141,9 @@ impl RawProxy {
     }
 }
 
+/// The longest `store.commit_interval_ms`: a write never waits a second for its commit.
+const MAX_COMMIT_INTERVAL_MS: u64 = 1000;
+
 impl RawStore {
     pub(super) fn validate(self) -> Result<StoreSettings, ConfigError> {
         let Some(url) = self.url else {
@@ -150,8 +153,24 @@ impl RawStore {
             if self.connect_timeout_secs.is_some() {
                 return Err(invalid("store.connect_timeout_secs", "only with store.url"));
             }
-            return Ok(StoreSettings::Sqlite);
+            let commit_interval = match self.commit_interval_ms {
+                None => crate::store::DEFAULT_COMMIT_INTERVAL,
+                Some(ms) if ms <= MAX_COMMIT_INTERVAL_MS => Duration::from_millis(ms),
+                Some(_) => {
+                    return Err(invalid(
+                        "store.commit_interval_ms",
+                        format!("at most {MAX_COMMIT_INTERVAL_MS}"),
+                    ))
+                }
+            };
+            return Ok(StoreSettings::Sqlite { commit_interval });
         };
+        if self.commit_interval_ms.is_some() {
+            return Err(invalid(
+                "store.commit_interval_ms",
+                "only without store.url (SQLite)",
+            ));
+        }
         // The error never repeats the URL (it may carry a password).
         let mut pg = crate::store::PgSettings::parse(&url)
             .map_err(|e| invalid("store.url", e.to_string()))?;

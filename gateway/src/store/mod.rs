@@ -34,7 +34,7 @@ pub use postgres::{
 pub use recordings::{
     AuditEntry, AuditQuery, RecordingFilter, RecordingInfo, RecordingStatus, MAX_RECORDING_LIST,
 };
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteStore, DEFAULT_COMMIT_INTERVAL};
 
 /// Prefix of admin API bearer tokens.
 pub const ADMIN_TOKEN_PREFIX: &str = "vmgw_";

@@ -2,6 +2,7 @@
 //! SQL comes from `rows.rs`, shared with the PostgreSQL store.
 
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
@@ -377,7 +378,9 @@ impl SqliteStore {
     /// every queued write (audit events, redemptions with their grants and records) in
     /// one transaction (one fsync for all the visitors that arrived, started or ended
     /// meanwhile), and again until the queue is empty. Each caller still returns only
-    /// once its own write is durable (`synchronous=FULL`).
+    /// once its own write is durable (`synchronous=FULL`). The writer keeps the pace
+    /// of `commit_interval`: it sleeps until that long after the last commit began, so
+    /// that the writes arriving meanwhile share one fsync.
     fn enqueue(&self, w: QueuedWrite) {
         let start_writer = {
             let mut q = lock(&self.audit_queue);
@@ -392,14 +395,23 @@ impl SqliteStore {
             queue: Some(Arc::clone(&queue)),
         };
         let conn = Arc::clone(&self.conn);
+        let interval = self.commit_interval;
         tokio::task::spawn_blocking(move || {
             loop {
+                let wait = lock(&queue)
+                    .last_commit
+                    .map(|t| (t + interval).saturating_duration_since(Instant::now()));
+                if let Some(wait) = wait.filter(|w| !w.is_zero()) {
+                    std::thread::sleep(wait);
+                }
                 let batch = {
                     let mut q = lock(&queue);
                     if q.events.is_empty() {
                         q.writing = false;
                         break;
                     }
+                    q.last_commit = Some(Instant::now());
+                    q.commits += 1;
                     std::mem::take(&mut q.events)
                 };
                 write_batch(&mut lock(&conn), batch);

@@ -105,6 +105,77 @@ async fn concurrent_audit_events_are_all_committed_durably() {
     assert_eq!(ids.len(), 200);
 }
 
+fn started(i: usize) -> AuditEvent {
+    AuditEvent::new(AuditKind::SessionStarted, NOW)
+        .session(format!("s{i}"))
+        .client("192.0.2.1")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_arriving_within_the_commit_interval_share_one_commit() {
+    // A commit, then 50 visitors' writes within the interval: they wait for the next
+    // commit and all ride on it (one transaction, one fsync), each still durable and
+    // answered. Without the pace the writer commits as soon as the first arrives.
+    let (_d, path) = tmp();
+    let interval = Duration::from_millis(300);
+    let s = Arc::new(
+        SqliteStore::open(&path)
+            .expect("open")
+            .with_commit_interval(interval),
+    );
+    s.audit(started(0)).await.expect("first");
+    assert_eq!(s.group_commits(), 1);
+    let t0 = std::time::Instant::now();
+    let tasks: Vec<_> = (1..=50)
+        .map(|i| {
+            let s = Arc::clone(&s);
+            tokio::spawn(async move { s.audit(started(i)).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("join").expect("audit");
+    }
+    assert_eq!(s.group_commits(), 2, "all 50 writes in one commit");
+    // They waited for the pace (the bound only says the wait happened).
+    assert!(t0.elapsed() >= interval / 2, "{:?}", t0.elapsed());
+    drop(s);
+    let s = SqliteStore::open(&path).expect("reopen");
+    let all = s.list_audit(None, MAX_AUDIT_LIST).await.expect("list");
+    assert_eq!(all.len(), 51);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_after_a_quiet_interval_is_committed_at_once() {
+    let (_d, path) = tmp();
+    let interval = Duration::from_secs(3);
+    let s = SqliteStore::open(&path)
+        .expect("open")
+        .with_commit_interval(interval);
+    // The first write of a store, and one after a quiet interval, do not wait for a
+    // pace: each is committed as soon as it arrives.
+    let t0 = std::time::Instant::now();
+    s.audit(started(0)).await.expect("first");
+    assert!(t0.elapsed() < interval / 2, "{:?}", t0.elapsed());
+    tokio::time::sleep(interval + Duration::from_millis(100)).await;
+    let t1 = std::time::Instant::now();
+    s.audit(started(1)).await.expect("second");
+    assert!(t1.elapsed() < interval / 2, "{:?}", t1.elapsed());
+    assert_eq!(s.group_commits(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_a_pace_each_write_is_committed_when_it_arrives() {
+    // Sequential writes with the pace off: one commit each, no waiting in between.
+    let (_d, path) = tmp();
+    let s = SqliteStore::open(&path)
+        .expect("open")
+        .with_commit_interval(Duration::ZERO);
+    for i in 0..5 {
+        s.audit(started(i)).await.expect("audit");
+    }
+    assert_eq!(s.group_commits(), 5);
+}
+
 /// Child half of `committed_writes_survive_abort`: only acts when re-run by it.
 #[test]
 fn abort_child() {
