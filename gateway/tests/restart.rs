@@ -13,7 +13,10 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn links_counts_and_audit_survive_a_restart() {
-    let gw = TestGateway::start().await;
+    // A slow commit pace: a session's `session_ended` record is committed up to a second
+    // after the session ends, so the shutdown must wait for the relay tasks' writes.
+    let paced = "[store]\ncommit_interval_ms = 1000\n";
+    let gw = TestGateway::start_with(paced).await;
     gw.start_firmware_vm("keep").await;
     let link = gw
         .create_link(json!({"vm": "keep", "ttl_seconds": 600, "max_uses": 5, "password": "pw"}))
@@ -43,7 +46,7 @@ async fn links_counts_and_audit_survive_a_restart() {
     assert_eq!(closed, Some((1001, "shutdown".to_owned())));
     let dir = stopping.await.unwrap();
 
-    let gw = TestGateway::start_in(dir, "").await;
+    let gw = TestGateway::start_in(dir, paced).await;
     let (s, v) = gw.admin("GET", &format!("/api/v1/links/{id}"), None).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["uses"], 1);

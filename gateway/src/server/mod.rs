@@ -136,7 +136,11 @@ pub async fn run(site: Arc<Site>, listeners: Listeners, shutdown: impl Future<Ou
     }
     app.sessions().end_all(EndReason::Shutdown);
     tracker.close();
-    if tokio::time::timeout(limits.shutdown_drain, tracker.wait())
+    // The relayed sessions left the connection tracker at their upgrade: their close
+    // frames and `session_ended` audit records are waited for in the app's own.
+    app.tasks().close();
+    let drained = async { tokio::join!(tracker.wait(), app.tasks().wait()) };
+    if tokio::time::timeout(limits.shutdown_drain, drained)
         .await
         .is_err()
     {
