@@ -35,7 +35,8 @@ pub struct ListArgs {
 
 #[derive(Debug, Args)]
 pub struct DownloadArgs {
-    /// The recording's id.
+    /// The recording's id (may begin with `-`, like every generated id).
+    #[arg(allow_hyphen_values = true)]
     id: String,
     /// Where to write the file (`-` for standard output).
     #[arg(long, short)]
