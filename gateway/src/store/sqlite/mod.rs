@@ -29,10 +29,10 @@ use super::rows::{pending_migrations, to_ms, AuditRow};
 use super::StoreError;
 
 /// The group commit's default pace (`store.commit_interval_ms`): at most one commit
-/// (one fsync) of the visitor path's writes per 2 ms. Measured on the load test's
-/// reconnects: commits every ~0.7 writes without it, ~0.25 with it, and 1.3x the sessions
-/// per second; the price is at most 2 ms added to a write that arrives right after a
-/// commit.
+/// (one fsync) of the visitor path's writes per 2 ms. Measured in the load test's rate
+/// phases: 0.67 commits per write without it, ~0.1 with it (and fdatasync), and
+/// 1.3-1.4x the sessions per second; the price is at most 2 ms added to a write that
+/// arrives right after a commit.
 pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_millis(2);
 
 /// How long a statement waits for another process's lock.

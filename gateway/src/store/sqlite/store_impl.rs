@@ -398,18 +398,22 @@ impl SqliteStore {
         let interval = self.commit_interval;
         tokio::task::spawn_blocking(move || {
             loop {
-                let wait = lock(&queue)
-                    .last_commit
-                    .map(|t| (t + interval).saturating_duration_since(Instant::now()));
-                if let Some(wait) = wait.filter(|w| !w.is_zero()) {
-                    std::thread::sleep(wait);
-                }
-                let batch = {
+                // Done when nothing is queued; otherwise wait for the pace (writes that
+                // arrive meanwhile join this batch), then take the whole queue.
+                let wait = {
                     let mut q = lock(&queue);
                     if q.events.is_empty() {
                         q.writing = false;
                         break;
                     }
+                    q.last_commit
+                        .map(|t| (t + interval).saturating_duration_since(Instant::now()))
+                };
+                if let Some(wait) = wait.filter(|w| !w.is_zero()) {
+                    std::thread::sleep(wait);
+                }
+                let batch = {
+                    let mut q = lock(&queue);
                     q.last_commit = Some(Instant::now());
                     q.commits += 1;
                     std::mem::take(&mut q.events)
