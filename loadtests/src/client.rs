@@ -187,6 +187,39 @@ impl Relay {
         }
     }
 
+    /// A TLS handshake and nothing else: closes with close_notify once the handshake is
+    /// done and reads to the end, so that the session ticket the relay sends after the
+    /// handshake reaches this client's cache (the first half of [`Relay::two_connections`]).
+    pub async fn handshake_only(&self) -> anyhow::Result<()> {
+        let fut = async {
+            let mut s = self.tls_stream().await?;
+            s.shutdown().await.context("close_notify")?;
+            // A relay that drops the connection without close_notify ends the read with
+            // an error: the ticket, sent first, has been taken in by then.
+            let mut sink = Vec::new();
+            let _ = s.read_to_end(&mut sink).await;
+            anyhow::Ok(())
+        };
+        tokio::time::timeout(STEP_TIMEOUT, fut)
+            .await
+            .map_err(|_| anyhow!("TLS handshake timed out"))?
+    }
+
+    /// What a visitor's full path costs a relay at the least, asked of a plain relay: a
+    /// TLS handshake on one connection, then the WebSocket on a second that resumes the
+    /// first's TLS session (as the gateway's exchange and WebSocket do, without the
+    /// exchange). Fails if the second connection was not resumed.
+    pub async fn two_connections(&self, cfg: WebSocketConfig) -> anyhow::Result<Wss> {
+        let v = self.visitor();
+        v.handshake_only().await?;
+        let ws = v.ws(None, cfg).await?;
+        let kind = ws.get_ref().get_ref().1.handshake_kind();
+        if kind != Some(rustls::HandshakeKind::Resumed) {
+            bail!("the second connection was not resumed ({kind:?})");
+        }
+        Ok(ws)
+    }
+
     /// A whole new visitor session: exchange (gateway only) and WebSocket, the second
     /// connection resuming the first's TLS session as a browser's does.
     pub async fn open(&self, cfg: WebSocketConfig) -> anyhow::Result<Wss> {

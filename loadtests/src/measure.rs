@@ -158,6 +158,9 @@ pub enum RateMode {
     Full,
     /// The gateway's WebSocket only, reusing one cookie (a reconnect).
     WsOnly,
+    /// A plain relay doing a full path's two TLS connections without the exchange: a
+    /// handshake, then the WebSocket resuming it ([`Relay::two_connections`]).
+    TwoConnections,
 }
 
 /// (b) `workers` loops opening sessions back to back for `window`; each session is
@@ -170,7 +173,7 @@ pub async fn session_rate(
 ) -> anyhow::Result<Rate> {
     let grant = match mode {
         RateMode::WsOnly => Some(relay.exchange().await?),
-        RateMode::Full => None,
+        RateMode::Full | RateMode::TwoConnections => None,
     };
     let deadline = Instant::now() + window;
     let start = Instant::now();
@@ -181,9 +184,10 @@ pub async fn session_rate(
         tasks.spawn(async move {
             let (mut ok, mut errs) = (0u64, Errors::default());
             while Instant::now() < deadline {
-                let r = match &grant {
-                    Some(g) => relay.ws(Some(g), idle_cfg()).await,
-                    None => relay.open(idle_cfg()).await,
+                let r = match (&grant, mode) {
+                    (Some(g), _) => relay.ws(Some(g), idle_cfg()).await,
+                    (None, RateMode::TwoConnections) => relay.two_connections(idle_cfg()).await,
+                    (None, _) => relay.open(idle_cfg()).await,
                 };
                 match r {
                     Ok(ws) => {
