@@ -68,6 +68,7 @@ async fn gateway_serve_runs_with_a_compact_heap_by_default() {
     let env = serve_environment("", None).await;
     assert!(has(&env, "glibc.malloc.tcache_count=0"), "{env:?}");
     assert!(has(&env, "glibc.malloc.trim_threshold=131072"), "{env:?}");
+    assert!(has(&env, "glibc.malloc.mxfast=0"), "{env:?}");
     // What the gateway was given travels along, for the programs it starts.
     assert!(
         env.iter().any(|e| e == "VMGW_SAVED_GLIBC_TUNABLES="),

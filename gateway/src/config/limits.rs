@@ -73,7 +73,8 @@ pub struct Limits {
     /// consoles instead of slowing them. 0 gives both the same priority.
     pub setup_nice: u8,
     /// Give a crowd's memory back when it leaves: the gateway runs with glibc's
-    /// per-thread caches of freed blocks off and a fixed trim threshold (it re-executes
+    /// per-thread caches of freed blocks and its fast bins off, and a fixed trim
+    /// threshold (it re-executes
     /// itself once at start with `GLIBC_TUNABLES` set; programs it starts get the
     /// environment it was given). Otherwise those caches, and thread arenas whose free
     /// top glibc keeps after a large block was freed, hold on to a crowd's heap long after

@@ -12,13 +12,21 @@
 //! * once a large block that was given its own mapping is freed (argon2's 19 MiB working
 //!   set, say), glibc raises its trim threshold to twice that block's size, and
 //!   `malloc_trim` does not shrink the top of a thread arena: up to ~40 MiB of free top
-//!   then stay in an arena (seen: 27 MiB in one).
+//!   then stay in an arena (seen: 27 MiB in one);
+//! * small blocks (up to 128 bytes) are freed into "fast bins" without being merged with
+//!   their neighbours. When the last blocks below a thread arena's top are such, nothing
+//!   shrinks the top when they are freed: `malloc_trim` merges them into it, and then
+//!   leaves the top of a thread arena as it is (only a free that merges into the top
+//!   shrinks it). Seen in about one run in five: one arena's whole 64 MiB heap, free
+//!   according to `malloc_info`, still resident 10 s after 9,900 sessions had closed.
 //!
 //! Measured with 9,900 sessions (`loadtests/`), PSS 10 s after they closed against
 //! before: glibc's defaults 1.2–1.4×; caches off 1.06–1.9× (the arena tops); caches off
 //! and a fixed trim threshold of 128 KiB 1.07–1.11× in three of three runs, at 0–5 % of
-//! throughput and setup rate (within this machine's noise). So `gateway serve` (and
-//! `demo`) start with those glibc tunables unless `limits.compact_heap = false`:
+//! throughput and setup rate (within this machine's noise), but 2.6–2.9× in 5 of 27
+//! later runs (the fast bins above); with fast bins off too, 1.02–1.06× in 14 of 14.
+//! So `gateway serve` (and `demo`) start with those glibc tunables unless
+//! `limits.compact_heap = false`:
 //! [`HeapSetup`] is decided before any thread starts. Fewer arenas (`arena_max` 1 or 2)
 //! gave back as much but are not used: the relay threads then share an arena lock with
 //! the setup and argon2 threads, which run at a lower priority and get preempted holding
@@ -28,9 +36,12 @@
 use std::ffi::{OsStr, OsString};
 use std::time::{Duration, Instant};
 
-/// The glibc tunables of a compact heap: no per-thread caches of freed blocks, and a
-/// fixed trim threshold (glibc's default value, no longer raised by large frees).
-pub const COMPACT_TUNABLES: &str = "glibc.malloc.tcache_count=0:glibc.malloc.trim_threshold=131072";
+/// The glibc tunables of a compact heap: no per-thread caches of freed blocks, no fast
+/// bins (every freed block is merged with its free neighbours at once, so a free below
+/// an arena's top shrinks it), and a fixed trim threshold (glibc's default value, no
+/// longer raised by large frees).
+pub const COMPACT_TUNABLES: &str =
+    "glibc.malloc.tcache_count=0:glibc.malloc.mxfast=0:glibc.malloc.trim_threshold=131072";
 
 /// Carries the environment's own `GLIBC_TUNABLES` (empty: none) across the re-exec, so
 /// that the programs the gateway starts (QEMU, `ovs-vsctl`, …) get what it was given.
