@@ -24,7 +24,8 @@
 //! before: glibc's defaults 1.2–1.4×; caches off 1.06–1.9× (the arena tops); caches off
 //! and a fixed trim threshold of 128 KiB 1.07–1.11× in three of three runs, at 0–5 % of
 //! throughput and setup rate (within this machine's noise), but 2.6–2.9× in 5 of 27
-//! later runs (the fast bins above); with fast bins off too, 1.02–1.06× in 14 of 14.
+//! later runs (the fast bins above); with fast bins off too, 33–35 MiB after close
+//! against 32–33 before in 26 of 26.
 //! So `gateway serve` (and `demo`) start with those glibc tunables unless
 //! `limits.compact_heap = false`:
 //! [`HeapSetup`] is decided before any thread starts. Fewer arenas (`arena_max` 1 or 2)
