@@ -74,11 +74,11 @@ pub struct Limits {
     pub setup_nice: u8,
     /// Give a crowd's memory back when it leaves: the gateway runs with glibc's
     /// per-thread caches of freed blocks and its fast bins off, and a fixed trim
-    /// threshold (it re-executes
-    /// itself once at start with `GLIBC_TUNABLES` set; programs it starts get the
-    /// environment it was given). Otherwise those caches, and thread arenas whose free
-    /// top glibc keeps after a large block was freed, hold on to a crowd's heap long after
-    /// its sessions ended. `false` leaves glibc's defaults; a `glibc.malloc.*` tunable
+    /// threshold (it re-executes itself once at start with `GLIBC_TUNABLES` set;
+    /// programs it starts get the environment it was given). Otherwise those caches, the
+    /// fast bins merged into a thread arena's top, and thread arenas whose free top glibc
+    /// keeps after a large block was freed, hold on to a crowd's heap long after its
+    /// sessions ended. `false` leaves glibc's defaults; a `glibc.malloc.*` tunable
     /// already in the environment wins.
     pub compact_heap: bool,
 }
